@@ -1,0 +1,204 @@
+//! Events: turning a published JSON object into the event every subscriber
+//! receives, and framing it once per wire format.
+//!
+//! An event is serialized exactly once; each of the (at most four) framings a
+//! subscriber can need — chunked or raw (HTTP/1.0), `\n` or old-school `\n\0`
+//! endings — is built on first use and then shared by reference between all
+//! subscribers that need it.
+
+use std::cell::OnceCell;
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+use crate::http;
+
+/// Bytes queued for a socket, shared between every subscriber that sends them.
+pub type Frame = Rc<[u8]>;
+
+/// How one subscriber's stream is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    /// Chunked transfer coding (HTTP/1.1) or raw lines (HTTP/1.0).
+    pub chunked: bool,
+    /// `\n\0` line endings for `clients.oldschoolers`.
+    pub oldschool: bool,
+}
+
+impl Framing {
+    fn slot(self) -> usize {
+        usize::from(self.chunked) * 2 + usize::from(self.oldschool)
+    }
+}
+
+/// One line of JSON and its framings, built lazily.
+#[derive(Debug)]
+pub struct Line {
+    json: Box<str>,
+    frames: [OnceCell<Frame>; 4],
+}
+
+impl Line {
+    pub fn new(json: String) -> Line {
+        Line {
+            json: json.into_boxed_str(),
+            frames: Default::default(),
+        }
+    }
+
+    /// The JSON text, without a line ending.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The bytes one subscriber with this framing is sent.
+    pub fn frame(&self, framing: Framing) -> Frame {
+        self.frames[framing.slot()]
+            .get_or_init(|| {
+                let ending: &[u8] = if framing.oldschool { b"\n\0" } else { b"\n" };
+                let mut data = Vec::with_capacity(self.json.len() + 2);
+                data.extend_from_slice(self.json.as_bytes());
+                data.extend_from_slice(ending);
+                if framing.chunked {
+                    http::chunk(&data).into()
+                } else {
+                    data.into()
+                }
+            })
+            .clone()
+    }
+}
+
+/// A broadcast event.
+#[derive(Debug)]
+pub struct Event {
+    /// Its place in the order events were accepted (1, 2, …).
+    pub seq: u64,
+    /// Topics without a leading `private`.
+    pub topics: Vec<String>,
+    pub private: bool,
+    pub timestamp: f64,
+    pub cursor: String,
+    pub line: Line,
+}
+
+/// Why a body cannot become an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadError {
+    /// Not JSON (or not UTF-8).
+    Invalid,
+    /// Valid JSON, but not an object.
+    NotAnObject,
+}
+
+/// Parses a publish body; it must be one JSON object.
+pub fn parse_payload(body: &[u8]) -> Result<Map<String, Value>, PayloadError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(PayloadError::NotAnObject),
+        Err(_) => Err(PayloadError::Invalid),
+    }
+}
+
+/// `["private", "a"]` → (`["a"]`, true): the reference's private marker.
+pub fn split_private(mut topics: Vec<String>) -> (Vec<String>, bool) {
+    if topics.first().is_some_and(|t| t == "private") {
+        topics.remove(0);
+        (topics, true)
+    } else {
+        (topics, false)
+    }
+}
+
+/// Seconds since the epoch, as the reference's `time.time()`.
+pub fn epoch_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Event {
+    /// Adds the four `pubsub_*` keys to a published object and serializes it.
+    pub fn publish(
+        seq: u64,
+        path: &str,
+        topics: Vec<String>,
+        private: bool,
+        mut object: Map<String, Value>,
+        timestamp: f64,
+    ) -> Event {
+        let cursor = uuid::Uuid::new_v4().to_string();
+        object.insert("pubsub_topics".into(), topics.clone().into());
+        object.insert("pubsub_path".into(), path.into());
+        object.insert("pubsub_timestamp".into(), timestamp.into());
+        object.insert("pubsub_cursor".into(), cursor.clone().into());
+        let json = Value::Object(object).to_string();
+        Event {
+            seq,
+            topics,
+            private,
+            timestamp,
+            cursor,
+            line: Line::new(json),
+        }
+    }
+}
+
+/// The keep-alive line `{"stillalive": <epoch>}`.
+pub fn ping(now: f64) -> Line {
+    let mut object = Map::new();
+    object.insert("stillalive".into(), now.into());
+    Line::new(Value::Object(object).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_must_be_an_object() {
+        assert!(parse_payload(br#"{"a": 1}"#).is_ok());
+        assert_eq!(parse_payload(b"[1]"), Err(PayloadError::NotAnObject));
+        assert_eq!(parse_payload(b"\"x\""), Err(PayloadError::NotAnObject));
+        assert_eq!(parse_payload(b"3"), Err(PayloadError::NotAnObject));
+        assert_eq!(parse_payload(b""), Err(PayloadError::Invalid));
+        assert_eq!(parse_payload(b"{"), Err(PayloadError::Invalid));
+        assert_eq!(parse_payload(b"{} x"), Err(PayloadError::Invalid));
+        assert_eq!(
+            parse_payload(b"{\"a\": \"\xff\"}"),
+            Err(PayloadError::Invalid)
+        );
+        let deep = "[".repeat(100_000);
+        assert_eq!(parse_payload(deep.as_bytes()), Err(PayloadError::Invalid));
+    }
+
+    #[test]
+    fn publish_adds_keys_and_keeps_order() {
+        let object = parse_payload(br#"{"z": 1, "a": {"b": "line\nbreak"}}"#).unwrap();
+        let (topics, private) = split_private(vec!["private".into(), "x".into()]);
+        assert!(private);
+        let e = Event::publish(7, "/private/x", topics, private, object, 1588293679.5);
+        let v: Value = serde_json::from_str(e.line.json()).unwrap();
+        assert_eq!(v["pubsub_topics"], serde_json::json!(["x"]));
+        assert_eq!(v["pubsub_path"], "/private/x");
+        assert_eq!(v["pubsub_timestamp"], 1588293679.5);
+        assert_eq!(v["pubsub_cursor"].as_str().unwrap().len(), 36);
+        assert!(e.line.json().starts_with(r#"{"z":1,"a":"#));
+        assert!(!e.line.json().contains('\n'));
+    }
+
+    #[test]
+    fn framings() {
+        let line = Line::new("{}".into());
+        let f = |chunked, oldschool| line.frame(Framing { chunked, oldschool });
+        assert_eq!(&*f(true, false), b"3\r\n{}\n\r\n");
+        assert_eq!(&*f(true, true), b"4\r\n{}\n\0\r\n");
+        assert_eq!(&*f(false, false), b"{}\n");
+        assert_eq!(&*f(false, true), b"{}\n\0");
+        // Built once, then shared.
+        assert!(Rc::ptr_eq(&f(true, false), &f(true, false)));
+        assert_eq!(ping(12.0).json(), r#"{"stillalive":12.0}"#);
+    }
+}

@@ -1,0 +1,651 @@
+//! HTTP/1.x without I/O: request heads (via httparse), request bodies
+//! (`Content-Length` and chunked, both capped), and the bytes of responses,
+//! stream heads and chunks.
+//!
+//! Nothing here touches a socket, so every parser is table-tested and fuzzed.
+//! Every limit is enforced while bytes arrive: no input can make a parser
+//! buffer more than the caller allows, and no input can make it panic.
+
+use std::fmt;
+use std::io::Write;
+
+/// The request methods the server tells apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Put,
+    Post,
+    Other(String),
+}
+
+/// What a request head says, copied out of the read buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: Method,
+    /// The request target as sent, query included.
+    pub target: String,
+    /// HTTP/1.0 (false) or 1.1 (true).
+    pub http11: bool,
+    pub body: BodyKind,
+    pub expect_continue: bool,
+    /// Whether the client wants the connection kept open after this request.
+    pub keep_alive: bool,
+    pub user_agent: Option<String>,
+    pub authorization: Option<Vec<u8>>,
+    pub fetch_since: Option<String>,
+    pub fetch_since_cursor: Option<String>,
+}
+
+impl RequestHead {
+    /// The path part of the target (before any `?`).
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Why a request could not be understood. Every variant ends the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    Malformed(&'static str),
+    TooManyHeaders,
+    HeadTooLarge,
+    BadContentLength,
+    ConflictingLengths,
+    UnsupportedTransferEncoding,
+    BodyTooLarge,
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Malformed(why) => write!(f, "malformed request: {why}"),
+            HttpError::TooManyHeaders => f.write_str("too many headers"),
+            HttpError::HeadTooLarge => f.write_str("request head too large"),
+            HttpError::BadContentLength => f.write_str("invalid Content-Length"),
+            HttpError::ConflictingLengths => {
+                f.write_str("both Transfer-Encoding and Content-Length")
+            }
+            HttpError::UnsupportedTransferEncoding => f.write_str("unsupported Transfer-Encoding"),
+            HttpError::BodyTooLarge => f.write_str("body too large"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Parses one request head from the front of `buf`.
+///
+/// `Ok(None)`: incomplete, read more (the caller enforces the size limit).
+/// `Ok(Some((head, n)))`: the head took the first `n` bytes.
+pub fn parse_head(
+    buf: &[u8],
+    max_headers: usize,
+) -> Result<Option<(RequestHead, usize)>, HttpError> {
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    let used = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(HttpError::Malformed("unsupported version")),
+        Err(_) => return Err(HttpError::Malformed("bad request line or header")),
+    };
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "PUT" => Method::Put,
+        "POST" => Method::Post,
+        other => Method::Other(other.to_owned()),
+    };
+    let target = req.path.unwrap_or("").to_owned();
+    if !target.starts_with('/') {
+        return Err(HttpError::Malformed("the target must be a path"));
+    }
+    let http11 = req.version == Some(1);
+    let mut head = RequestHead {
+        method,
+        target,
+        http11,
+        body: BodyKind::None,
+        expect_continue: false,
+        keep_alive: http11,
+        user_agent: None,
+        authorization: None,
+        fetch_since: None,
+        fetch_since_cursor: None,
+    };
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        let value = trim(h.value);
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_decimal(value).ok_or(HttpError::BadContentLength)?;
+            if content_length.is_some_and(|old| old != n) {
+                return Err(HttpError::BadContentLength);
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only a lone "chunked" is supported; anything else cannot be
+            // delimited safely.
+            if !value.eq_ignore_ascii_case(b"chunked") || chunked {
+                return Err(HttpError::UnsupportedTransferEncoding);
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = trim(token);
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    head.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            head.user_agent = Some(String::from_utf8_lossy(value).into_owned());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(value.to_vec());
+        } else if name.eq_ignore_ascii_case("x-fetch-since") {
+            head.fetch_since = Some(String::from_utf8_lossy(value).into_owned());
+        } else if name.eq_ignore_ascii_case("x-fetch-since-cursor") {
+            head.fetch_since_cursor = Some(String::from_utf8_lossy(value).into_owned());
+        }
+    }
+    head.body = match (chunked, content_length) {
+        (true, Some(_)) => return Err(HttpError::ConflictingLengths),
+        (true, None) => BodyKind::Chunked,
+        (false, Some(0)) | (false, None) => BodyKind::None,
+        (false, Some(n)) => BodyKind::Length(n),
+    };
+    Ok(Some((head, used)))
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 18 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Longest chunk-size line (size, extensions) or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// Decodes a request body incrementally, appending its bytes to a `Vec`
+/// that never grows past the caller's cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyDecoder {
+    Length { remaining: u64 },
+    Chunked(ChunkState),
+    Done,
+}
+
+/// Where the chunked decoder is inside the framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkState {
+    /// Reading hex digits; `line` counts the bytes of this line so far.
+    Size {
+        size: u64,
+        digits: usize,
+        line: usize,
+    },
+    /// After the size: extensions up to CR.
+    Extension {
+        size: u64,
+        line: usize,
+    },
+    /// Expecting LF after the size line's CR.
+    SizeLf {
+        size: u64,
+    },
+    Data {
+        remaining: u64,
+    },
+    DataCr,
+    DataLf,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailer {
+        line: usize,
+    },
+    TrailerLf {
+        empty: bool,
+    },
+}
+
+/// What one `feed` call achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub consumed: usize,
+    pub done: bool,
+}
+
+impl BodyDecoder {
+    pub fn new(kind: BodyKind) -> BodyDecoder {
+        match kind {
+            BodyKind::None => BodyDecoder::Done,
+            BodyKind::Length(n) => BodyDecoder::Length { remaining: n },
+            BodyKind::Chunked => BodyDecoder::Chunked(ChunkState::Size {
+                size: 0,
+                digits: 0,
+                line: 0,
+            }),
+        }
+    }
+
+    /// Consumes body bytes from `input` into `body`. Fails with `BodyTooLarge`
+    /// as soon as the body would pass `max` bytes.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        body: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<Progress, HttpError> {
+        match self {
+            BodyDecoder::Done => Ok(Progress {
+                consumed: 0,
+                done: true,
+            }),
+            BodyDecoder::Length { remaining } => {
+                let take = input
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                if body.len() + take > max {
+                    return Err(HttpError::BodyTooLarge);
+                }
+                body.extend_from_slice(&input[..take]);
+                *remaining -= take as u64;
+                let done = *remaining == 0;
+                if done {
+                    *self = BodyDecoder::Done;
+                }
+                Ok(Progress {
+                    consumed: take,
+                    done,
+                })
+            }
+            BodyDecoder::Chunked(state) => {
+                let (consumed, done) = feed_chunked(state, input, body, max)?;
+                if done {
+                    *self = BodyDecoder::Done;
+                }
+                Ok(Progress { consumed, done })
+            }
+        }
+    }
+}
+
+fn feed_chunked(
+    state: &mut ChunkState,
+    input: &[u8],
+    body: &mut Vec<u8>,
+    max: usize,
+) -> Result<(usize, bool), HttpError> {
+    let bad = |why| Err(HttpError::Malformed(why));
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        match *state {
+            ChunkState::Size { size, digits, line } => {
+                if line >= MAX_CHUNK_LINE {
+                    return bad("chunk size line too long");
+                }
+                if let Some(d) = (b as char).to_digit(16) {
+                    if digits >= 15 {
+                        return bad("chunk size too large");
+                    }
+                    *state = ChunkState::Size {
+                        size: size * 16 + u64::from(d),
+                        digits: digits + 1,
+                        line: line + 1,
+                    };
+                } else if digits == 0 {
+                    return bad("chunk size expected");
+                } else if b == b'\r' {
+                    *state = ChunkState::SizeLf { size };
+                } else if b == b';' || b == b' ' || b == b'\t' {
+                    *state = ChunkState::Extension {
+                        size,
+                        line: line + 1,
+                    };
+                } else {
+                    return bad("bad chunk size");
+                }
+                i += 1;
+            }
+            ChunkState::Extension { size, line } => {
+                if line >= MAX_CHUNK_LINE {
+                    return bad("chunk extension too long");
+                }
+                *state = if b == b'\r' {
+                    ChunkState::SizeLf { size }
+                } else {
+                    ChunkState::Extension {
+                        size,
+                        line: line + 1,
+                    }
+                };
+                i += 1;
+            }
+            ChunkState::SizeLf { size } => {
+                if b != b'\n' {
+                    return bad("expected LF after chunk size");
+                }
+                if size == 0 {
+                    *state = ChunkState::Trailer { line: 0 };
+                } else {
+                    if (body.len() as u64).saturating_add(size) > max as u64 {
+                        return Err(HttpError::BodyTooLarge);
+                    }
+                    *state = ChunkState::Data { remaining: size };
+                }
+                i += 1;
+            }
+            ChunkState::Data { remaining } => {
+                let available = input.len() - i;
+                let take = available.min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                body.extend_from_slice(&input[i..i + take]);
+                i += take;
+                let left = remaining - take as u64;
+                *state = if left == 0 {
+                    ChunkState::DataCr
+                } else {
+                    ChunkState::Data { remaining: left }
+                };
+            }
+            ChunkState::DataCr => {
+                if b != b'\r' {
+                    return bad("expected CRLF after chunk data");
+                }
+                *state = ChunkState::DataLf;
+                i += 1;
+            }
+            ChunkState::DataLf => {
+                if b != b'\n' {
+                    return bad("expected CRLF after chunk data");
+                }
+                *state = ChunkState::Size {
+                    size: 0,
+                    digits: 0,
+                    line: 0,
+                };
+                i += 1;
+            }
+            ChunkState::Trailer { line } => {
+                if line >= MAX_CHUNK_LINE {
+                    return bad("trailer line too long");
+                }
+                *state = if b == b'\r' {
+                    ChunkState::TrailerLf { empty: line == 0 }
+                } else {
+                    ChunkState::Trailer { line: line + 1 }
+                };
+                i += 1;
+            }
+            ChunkState::TrailerLf { empty } => {
+                if b != b'\n' {
+                    return bad("expected LF in trailer");
+                }
+                i += 1;
+                if empty {
+                    return Ok((i, true));
+                }
+                *state = ChunkState::Trailer { line: 0 };
+            }
+        }
+    }
+    Ok((i, false))
+}
+
+/// Values every response carries.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerHeaders<'a> {
+    /// `pubsubd/<version>`.
+    pub server: &'a str,
+    pub subscribers: usize,
+    pub requests: u64,
+}
+
+impl ServerHeaders<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            "Server: {}\r\nX-Subscribers: {}\r\nX-Requests: {}\r\n",
+            self.server, self.subscribers, self.requests
+        );
+    }
+}
+
+/// The reason phrase of the statuses the server sends.
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        202 => "Accepted",
+        204 => "No Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        408 => "Request Timeout",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// A complete response with a plain-text body (HEAD-style when `body` is None).
+pub fn response(
+    status: u16,
+    body: Option<&str>,
+    headers: &ServerHeaders<'_>,
+    close: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    headers.write(&mut out);
+    if let Some(body) = body {
+        let _ = write!(
+            out,
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if let Some(body) = body {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+/// The interim response that tells a client to send its body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The last chunk of a chunked stream.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// The head of an event stream. HTTP/1.0 clients get no chunk framing and
+/// the connection closes at the end of the stream.
+pub fn stream_head(headers: &ServerHeaders<'_>, chunked: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(320);
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    headers.write(&mut out);
+    out.extend_from_slice(
+        b"Content-Type: application/vnd.pypubsub-stream\r\n\
+          Cache-Control: no-cache\r\n\
+          X-Accel-Buffering: no\r\n",
+    );
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+    } else {
+        out.extend_from_slice(b"Connection: close\r\n\r\n");
+    }
+    out
+}
+
+/// `data` framed as one HTTP chunk.
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 12);
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<(RequestHead, usize)>, HttpError> {
+        parse_head(text.as_bytes(), 16)
+    }
+
+    #[test]
+    fn parses_a_publish_head() {
+        let text = "PUT /a/b?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nExpect: 100-continue\r\nUser-Agent: svnwcsub/1\r\n\r\nBODY";
+        let (h, n) = head(text).unwrap().unwrap();
+        assert_eq!(n, text.len() - 4);
+        assert_eq!(h.method, Method::Put);
+        assert_eq!(h.path(), "/a/b");
+        assert!(h.http11 && h.keep_alive && h.expect_continue);
+        assert_eq!(h.body, BodyKind::Length(12));
+        assert_eq!(h.user_agent.as_deref(), Some("svnwcsub/1"));
+    }
+
+    #[test]
+    fn partial_and_errors() {
+        assert_eq!(head("GET / HTTP/1.1\r\nHost"), Ok(None));
+        let keep_alive = |text| head(text).unwrap().unwrap().0.keep_alive;
+        assert!(!keep_alive("GET / HTTP/1.0\r\n\r\n"));
+        assert!(!keep_alive("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(keep_alive("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(matches!(
+            head("\x00\x01garbage\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            head("GET x HTTP/1.1\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert_eq!(
+            head("PUT / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(HttpError::ConflictingLengths)
+        );
+        assert_eq!(
+            head("PUT / HTTP/1.1\r\nContent-Length: -5\r\n\r\n"),
+            Err(HttpError::BadContentLength)
+        );
+        assert_eq!(
+            head("PUT / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            Err(HttpError::BadContentLength)
+        );
+        assert_eq!(
+            head("PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err(HttpError::UnsupportedTransferEncoding)
+        );
+        let many: String = (0..20).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(
+            head(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            Err(HttpError::TooManyHeaders)
+        );
+        assert_eq!(
+            head("DELETE /x HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .0
+                .method,
+            Method::Other("DELETE".into())
+        );
+    }
+
+    fn decode_all(
+        kind: BodyKind,
+        pieces: &[&[u8]],
+        max: usize,
+    ) -> Result<(Vec<u8>, usize), HttpError> {
+        let mut d = BodyDecoder::new(kind);
+        let mut body = Vec::new();
+        let mut used = 0;
+        for piece in pieces {
+            let p = d.feed(piece, &mut body, max)?;
+            used += p.consumed;
+            if p.done {
+                return Ok((body, used));
+            }
+        }
+        Err(HttpError::Malformed("incomplete"))
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        let whole = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        let (body, used) = decode_all(BodyKind::Chunked, &[whole], 100).unwrap();
+        assert_eq!(body, b"Wikipedia");
+        assert_eq!(&whole[used..], b"NEXT");
+        // Byte by byte gives the same result.
+        let pieces: Vec<&[u8]> = whole.chunks(1).collect();
+        let (body, used) = decode_all(BodyKind::Chunked, &pieces, 100).unwrap();
+        assert_eq!(
+            (body.as_slice(), used),
+            (&b"Wikipedia"[..], whole.len() - 4)
+        );
+        assert_eq!(
+            decode_all(BodyKind::Chunked, &[b"a\r\n0123456789\r\n0\r\n\r\n"], 9),
+            Err(HttpError::BodyTooLarge)
+        );
+        assert!(decode_all(BodyKind::Chunked, &[b"zz\r\n"], 9).is_err());
+        assert!(decode_all(BodyKind::Chunked, &[b"1\r\nab\r\n"], 9).is_err());
+        assert!(decode_all(BodyKind::Chunked, &[b"ffffffffffffffffff\r\n"], 9).is_err());
+        let long = vec![b'1'; 2000];
+        assert!(decode_all(BodyKind::Chunked, &[&long], usize::MAX).is_err());
+    }
+
+    #[test]
+    fn length_bodies() {
+        let (body, used) = decode_all(BodyKind::Length(3), &[b"ab", b"cdef"], 10).unwrap();
+        assert_eq!((body.as_slice(), used), (&b"abc"[..], 3));
+        assert_eq!(
+            decode_all(BodyKind::Length(30), &[b"abc"], 2),
+            Err(HttpError::BodyTooLarge)
+        );
+    }
+
+    #[test]
+    fn framing() {
+        assert_eq!(chunk(b"hello\n"), b"6\r\nhello\n\r\n");
+        let h = ServerHeaders {
+            server: "pubsubd/1",
+            subscribers: 2,
+            requests: 3,
+        };
+        let r = String::from_utf8(response(202, Some("ok\n"), &h, false)).unwrap();
+        assert!(r.starts_with(
+            "HTTP/1.1 202 Accepted\r\nServer: pubsubd/1\r\nX-Subscribers: 2\r\nX-Requests: 3\r\n"
+        ));
+        assert!(r.ends_with("Content-Length: 3\r\n\r\nok\n"));
+        let s = String::from_utf8(stream_head(&h, true)).unwrap();
+        assert!(
+            s.contains("Transfer-Encoding: chunked\r\n")
+                && s.contains("application/vnd.pypubsub-stream")
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! pubsubd: a single-core, epoll-driven pub/sub server that speaks Apache
+//! PyPubSub's HTTP + JSON protocol.
+//!
+//! What happens to a published event: `reactor` reads the bytes, `requests`
+//! parses the publish (`http`), checks who may publish (`acl`), builds the
+//! event (`event`), and `fanout` queues its shared frame on every matching
+//! subscriber (`topics` index) to be written at the end of the turn.
+
+pub mod acl;
+pub mod config;
+pub mod conn;
+pub mod event;
+mod fanout;
+pub mod http;
+pub mod reactor;
+mod requests;
+pub mod topics;
+
+use std::io;
+use std::net::SocketAddr;
+
+pub use config::Config;
+pub use reactor::Reactor;
+
+/// Binds the configured listeners, logs their addresses and serves until
+/// SIGTERM or SIGINT.
+pub fn run(config: Config) -> io::Result<()> {
+    let server = &config.server;
+    let addr = SocketAddr::new(server.bind, server.port);
+    let listener = reactor::bind(addr, server.listen_backlog)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    log::info!("pubsubd listening on {}", listener.local_addr()?);
+    let mut reactor = Reactor::new(config, vec![listener])?;
+    reactor.run()
+}

@@ -1,0 +1,612 @@
+//! The mio loop: one thread owns every socket. It accepts, reads, hands
+//! bytes to the request logic (`requests.rs`), fans events out
+//! (`fanout.rs`), runs the timers and flushes output.
+//!
+//! Edge-triggered discipline: every socket is registered once for
+//! `READABLE | WRITABLE`; reads run until `WouldBlock`, EOF or a budget (then
+//! the connection goes on the `pending` list for the next turn); output
+//! queued during a turn is flushed once at the end of the turn, so one
+//! vectored write carries everything a subscriber got in that turn.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{Conn, State};
+use crate::http::{self, ServerHeaders};
+use crate::topics::TopicIndex;
+
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+/// Listener `i` has token `LISTENER_BASE - i`.
+const LISTENER_BASE: usize = usize::MAX - 16;
+
+/// Bytes read from one socket per readiness event before other connections
+/// get a turn.
+const READ_BUDGET: usize = 256 * 1024;
+/// Requests handled from one connection's buffer per turn.
+pub(crate) const REQUEST_BUDGET: usize = 64;
+/// Unread input kept per connection beyond one request head.
+pub(crate) const MAX_INPUT: usize = 64 * 1024;
+/// Output (responses to pipelined requests) above which a connection's
+/// requests are not processed until the client reads.
+pub(crate) const RESPONSE_HIGH_WATER: usize = 256 * 1024;
+/// How long stream endings may take to flush on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long to wait before accepting again when out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The per-connection deadlines kept in the timer heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Request,
+    Stall,
+}
+
+/// A deadline for connection `key` with serial `serial`; stale entries
+/// (closed or reused connections, moved deadlines) are skipped when popped.
+type Timer = Reverse<(Instant, TimerKind, usize, u64)>;
+
+/// All the server's state. Fields are crate-visible so that the request and
+/// fan-out logic in their own files can borrow them separately.
+pub struct Reactor {
+    pub(crate) config: Config,
+    pub(crate) server_name: String,
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    signals: Signals,
+    #[allow(dead_code)]
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) conns: Slab<Conn>,
+    next_serial: u64,
+    pub(crate) max_connections: usize,
+    pub(crate) index: TopicIndex,
+    pub(crate) subscribers: usize,
+    pub(crate) requests: u64,
+    pub(crate) last_seq: u64,
+    /// Connections with output queued this turn.
+    pub(crate) dirty: Vec<usize>,
+    /// Connections with work left over (budget, resumed input).
+    pub(crate) pending: Vec<usize>,
+    /// Connections to close at the end of the turn.
+    pub(crate) doomed: Vec<usize>,
+    timers: BinaryHeap<Timer>,
+    next_ping: Instant,
+    accept_paused_until: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    scratch: Box<[u8]>,
+}
+
+/// Listener sockets bound before the reactor starts (so tests and `main`
+/// can report the addresses).
+pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // `::` means every address, IPv4 included; a specific v6 address
+        // means just that.
+        socket.set_only_v6(!addr.ip().is_unspecified())?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+impl Reactor {
+    pub fn new(config: Config, listeners: Vec<std::net::TcpListener>) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let mut mio_listeners = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            l.set_nonblocking(true)?;
+            let mut l = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, Token(LISTENER_BASE - i), Interest::READABLE)?;
+            mio_listeners.push(l);
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR2, SIGHUP])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let max_connections = config
+            .server
+            .max_connections
+            .unwrap_or_else(default_max_connections);
+        let now = Instant::now();
+        let next_ping = now + config.server.ping_interval;
+        Ok(Reactor {
+            server_name: format!("pubsubd/{}", env!("CARGO_PKG_VERSION")),
+            config,
+            poll,
+            listeners: mio_listeners,
+            signals,
+            waker,
+            conns: Slab::new(),
+            next_serial: 1,
+            max_connections,
+            index: TopicIndex::default(),
+            subscribers: 0,
+            requests: 0,
+            last_seq: 0,
+            dirty: Vec::new(),
+            pending: Vec::new(),
+            doomed: Vec::new(),
+            timers: BinaryHeap::new(),
+            next_ping,
+            accept_paused_until: None,
+            shutdown_deadline: None,
+            scratch: vec![0; 64 * 1024].into_boxed_slice(),
+        })
+    }
+
+    /// Runs until SIGTERM/SIGINT and every stream has been ended.
+    pub fn run(&mut self) -> io::Result<()> {
+        info!("serving with at most {} connections", self.max_connections);
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    SIGNALS => self.handle_signals(),
+                    Token(t) if t > LISTENER_BASE - 16 && t <= LISTENER_BASE => {
+                        self.accept(LISTENER_BASE - t)
+                    }
+                    Token(key) => {
+                        if event.is_writable() || event.is_write_closed() || event.is_error() {
+                            self.mark_dirty(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() {
+                            self.read_ready(key);
+                        }
+                    }
+                }
+            }
+            let pending = std::mem::take(&mut self.pending);
+            for key in pending {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.pending = false;
+                    self.read_ready(key);
+                }
+            }
+            self.run_timers(Instant::now());
+            self.flush_dirty();
+            self.close_doomed();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || Instant::now() >= deadline {
+                    info!("shut down with {} connections left", self.conns.len());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.pending.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.next_ping;
+        if let Some(Reverse((t, ..))) = self.timers.peek() {
+            next = next.min(*t);
+        }
+        if let Some(t) = self.accept_paused_until {
+            next = next.min(t);
+        }
+        if let Some(t) = self.shutdown_deadline {
+            next = next.min(t);
+        }
+        // Round up so a wake-up is never a millisecond early.
+        Some(next.saturating_duration_since(now) + Duration::from_micros(500))
+    }
+
+    fn handle_signals(&mut self) {
+        let received: Vec<i32> = self.signals.pending().collect();
+        for signal in received {
+            match signal {
+                SIGTERM | SIGINT => self.begin_shutdown(),
+                SIGUSR2 => self.reload_acl(),
+                SIGHUP => info!("SIGHUP: nothing to reload"),
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn reload_acl(&mut self) {
+        info!("SIGUSR2: no ACL configured to reload");
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown_deadline.is_some()
+    }
+
+    /// Stops accepting and ends every stream cleanly.
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!("shutting down: ending {} streams", self.subscribers);
+        for mut l in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            if let State::Stream(stream) = &conn.state {
+                if stream.framing.chunked {
+                    conn.out.push(http::LAST_CHUNK.into());
+                }
+            }
+            self.finish_after_flush(key);
+        }
+    }
+
+    /// The connection ends once its queued output has been written.
+    pub(crate) fn finish_after_flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let State::Stream(stream) = std::mem::replace(&mut conn.state, State::Closing) {
+            self.index.remove(key, &stream.sub);
+            self.subscribers -= 1;
+        }
+        conn.request_deadline = None;
+        self.mark_dirty(key);
+    }
+
+    fn accept(&mut self, listener: usize) {
+        if self.shutdown_deadline.is_some() || self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(l) = self.listeners.get(listener) else {
+                return;
+            };
+            match l.accept() {
+                Ok((socket, peer)) => self.admit(socket, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_out_of_fds(&e) => {
+                    warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends: that one client is gone.
+                    debug!("accept: {e}");
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        for i in 0..self.listeners.len() {
+            self.accept(i);
+        }
+    }
+
+    /// Takes on a new connection, or refuses it with a 503 when full.
+    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
+        let _ = socket.set_nodelay(true);
+        if self.conns.len() >= self.max_connections {
+            warn!(
+                "refusing {peer}: at the connection limit ({})",
+                self.max_connections
+            );
+            let body = "Too many connections, please try again later.\n";
+            let _ = socket.write(&http::response(503, Some(body), &self.headers(), true));
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if key >= LISTENER_BASE - 16 {
+            return;
+        }
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("register {peer}: {e}");
+            return;
+        }
+        let now = Instant::now();
+        let peer_ip = canonical(peer.ip());
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        entry.insert(Conn::new(socket, serial, peer_ip, now));
+        self.set_request_deadline(key, now);
+        debug!("accepted {peer} as {key}");
+    }
+
+    /// The values every response carries.
+    pub(crate) fn headers(&self) -> ServerHeaders<'_> {
+        ServerHeaders {
+            server: &self.server_name,
+            subscribers: self.subscribers,
+            requests: self.requests,
+        }
+    }
+
+    /// Reads what the socket has and processes it, within the read budget.
+    fn read_ready(&mut self, key: usize) {
+        let mut budget = READ_BUDGET;
+        loop {
+            self.process_input(key);
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.read_closed || conn.paused || conn.pending {
+                return;
+            }
+            if matches!(conn.state, State::Authenticating(_)) && conn.inbuf.len() >= MAX_INPUT {
+                return;
+            }
+            if budget == 0 {
+                self.push_pending(key);
+                return;
+            }
+            let room = if matches!(conn.state, State::Stream(_) | State::Closing) {
+                self.scratch.len()
+            } else {
+                let limit = self.config.server.max_head_size.max(MAX_INPUT);
+                (limit + 1)
+                    .saturating_sub(conn.inbuf.len())
+                    .min(self.scratch.len())
+            };
+            if room == 0 {
+                // Input is full and nothing could be processed: a head
+                // over the limit is refused by `process_input`.
+                return;
+            }
+            match conn.socket.read(&mut self.scratch[..room]) {
+                Ok(0) => {
+                    conn.read_closed = true;
+                    self.on_read_closed(key);
+                    return;
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    match conn.state {
+                        State::Stream(_) | State::Closing => {
+                            conn.stream_input += n;
+                            if conn.stream_input > MAX_INPUT * 16 {
+                                debug!("{key}: too much input on a stream; closing");
+                                self.doom(key);
+                                return;
+                            }
+                        }
+                        _ => conn.inbuf.extend_from_slice(&self.scratch[..n]),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("{key}: read: {e}");
+                    self.doom(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The peer will send nothing more: answer what it sent, then close.
+    fn on_read_closed(&mut self, key: usize) {
+        self.process_input(key);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match conn.state {
+            State::Head | State::Body(_) | State::Authenticating(_) if !conn.paused => {
+                self.finish_after_flush(key)
+            }
+            State::Stream(_) => self.doom(key),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn push_pending(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.pending {
+                conn.pending = true;
+                self.pending.push(key);
+            }
+        }
+    }
+
+    pub(crate) fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Closes the connection at the end of this turn, without flushing.
+    pub(crate) fn doom(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.doomed {
+                conn.doomed = true;
+                conn.read_closed = true;
+                conn.out = Default::default();
+                self.doomed.push(key);
+            }
+        }
+    }
+
+    /// Writes every connection's queued output once.
+    fn flush_dirty(&mut self) {
+        let now = Instant::now();
+        let write_timeout = self.config.server.write_timeout;
+        let dirty = std::mem::take(&mut self.dirty);
+        for key in dirty {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.dirty = false;
+            match conn.out.flush_to(&mut conn.socket) {
+                Ok(flushed) => {
+                    if flushed.written > 0 {
+                        conn.last_progress = now;
+                    }
+                    if flushed.blocked {
+                        if !conn.stall_timer_armed {
+                            conn.stall_timer_armed = true;
+                            let deadline = conn.last_progress + write_timeout;
+                            self.timers.push(Reverse((
+                                deadline,
+                                TimerKind::Stall,
+                                key,
+                                conn.serial,
+                            )));
+                        }
+                    } else if matches!(conn.state, State::Closing) {
+                        self.doom(key);
+                    } else if conn.paused && conn.out.queued() < RESPONSE_HIGH_WATER / 2 {
+                        conn.paused = false;
+                        self.push_pending(key);
+                    }
+                }
+                Err(e) => {
+                    debug!("{key}: write: {e}");
+                    self.doom(key);
+                }
+            }
+        }
+    }
+
+    fn close_doomed(&mut self) {
+        let doomed = std::mem::take(&mut self.doomed);
+        for key in doomed {
+            self.close(key);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        if let State::Stream(stream) = &conn.state {
+            self.index.remove(key, &stream.sub);
+            self.subscribers -= 1;
+        }
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        debug!("closed {key}");
+    }
+
+    /// (Re)starts the deadline for the request being read.
+    pub(crate) fn set_request_deadline(&mut self, key: usize, now: Instant) {
+        let timeout = self.config.server.request_timeout;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let deadline = now + timeout;
+        conn.request_deadline = Some(deadline);
+        if !conn.request_timer_armed {
+            conn.request_timer_armed = true;
+            self.timers
+                .push(Reverse((deadline, TimerKind::Request, key, conn.serial)));
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            self.accept_all();
+        }
+        if self.next_ping <= now {
+            self.send_pings();
+            self.next_ping = now + self.config.server.ping_interval;
+        }
+        while let Some(&Reverse((deadline, kind, key, serial))) = self.timers.peek() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.serial != serial {
+                continue;
+            }
+            match kind {
+                TimerKind::Request => {
+                    conn.request_timer_armed = false;
+                    let Some(due) = conn.request_deadline else {
+                        continue;
+                    };
+                    if due > now {
+                        conn.request_timer_armed = true;
+                        self.timers.push(Reverse((due, kind, key, serial)));
+                    } else if matches!(conn.state, State::Head | State::Body(_)) {
+                        debug!("{key}: request timeout");
+                        self.doom(key);
+                    }
+                }
+                TimerKind::Stall => {
+                    conn.stall_timer_armed = false;
+                    if conn.out.is_empty() {
+                        continue;
+                    }
+                    let due = conn.last_progress + self.config.server.write_timeout;
+                    if due > now {
+                        conn.stall_timer_armed = true;
+                        self.timers.push(Reverse((due, kind, key, serial)));
+                    } else {
+                        warn!(
+                            "dropping slow subscriber {} ({key}): nothing written for {:?}, {} bytes queued",
+                            conn.peer,
+                            self.config.server.write_timeout,
+                            conn.out.queued()
+                        );
+                        self.doom(key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 peers count as their IPv4 address.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// The open-files limit, less a reserve for listeners, files and workers.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let fds = if ok { limit.rlim_cur as usize } else { 1024 };
+    fds.saturating_sub(64).max(16)
+}

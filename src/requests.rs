@@ -1,0 +1,296 @@
+//! What the server does with each request: publish (`PUT`/`POST`), subscribe
+//! (`GET`), health check (`HEAD`), and the answers to everything else.
+//!
+//! Requests are taken from a connection's input buffer one at a time, in
+//! order (pipelining), at most `REQUEST_BUDGET` per turn, and not at all
+//! while the client leaves too many responses unread.
+
+use std::time::Instant;
+
+use log::debug;
+
+use crate::conn::{BodyState, State, Stream};
+use crate::event::{self, Event, Framing, PayloadError};
+use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
+use crate::reactor::{Reactor, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER};
+use crate::topics::{self, Subscription};
+
+pub const TEXT_RECEIVED: &str = "Payload received, thank you very much!\n";
+pub const TEXT_NOT_ALLOWED: &str = "You are not authorized to deliver payloads!\n";
+pub const TEXT_BAD_PAYLOAD: &str =
+    "Bad payload type. Payloads must be JSON dictionary objects, {..}!\n";
+pub const TEXT_TOO_LARGE: &str = "Payload is too large for me to serve, please make it shorter.\n";
+pub const TEXT_BAD_REQUEST: &str = "I could not understand your request, sorry! Please see https://pubsub.apache.org/api.html for usage documentation.\n";
+
+/// Whether the connection stays open after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    KeepAlive,
+    Close,
+}
+
+impl Reactor {
+    /// Handles every complete request in the connection's input buffer.
+    pub(crate) fn process_input(&mut self, key: usize) {
+        for _ in 0..REQUEST_BUDGET {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.doomed || conn.paused {
+                return;
+            }
+            if conn.out.queued() > RESPONSE_HIGH_WATER {
+                // The client is not reading its responses: stop until it does.
+                conn.paused = true;
+                return;
+            }
+            match &mut conn.state {
+                State::Head => {
+                    if conn.inbuf.is_empty() {
+                        // Idle connections keep no buffer.
+                        conn.inbuf = Vec::new();
+                        return;
+                    }
+                    match http::parse_head(&conn.inbuf, self.config.server.max_headers) {
+                        Ok(None) => {
+                            if conn.inbuf.len() > self.config.server.max_head_size {
+                                self.reject(key, &HttpError::HeadTooLarge);
+                            }
+                            return;
+                        }
+                        Ok(Some((head, used))) => {
+                            conn.inbuf.drain(..used);
+                            self.requests += 1;
+                            self.dispatch(key, head);
+                        }
+                        Err(e) => {
+                            self.reject(key, &e);
+                            return;
+                        }
+                    }
+                }
+                State::Body(body) => {
+                    let max = self.config.server.max_payload_size;
+                    match body.decoder.feed(&conn.inbuf, &mut body.body, max) {
+                        Ok(progress) => {
+                            conn.inbuf.drain(..progress.consumed);
+                            if !progress.done {
+                                return;
+                            }
+                            let State::Body(body) = std::mem::replace(&mut conn.state, State::Head)
+                            else {
+                                unreachable!("matched above");
+                            };
+                            self.finish_publish(key, *body);
+                        }
+                        Err(HttpError::BodyTooLarge) => {
+                            self.respond(key, 400, Some(TEXT_TOO_LARGE), After::Close);
+                            return;
+                        }
+                        Err(e) => {
+                            self.reject(key, &e);
+                            return;
+                        }
+                    }
+                }
+                State::Stream(_) | State::Closing | State::Authenticating(_) => {
+                    if conn.inbuf.len() > MAX_INPUT {
+                        conn.inbuf.clear();
+                    }
+                    return;
+                }
+            }
+        }
+        // Budget used up: carry on next turn so others get a go.
+        self.push_pending(key);
+    }
+
+    /// Answers a request that cannot be understood and closes.
+    fn reject(&mut self, key: usize, why: &HttpError) {
+        debug!("{key}: bad request: {why}");
+        self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
+    }
+
+    fn dispatch(&mut self, key: usize, head: RequestHead) {
+        match head.method {
+            Method::Head => {
+                let after = keep_alive(&head);
+                self.respond(key, 204, None, after);
+            }
+            Method::Get => self.subscribe(key, head),
+            Method::Put | Method::Post => self.begin_publish(key, head),
+            Method::Other(_) => {
+                // The body of an unknown method cannot be skipped reliably.
+                self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
+            }
+        }
+    }
+
+    /// Queues a complete response; afterwards the connection waits for the
+    /// next request or closes.
+    fn respond(&mut self, key: usize, status: u16, body: Option<&str>, after: After) {
+        let shutting_down = self.is_shutting_down();
+        let close = after == After::Close || shutting_down;
+        let bytes = http::response(status, body, &self.headers(), close);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.out.push(bytes.into());
+        if close {
+            conn.inbuf = Vec::new();
+            self.finish_after_flush(key);
+        } else {
+            conn.state = State::Head;
+            self.set_request_deadline(key, Instant::now());
+            self.mark_dirty(key);
+        }
+    }
+
+    fn begin_publish(&mut self, key: usize, head: RequestHead) {
+        let Ok(topics) = topics::parse_topics(head.path()) else {
+            return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
+        };
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let ip_allowed = self
+            .config
+            .clients
+            .payloaders
+            .iter()
+            .any(|net| net.contains(&conn.peer));
+        let (topics, _) = event::split_private(topics);
+        let grant = None;
+        if !self.may_publish(&topics, grant.as_ref(), ip_allowed) {
+            // The body was not read: the connection cannot be reused.
+            return self.respond(key, 403, Some(TEXT_NOT_ALLOWED), After::Close);
+        }
+        if let BodyKind::Length(n) = head.body {
+            if n > self.config.server.max_payload_size as u64 {
+                return self.respond(key, 400, Some(TEXT_TOO_LARGE), After::Close);
+            }
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if head.expect_continue && head.http11 && head.body != BodyKind::None {
+            conn.out.push(http::CONTINUE.into());
+            self.mark_dirty(key);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.state = State::Body(Box::new(BodyState {
+            decoder: BodyDecoder::new(head.body),
+            head,
+            body: Vec::new(),
+            grant,
+        }));
+    }
+
+    /// The secured-topics rule: an event with a secured topic may only be
+    /// published by a user whose allowance covers them all; others need an
+    /// address in `payloaders`.
+    fn may_publish(
+        &self,
+        topics: &[String],
+        grant: Option<&crate::acl::Grant>,
+        ip_allowed: bool,
+    ) -> bool {
+        let secure = &self.config.clients.secure_topics;
+        let secured: Vec<&String> = topics.iter().filter(|t| secure.contains(t)).collect();
+        if secured.is_empty() {
+            return ip_allowed;
+        }
+        grant.is_some_and(|g| secured.iter().all(|t| g.publish_topics.contains(t)))
+    }
+
+    fn finish_publish(&mut self, key: usize, body: BodyState) {
+        let after = keep_alive(&body.head);
+        let object = match event::parse_payload(&body.body) {
+            Ok(object) => object,
+            Err(PayloadError::NotAnObject) => {
+                return self.respond(key, 400, Some(TEXT_BAD_PAYLOAD), after)
+            }
+            Err(PayloadError::Invalid) => {
+                return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after)
+            }
+        };
+        let path = body.head.path();
+        let Ok(topics) = topics::parse_topics(path) else {
+            return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after);
+        };
+        let (topics, private) = event::split_private(topics);
+        self.last_seq += 1;
+        let event = Event::publish(
+            self.last_seq,
+            path,
+            topics,
+            private,
+            object,
+            event::epoch_now(),
+        );
+        self.broadcast(std::rc::Rc::new(event));
+        self.respond(key, 202, Some(TEXT_RECEIVED), after);
+    }
+
+    fn subscribe(&mut self, key: usize, head: RequestHead) {
+        let Ok(sub) = Subscription::parse(head.path()) else {
+            return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
+        };
+        if head.body != BodyKind::None {
+            // A GET with a body: not something a subscriber sends.
+            return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
+        }
+        if self.is_shutting_down() {
+            return self.respond(key, 503, Some("Shutting down.\n"), After::Close);
+        }
+        self.open_stream(key, head, sub, None);
+    }
+
+    /// Makes the connection a live subscriber, then sends the response head:
+    /// any event accepted after the client has the head reaches it.
+    pub(crate) fn open_stream(
+        &mut self,
+        key: usize,
+        head: RequestHead,
+        sub: Subscription,
+        grant: Option<crate::acl::Grant>,
+    ) {
+        let oldschool = head.user_agent.as_deref().is_some_and(|ua| {
+            self.config
+                .clients
+                .oldschoolers
+                .iter()
+                .any(|o| !o.is_empty() && ua.contains(o.as_str()))
+        });
+        let framing = Framing {
+            chunked: head.http11,
+            oldschool,
+        };
+        self.index.insert(key, &sub);
+        self.subscribers += 1;
+        let stream_head = http::stream_head(&self.headers(), framing.chunked);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.state = State::Stream(Box::new(Stream {
+            sub,
+            framing,
+            grant,
+        }));
+        conn.request_deadline = None;
+        conn.inbuf = Vec::new();
+        conn.last_event_seen = self.last_seq;
+        conn.out.push(stream_head.into());
+        self.mark_dirty(key);
+    }
+}
+
+fn keep_alive(head: &RequestHead) -> After {
+    if head.keep_alive {
+        After::KeepAlive
+    } else {
+        After::Close
+    }
+}
