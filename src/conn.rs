@@ -15,7 +15,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::acl::Grant;
-use crate::event::{Frame, Framing};
+use crate::event::{Event, Frame, Framing};
 use crate::http::{BodyDecoder, RequestHead};
 use crate::topics::Subscription;
 
@@ -151,6 +151,23 @@ pub struct Stream {
     pub framing: Framing,
     /// What its credentials allow it to see of private events.
     pub grant: Option<Grant>,
+    /// While replaying the backlog: the sequence number to send next. Live
+    /// events are not queued meanwhile; the replay reaches them in the
+    /// backlog, so nothing is lost or sent twice at the seam.
+    pub replay: Option<u64>,
+}
+
+impl Stream {
+    /// Whether this subscriber should receive the event: its topics match,
+    /// and a private event is covered by one of its ACL segments.
+    pub fn wants(&self, event: &Event) -> bool {
+        self.sub.matches(&event.topics)
+            && (!event.private
+                || self
+                    .grant
+                    .as_ref()
+                    .is_some_and(|g| g.can_see(&event.topics)))
+    }
 }
 
 /// One client connection.
@@ -213,8 +230,16 @@ impl Conn {
         }
     }
 
-    pub fn is_stream(&self) -> bool {
-        matches!(self.state, State::Stream(_))
+    /// Marks the connection to be closed at the end of the turn without
+    /// flushing, freeing its output. Returns false if it already was.
+    pub fn doom(&mut self) -> bool {
+        if self.doomed {
+            return false;
+        }
+        self.doomed = true;
+        self.read_closed = true;
+        self.out = OutQueue::default();
+        true
     }
 }
 

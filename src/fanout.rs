@@ -1,5 +1,6 @@
-//! Fan-out: an accepted event goes to every matching subscriber, and a ping
-//! to every subscriber each interval.
+//! Fan-out: an accepted event goes to every matching subscriber, the
+//! backlog is replayed to subscribers that asked for it, and a ping goes to
+//! every subscriber each interval.
 //!
 //! Only the topic index's candidates are visited; each receives a reference
 //! to the event's shared frame, queued in accept order. Output is written at
@@ -13,9 +14,28 @@ use log::warn;
 
 use crate::conn::{Conn, State};
 use crate::event::{self, Event, Frame};
+use crate::reactor::Reactor;
 
-impl crate::reactor::Reactor {
-    /// Queues `event` for every subscriber that matches it and may see it.
+/// Events replayed to one subscriber per turn.
+const REPLAY_BUDGET: usize = 1024;
+/// Replay pauses while this much output waits, and resumes as it drains.
+pub(crate) const REPLAY_HIGH_WATER: usize = 256 * 1024;
+
+impl Reactor {
+    /// An event has been accepted: keep it for replay (and on disk), then
+    /// send it to every subscriber that wants it.
+    pub(crate) fn accept_event(&mut self, event: Rc<Event>) {
+        if self.backlog.is_enabled() {
+            let evicted = self.backlog.push(event.clone());
+            if let Some(p) = &mut self.persister {
+                p.evict(evicted);
+                p.push(crate::backlog::storage_line(&event));
+            }
+        }
+        self.broadcast(event);
+    }
+
+    /// Queues `event` for every live subscriber that wants it.
     pub(crate) fn broadcast(&mut self, event: Rc<Event>) {
         let cap = self.config.server.max_queued_bytes;
         for key in self.index.candidates(&event.topics) {
@@ -29,19 +49,64 @@ impl crate::reactor::Reactor {
             let State::Stream(stream) = &conn.state else {
                 continue;
             };
-            if !stream.sub.matches(&event.topics) {
-                continue;
-            }
-            if event.private
-                && !stream
-                    .grant
-                    .as_ref()
-                    .is_some_and(|g| g.can_see(&event.topics))
-            {
+            if stream.replay.is_some() || !stream.wants(&event) {
                 continue;
             }
             let frame = event.line.frame(stream.framing);
             queue_frame(conn, key, frame, cap, &mut self.dirty, &mut self.doomed);
+        }
+    }
+
+    /// Queues more of the backlog for a replaying subscriber, until its
+    /// output passes the high-water mark (resumed when it drains) or it has
+    /// caught up with the newest event (then it goes live).
+    pub(crate) fn pump_replay(&mut self, key: usize) {
+        let cap = self.config.server.max_queued_bytes;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let State::Stream(stream) = &mut conn.state else {
+            return;
+        };
+        let Some(mut next) = stream.replay else {
+            return;
+        };
+        let now = event::epoch_now();
+        let mut budget = REPLAY_BUDGET;
+        while next <= self.last_seq {
+            if conn.out.queued() >= REPLAY_HIGH_WATER.min(cap / 2) {
+                conn.paused = true;
+                break;
+            }
+            if budget == 0 {
+                break;
+            }
+            let Some(event) = self.backlog.get(next) else {
+                warn!(
+                    "dropping subscriber {} ({key}): its replay fell behind the backlog",
+                    conn.peer
+                );
+                if conn.doom() {
+                    self.doomed.push(key);
+                }
+                return;
+            };
+            if stream.wants(event) && self.backlog.is_fresh(event, now) {
+                conn.out.push(event.line.frame(stream.framing));
+            }
+            next += 1;
+            budget -= 1;
+        }
+        if next > self.last_seq {
+            stream.replay = None;
+            conn.last_event_seen = self.last_seq;
+        } else {
+            stream.replay = Some(next);
+        }
+        let more = budget == 0 && stream.replay.is_some();
+        self.mark_dirty(key);
+        if more {
+            self.push_pending(key);
         }
     }
 
@@ -78,9 +143,7 @@ fn queue_frame(
             conn.peer,
             conn.out.queued()
         );
-        conn.doomed = true;
-        conn.read_closed = true;
-        conn.out = Default::default();
+        conn.doom();
         doomed.push(key);
         return;
     }

@@ -485,10 +485,13 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// The head of an event stream. HTTP/1.0 clients get no chunk framing and
 /// the connection closes at the end of the stream.
-pub fn stream_head(headers: &ServerHeaders<'_>, chunked: bool) -> Vec<u8> {
+pub fn stream_head(headers: &ServerHeaders<'_>, chunked: bool, extra: &[(&str, &str)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(320);
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     headers.write(&mut out);
+    for (name, value) in extra {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
     out.extend_from_slice(
         b"Content-Type: application/vnd.pypubsub-stream\r\n\
           Cache-Control: no-cache\r\n\
@@ -537,7 +540,9 @@ mod tests {
         let keep_alive = |text| head(text).unwrap().unwrap().0.keep_alive;
         assert!(!keep_alive("GET / HTTP/1.0\r\n\r\n"));
         assert!(!keep_alive("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
-        assert!(keep_alive("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(keep_alive(
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        ));
         assert!(matches!(
             head("\x00\x01garbage\r\n\r\n"),
             Err(HttpError::Malformed(_))
@@ -642,7 +647,7 @@ mod tests {
             "HTTP/1.1 202 Accepted\r\nServer: pubsubd/1\r\nX-Subscribers: 2\r\nX-Requests: 3\r\n"
         ));
         assert!(r.ends_with("Content-Length: 3\r\n\r\nok\n"));
-        let s = String::from_utf8(stream_head(&h, true)).unwrap();
+        let s = String::from_utf8(stream_head(&h, true, &[])).unwrap();
         assert!(
             s.contains("Transfer-Encoding: chunked\r\n")
                 && s.contains("application/vnd.pypubsub-stream")

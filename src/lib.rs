@@ -7,11 +7,13 @@
 //! subscriber (`topics` index) to be written at the end of the turn.
 
 pub mod acl;
+pub mod backlog;
 pub mod config;
 pub mod conn;
 pub mod event;
 mod fanout;
 pub mod http;
+mod persist;
 pub mod reactor;
 mod requests;
 pub mod topics;

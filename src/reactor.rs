@@ -22,9 +22,11 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::backlog::{self, Backlog};
 use crate::config::Config;
 use crate::conn::{Conn, State};
 use crate::http::{self, ServerHeaders};
+use crate::persist::{self, Persister};
 use crate::topics::TopicIndex;
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -74,7 +76,10 @@ pub struct Reactor {
     pub(crate) index: TopicIndex,
     pub(crate) subscribers: usize,
     pub(crate) requests: u64,
+    /// The sequence number of the newest accepted event.
     pub(crate) last_seq: u64,
+    pub(crate) backlog: Backlog,
+    pub(crate) persister: Option<Persister>,
     /// Connections with output queued this turn.
     pub(crate) dirty: Vec<usize>,
     /// Connections with work left over (budget, resumed input).
@@ -126,6 +131,7 @@ impl Reactor {
             .unwrap_or_else(default_max_connections);
         let now = Instant::now();
         let next_ping = now + config.server.ping_interval;
+        let (backlog, persister) = open_backlog(&config)?;
         Ok(Reactor {
             server_name: format!("pubsubd/{}", env!("CARGO_PKG_VERSION")),
             config,
@@ -139,7 +145,9 @@ impl Reactor {
             index: TopicIndex::default(),
             subscribers: 0,
             requests: 0,
-            last_seq: 0,
+            last_seq: backlog.iter().last().map_or(0, |e| e.seq),
+            backlog,
+            persister,
             dirty: Vec::new(),
             pending: Vec::new(),
             doomed: Vec::new(),
@@ -193,6 +201,15 @@ impl Reactor {
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || Instant::now() >= deadline {
                     info!("shut down with {} connections left", self.conns.len());
+                    if let Some(p) = &mut self.persister {
+                        p.resync(|| {
+                            self.backlog
+                                .iter()
+                                .map(|e| backlog::storage_line(e))
+                                .collect()
+                        });
+                        p.flush(SHUTDOWN_GRACE);
+                    }
                     return Ok(());
                 }
             }
@@ -443,13 +460,8 @@ impl Reactor {
 
     /// Closes the connection at the end of this turn, without flushing.
     pub(crate) fn doom(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.doomed {
-                conn.doomed = true;
-                conn.read_closed = true;
-                conn.out = Default::default();
-                self.doomed.push(key);
-            }
+        if self.conns.get_mut(key).is_some_and(Conn::doom) {
+            self.doomed.push(key);
         }
     }
 
@@ -534,6 +546,14 @@ impl Reactor {
             self.accept_paused_until = None;
             self.accept_all();
         }
+        let evicted = self.backlog.prune(crate::event::epoch_now());
+        if let Some(p) = &mut self.persister {
+            p.evict(evicted);
+            if p.needs_resync() {
+                let backlog = &self.backlog;
+                p.resync(|| backlog.iter().map(|e| backlog::storage_line(e)).collect());
+            }
+        }
         if self.next_ping <= now {
             self.send_pings();
             self.next_ping = now + self.config.server.ping_interval;
@@ -585,6 +605,26 @@ impl Reactor {
             }
         }
     }
+}
+
+/// How often at most the backlog file is rewritten.
+const PERSIST_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The backlog, loaded from its storage file if one is configured, and the
+/// writer that keeps that file up to date.
+fn open_backlog(config: &Config) -> io::Result<(Backlog, Option<Persister>)> {
+    let settings = &config.server.backlog;
+    let mut backlog = Backlog::new(settings.size, settings.max_age);
+    let Some(path) = settings.storage.as_ref().filter(|_| backlog.is_enabled()) else {
+        return Ok((backlog, None));
+    };
+    for event in persist::load(path) {
+        backlog.push(std::rc::Rc::new(event));
+    }
+    backlog.prune(crate::event::epoch_now());
+    let lines = backlog.iter().map(|e| backlog::storage_line(e)).collect();
+    let persister = Persister::start(path.clone(), PERSIST_INTERVAL, lines)?;
+    Ok((backlog, Some(persister)))
 }
 
 /// IPv4-mapped IPv6 peers count as their IPv4 address.

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use log::debug;
 
+use crate::backlog::Start;
 use crate::conn::{BodyState, State, Stream};
 use crate::event::{self, Event, Framing, PayloadError};
 use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
@@ -92,6 +93,11 @@ impl Reactor {
                             return;
                         }
                     }
+                }
+                State::Stream(stream) if stream.replay.is_some() => {
+                    conn.inbuf = Vec::new();
+                    self.pump_replay(key);
+                    return;
                 }
                 State::Stream(_) | State::Closing | State::Authenticating(_) => {
                     if conn.inbuf.len() > MAX_INPUT {
@@ -230,7 +236,7 @@ impl Reactor {
             object,
             event::epoch_now(),
         );
-        self.broadcast(std::rc::Rc::new(event));
+        self.accept_event(std::rc::Rc::new(event));
         self.respond(key, 202, Some(TEXT_RECEIVED), after);
     }
 
@@ -244,6 +250,11 @@ impl Reactor {
         }
         if self.is_shutting_down() {
             return self.respond(key, 503, Some("Shutting down.\n"), After::Close);
+        }
+        if let Some(since) = head.fetch_since.as_deref() {
+            if !since.trim().parse::<f64>().is_ok_and(f64::is_finite) {
+                return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
+            }
         }
         self.open_stream(key, head, sub, None);
     }
@@ -268,9 +279,14 @@ impl Reactor {
             chunked: head.http11,
             oldschool,
         };
+        let (replay, cursor_status) = self.replay_start(&head);
         self.index.insert(key, &sub);
         self.subscribers += 1;
-        let stream_head = http::stream_head(&self.headers(), framing.chunked);
+        let extra: &[(&str, &str)] = match cursor_status {
+            Some(status) => &[("X-Fetch-Since-Cursor-Status", status)],
+            None => &[],
+        };
+        let stream_head = http::stream_head(&self.headers(), framing.chunked, extra);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -278,12 +294,34 @@ impl Reactor {
             sub,
             framing,
             grant,
+            replay,
         }));
         conn.request_deadline = None;
         conn.inbuf = Vec::new();
         conn.last_event_seen = self.last_seq;
         conn.out.push(stream_head.into());
         self.mark_dirty(key);
+        if replay.is_some() {
+            self.pump_replay(key);
+        }
+    }
+
+    /// Where a subscriber's replay starts (`None`: go live at once), and
+    /// for a cursor request whether the cursor was found.
+    fn replay_start(&self, head: &RequestHead) -> (Option<u64>, Option<&'static str>) {
+        let next_seq = self.last_seq + 1;
+        let start = if let Some(cursor) = &head.fetch_since_cursor {
+            match self.backlog.start_after_cursor(cursor) {
+                Start::From(seq) => (Some(seq), Some("found")),
+                Start::UnknownCursor => (None, Some("unknown")),
+            }
+        } else if let Some(since) = head.fetch_since.as_deref() {
+            let since = since.trim().parse::<f64>().unwrap_or(f64::INFINITY);
+            (Some(self.backlog.start_since(since, next_seq)), None)
+        } else {
+            (None, None)
+        };
+        (start.0.filter(|&s| s < next_seq), start.1)
     }
 }
 
