@@ -12,11 +12,10 @@ use std::io::{self, IoSlice, Write};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use crate::acl::Grant;
 use crate::event::{Event, Frame, Framing};
 use crate::http::{BodyDecoder, RequestHead};
+use crate::tls::Transport;
 use crate::topics::Subscription;
 
 /// Most slices handed to one `write_vectored` call.
@@ -173,7 +172,7 @@ impl Stream {
 /// One client connection.
 #[derive(Debug)]
 pub struct Conn {
-    pub socket: TcpStream,
+    pub socket: Transport,
     /// Distinguishes this connection from later ones that reuse its slab key.
     pub serial: u64,
     /// The peer address, IPv4-mapped IPv6 folded to IPv4.
@@ -208,7 +207,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, serial: u64, peer: IpAddr, now: Instant) -> Conn {
+    pub fn new(socket: Transport, serial: u64, peer: IpAddr, now: Instant) -> Conn {
         Conn {
             socket,
             serial,

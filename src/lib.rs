@@ -16,6 +16,7 @@ pub mod http;
 mod persist;
 pub mod reactor;
 mod requests;
+pub mod tls;
 pub mod topics;
 
 use std::io;
@@ -28,10 +29,21 @@ pub use reactor::Reactor;
 /// SIGTERM or SIGINT.
 pub fn run(config: Config) -> io::Result<()> {
     let server = &config.server;
-    let addr = SocketAddr::new(server.bind, server.port);
-    let listener = reactor::bind(addr, server.listen_backlog)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let listen = |port: u16| {
+        let addr = SocketAddr::new(server.bind, port);
+        reactor::bind(addr, server.listen_backlog)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    };
+    let listener = listen(server.port)?;
     log::info!("pubsubd listening on {}", listener.local_addr()?);
-    let mut reactor = Reactor::new(config, vec![listener])?;
+    let mut listeners = vec![(listener, false)];
+    let mut tls_config = None;
+    if let Some(tls) = &server.tls {
+        tls_config = Some(tls::load_config(tls).map_err(io::Error::other)?);
+        let listener = listen(tls.port)?;
+        log::info!("pubsubd listening for TLS on {}", listener.local_addr()?);
+        listeners.push((listener, true));
+    }
+    let mut reactor = Reactor::new(config, listeners, tls_config)?;
     reactor.run()
 }

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::conn::{Conn, State};
 use crate::http::{self, ServerHeaders};
 use crate::persist::{self, Persister};
+use crate::tls::Transport;
 use crate::topics::TopicIndex;
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -66,7 +67,10 @@ pub struct Reactor {
     pub(crate) config: Config,
     pub(crate) server_name: String,
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    /// Each listener, and whether it speaks TLS.
+    listeners: Vec<(TcpListener, bool)>,
+    /// The certificate and key for TLS listeners (swapped on SIGHUP).
+    tls: Option<Arc<rustls::ServerConfig>>,
     signals: Signals,
     #[allow(dead_code)]
     pub(crate) waker: Arc<Waker>,
@@ -111,15 +115,21 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener>
 }
 
 impl Reactor {
-    pub fn new(config: Config, listeners: Vec<std::net::TcpListener>) -> io::Result<Reactor> {
+    /// `listeners`: bound sockets, each marked true if it speaks TLS (then
+    /// `tls` must be given).
+    pub fn new(
+        config: Config,
+        listeners: Vec<(std::net::TcpListener, bool)>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let mut mio_listeners = Vec::new();
-        for (i, l) in listeners.into_iter().enumerate() {
+        for (i, (l, is_tls)) in listeners.into_iter().enumerate() {
             l.set_nonblocking(true)?;
             let mut l = TcpListener::from_std(l);
             poll.registry()
                 .register(&mut l, Token(LISTENER_BASE - i), Interest::READABLE)?;
-            mio_listeners.push(l);
+            mio_listeners.push((l, is_tls));
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR2, SIGHUP])?;
@@ -137,6 +147,7 @@ impl Reactor {
             config,
             poll,
             listeners: mio_listeners,
+            tls,
             signals,
             waker,
             conns: Slab::new(),
@@ -240,7 +251,7 @@ impl Reactor {
             match signal {
                 SIGTERM | SIGINT => self.begin_shutdown(),
                 SIGUSR2 => self.reload_acl(),
-                SIGHUP => info!("SIGHUP: nothing to reload"),
+                SIGHUP => self.reload_tls(),
                 _ => {}
             }
         }
@@ -248,6 +259,22 @@ impl Reactor {
 
     pub(crate) fn reload_acl(&mut self) {
         info!("SIGUSR2: no ACL configured to reload");
+    }
+
+    /// Re-reads the certificate and key; connections already open keep
+    /// theirs, new ones get the new pair. A bad pair keeps the old one.
+    fn reload_tls(&mut self) {
+        let Some(settings) = &self.config.server.tls else {
+            info!("SIGHUP: no TLS configured; nothing to reload");
+            return;
+        };
+        match crate::tls::load_config(settings) {
+            Ok(config) => {
+                self.tls = Some(config);
+                info!("SIGHUP: reloaded the TLS certificate and key");
+            }
+            Err(e) => warn!("SIGHUP: keeping the old TLS certificate: {e}"),
+        }
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -260,7 +287,7 @@ impl Reactor {
             return;
         }
         info!("shutting down: ending {} streams", self.subscribers);
-        for mut l in self.listeners.drain(..) {
+        for (mut l, _) in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut l);
         }
         self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
@@ -294,11 +321,12 @@ impl Reactor {
             return;
         }
         loop {
-            let Some(l) = self.listeners.get(listener) else {
+            let Some((l, is_tls)) = self.listeners.get(listener) else {
                 return;
             };
+            let is_tls = *is_tls;
             match l.accept() {
-                Ok((socket, peer)) => self.admit(socket, peer),
+                Ok((socket, peer)) => self.admit(socket, peer, is_tls),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_out_of_fds(&e) => {
@@ -321,9 +349,17 @@ impl Reactor {
     }
 
     /// Takes on a new connection, or refuses it with a 503 when full.
-    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, is_tls: bool) {
         let _ = socket.set_nodelay(true);
         if self.conns.len() >= self.max_connections {
+            if is_tls {
+                // No handshake for a connection we refuse.
+                warn!(
+                    "refusing {peer}: at the connection limit ({})",
+                    self.max_connections
+                );
+                return;
+            }
             warn!(
                 "refusing {peer}: at the connection limit ({})",
                 self.max_connections
@@ -345,11 +381,21 @@ impl Reactor {
             warn!("register {peer}: {e}");
             return;
         }
+        let transport = match (&self.tls, is_tls) {
+            (Some(config), true) => match Transport::tls(socket, config.clone()) {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!("TLS for {peer}: {e}");
+                    return;
+                }
+            },
+            _ => Transport::Plain(socket),
+        };
         let now = Instant::now();
         let peer_ip = canonical(peer.ip());
         let serial = self.next_serial;
         self.next_serial += 1;
-        entry.insert(Conn::new(socket, serial, peer_ip, now));
+        entry.insert(Conn::new(transport, serial, peer_ip, now));
         self.set_request_deadline(key, now);
         debug!("accepted {peer} as {key}");
     }
@@ -475,7 +521,13 @@ impl Reactor {
                 continue;
             };
             conn.dirty = false;
-            match conn.out.flush_to(&mut conn.socket) {
+            let result = conn.out.flush_to(&mut conn.socket).and_then(|mut flushed| {
+                if !flushed.blocked {
+                    flushed.blocked = conn.socket.flush_pending()?;
+                }
+                Ok(flushed)
+            });
+            match result {
                 Ok(flushed) => {
                     if flushed.written > 0 {
                         conn.last_progress = now;
@@ -522,7 +574,7 @@ impl Reactor {
             self.index.remove(key, &stream.sub);
             self.subscribers -= 1;
         }
-        let _ = self.poll.registry().deregister(&mut conn.socket);
+        let _ = self.poll.registry().deregister(conn.socket.socket());
         debug!("closed {key}");
     }
 
