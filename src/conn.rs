@@ -118,8 +118,8 @@ pub enum State {
     Head,
     /// Reading a publish body.
     Body(Box<BodyState>),
-    /// Parked while LDAP checks the subscriber's credentials.
-    Authenticating(Box<PendingStream>),
+    /// Parked while LDAP checks the client's credentials.
+    Authenticating(Box<Pending>),
     /// An open event stream.
     Stream(Box<Stream>),
     /// The last response is queued; input is ignored and the connection
@@ -136,11 +136,19 @@ pub struct BodyState {
     pub grant: Option<Grant>,
 }
 
-/// A subscribe request waiting for its credentials to be checked.
+/// A request waiting for its credentials to be checked.
 #[derive(Debug)]
-pub struct PendingStream {
+pub struct Pending {
     pub head: RequestHead,
-    pub sub: Subscription,
+    pub then: AfterAuth,
+}
+
+/// What a parked request goes on to do.
+#[derive(Debug)]
+pub enum AfterAuth {
+    Subscribe(Subscription),
+    /// The body has not been read yet.
+    Publish,
 }
 
 /// A live subscriber.

@@ -7,6 +7,7 @@
 //! subscriber (`topics` index) to be written at the end of the turn.
 
 pub mod acl;
+mod auth;
 pub mod backlog;
 pub mod config;
 pub mod conn;
@@ -21,13 +22,15 @@ pub mod topics;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 pub use config::Config;
 pub use reactor::Reactor;
 
 /// Binds the configured listeners, logs their addresses and serves until
 /// SIGTERM or SIGINT.
-pub fn run(config: Config) -> io::Result<()> {
+pub fn run(config: Config, acl_path: PathBuf) -> io::Result<()> {
+    let acl = auth::AclFile::load(acl_path).map_err(io::Error::other)?;
     let server = &config.server;
     let listen = |port: u16| {
         let addr = SocketAddr::new(server.bind, port);
@@ -44,6 +47,6 @@ pub fn run(config: Config) -> io::Result<()> {
         log::info!("pubsubd listening for TLS on {}", listener.local_addr()?);
         listeners.push((listener, true));
     }
-    let mut reactor = Reactor::new(config, listeners, tls_config)?;
+    let mut reactor = Reactor::new(config, acl, listeners, tls_config)?;
     reactor.run()
 }

@@ -133,9 +133,8 @@ fn main() -> ExitCode {
     for w in warnings {
         warn!("{w}");
     }
-    let _ = &args.acl;
     raise_fd_limit();
-    match pubsubd::run(config) {
+    match pubsubd::run(config, args.acl) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

@@ -22,6 +22,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::auth::{AclFile, Ldap};
 use crate::backlog::{self, Backlog};
 use crate::config::Config;
 use crate::conn::{Conn, State};
@@ -83,6 +84,8 @@ pub struct Reactor {
     /// The sequence number of the newest accepted event.
     pub(crate) last_seq: u64,
     pub(crate) backlog: Backlog,
+    pub(crate) acl: AclFile,
+    pub(crate) ldap: Option<Ldap>,
     pub(crate) persister: Option<Persister>,
     /// Connections with output queued this turn.
     pub(crate) dirty: Vec<usize>,
@@ -119,6 +122,7 @@ impl Reactor {
     /// `tls` must be given).
     pub fn new(
         config: Config,
+        acl: AclFile,
         listeners: Vec<(std::net::TcpListener, bool)>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<Reactor> {
@@ -142,6 +146,7 @@ impl Reactor {
         let now = Instant::now();
         let next_ping = now + config.server.ping_interval;
         let (backlog, persister) = open_backlog(&config)?;
+        let ldap = Ldap::start(config.ldap.as_ref(), waker.clone()).map_err(io::Error::other)?;
         Ok(Reactor {
             server_name: format!("pubsubd/{}", env!("CARGO_PKG_VERSION")),
             config,
@@ -159,6 +164,8 @@ impl Reactor {
             last_seq: backlog.iter().last().map_or(0, |e| e.seq),
             backlog,
             persister,
+            acl,
+            ldap,
             dirty: Vec::new(),
             pending: Vec::new(),
             doomed: Vec::new(),
@@ -184,7 +191,7 @@ impl Reactor {
             }
             for event in events.iter() {
                 match event.token() {
-                    WAKER => {}
+                    WAKER => self.take_ldap_replies(),
                     SIGNALS => self.handle_signals(),
                     Token(t) if t > LISTENER_BASE - 16 && t <= LISTENER_BASE => {
                         self.accept(LISTENER_BASE - t)
@@ -255,10 +262,6 @@ impl Reactor {
                 _ => {}
             }
         }
-    }
-
-    pub(crate) fn reload_acl(&mut self) {
-        info!("SIGUSR2: no ACL configured to reload");
     }
 
     /// Re-reads the certificate and key; connections already open keep
@@ -584,9 +587,16 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let deadline = now + timeout;
-        conn.request_deadline = Some(deadline);
-        if !conn.request_timer_armed {
+        conn.request_deadline = Some(now + timeout);
+        self.arm_request_timer(key);
+    }
+
+    /// Makes sure a timer will look at the connection's request deadline.
+    pub(crate) fn arm_request_timer(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let (Some(deadline), false) = (conn.request_deadline, conn.request_timer_armed) {
             conn.request_timer_armed = true;
             self.timers
                 .push(Reverse((deadline, TimerKind::Request, key, conn.serial)));
@@ -630,6 +640,9 @@ impl Reactor {
                     if due > now {
                         conn.request_timer_armed = true;
                         self.timers.push(Reverse((due, kind, key, serial)));
+                    } else if matches!(conn.state, State::Authenticating(_)) {
+                        warn!("{key}: no LDAP answer in time; continuing without private access");
+                        self.resume_parked(key, serial, None);
                     } else if matches!(conn.state, State::Head | State::Body(_)) {
                         debug!("{key}: request timeout");
                         self.doom(key);

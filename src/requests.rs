@@ -9,8 +9,10 @@ use std::time::Instant;
 
 use log::debug;
 
+use crate::acl::{self, Grant};
+use crate::auth::Check;
 use crate::backlog::Start;
-use crate::conn::{BodyState, State, Stream};
+use crate::conn::{AfterAuth, BodyState, Pending, State, Stream};
 use crate::event::{self, Event, Framing, PayloadError};
 use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
 use crate::reactor::{Reactor, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER};
@@ -99,7 +101,9 @@ impl Reactor {
                     self.pump_replay(key);
                     return;
                 }
-                State::Stream(_) | State::Closing | State::Authenticating(_) => {
+                // Input waits (bounded by the reader) until LDAP answers.
+                State::Authenticating(_) => return,
+                State::Stream(_) | State::Closing => {
                     if conn.inbuf.len() > MAX_INPUT {
                         conn.inbuf.clear();
                     }
@@ -152,8 +156,31 @@ impl Reactor {
         }
     }
 
+    /// A publish head has arrived: check who may publish before reading
+    /// the body (asking LDAP first if a secured topic needs it).
     fn begin_publish(&mut self, key: usize, head: RequestHead) {
         let Ok(topics) = topics::parse_topics(head.path()) else {
+            return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
+        };
+        let secured = topics
+            .iter()
+            .any(|t| self.config.clients.secure_topics.contains(t));
+        match self.check_credentials(&head) {
+            Check::AskLdap(user, password) if secured => {
+                let pending = Pending {
+                    head,
+                    then: AfterAuth::Publish,
+                };
+                self.park_for_ldap(key, user, password, pending);
+            }
+            Check::AskLdap(..) => self.continue_publish(key, head, None),
+            Check::Done(grant) => self.continue_publish(key, head, grant),
+        }
+    }
+
+    /// Authorizes the publish, then reads its body.
+    pub(crate) fn continue_publish(&mut self, key: usize, head: RequestHead, grant: Option<Grant>) {
+        let Ok(path_topics) = topics::parse_topics(head.path()) else {
             return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
         };
         let Some(conn) = self.conns.get(key) else {
@@ -165,9 +192,8 @@ impl Reactor {
             .payloaders
             .iter()
             .any(|net| net.contains(&conn.peer));
-        let (topics, _) = event::split_private(topics);
-        let grant = None;
-        if !self.may_publish(&topics, grant.as_ref(), ip_allowed) {
+        let secure = &self.config.clients.secure_topics;
+        if !acl::may_publish(secure, &path_topics, grant.as_ref(), ip_allowed) {
             // The body was not read: the connection cannot be reused.
             return self.respond(key, 403, Some(TEXT_NOT_ALLOWED), After::Close);
         }
@@ -192,23 +218,6 @@ impl Reactor {
             body: Vec::new(),
             grant,
         }));
-    }
-
-    /// The secured-topics rule: an event with a secured topic may only be
-    /// published by a user whose allowance covers them all; others need an
-    /// address in `payloaders`.
-    fn may_publish(
-        &self,
-        topics: &[String],
-        grant: Option<&crate::acl::Grant>,
-        ip_allowed: bool,
-    ) -> bool {
-        let secure = &self.config.clients.secure_topics;
-        let secured: Vec<&String> = topics.iter().filter(|t| secure.contains(t)).collect();
-        if secured.is_empty() {
-            return ip_allowed;
-        }
-        grant.is_some_and(|g| secured.iter().all(|t| g.publish_topics.contains(t)))
     }
 
     fn finish_publish(&mut self, key: usize, body: BodyState) {
@@ -256,7 +265,16 @@ impl Reactor {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
             }
         }
-        self.open_stream(key, head, sub, None);
+        match self.check_credentials(&head) {
+            Check::Done(grant) => self.open_stream(key, head, sub, grant),
+            Check::AskLdap(user, password) => {
+                let pending = Pending {
+                    head,
+                    then: AfterAuth::Subscribe(sub),
+                };
+                self.park_for_ldap(key, user, password, pending);
+            }
+        }
     }
 
     /// Makes the connection a live subscriber, then sends the response head:
@@ -266,7 +284,7 @@ impl Reactor {
         key: usize,
         head: RequestHead,
         sub: Subscription,
-        grant: Option<crate::acl::Grant>,
+        grant: Option<Grant>,
     ) {
         let oldschool = head.user_agent.as_deref().is_some_and(|ua| {
             self.config

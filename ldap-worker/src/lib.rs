@@ -25,6 +25,8 @@
 pub mod cache;
 pub mod worker;
 
+pub use worker::filter_is_valid;
+
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;

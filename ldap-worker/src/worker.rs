@@ -91,6 +91,12 @@ pub fn member_filter(pattern: &str, user: &str) -> String {
     substitute(pattern, &ldap_escape(user))
 }
 
+/// Whether `pattern`, once a user name is substituted, is a filter that ldap3
+/// can send (for config validation: a bad pattern would fail every login).
+pub fn filter_is_valid(pattern: &str) -> bool {
+    ldap3::parse_filter(member_filter(pattern, "user")).is_ok()
+}
+
 /// Run one lookup against the server. `Ok(dns)` when the bind succeeded and
 /// every search completed.
 pub fn lookup(
@@ -273,6 +279,21 @@ mod tests {
         // parses a bare item too.
         assert!(ldap3::parse_filter(member_filter("uid=%s", "bob")).is_ok());
         assert!(ldap3::parse_filter(member_filter(p, "x)(uid=*")).is_ok());
+    }
+
+    #[test]
+    fn filter_validation() {
+        assert!(filter_is_valid(
+            "(member=uid=%s,ou=people,dc=example,dc=org)"
+        ));
+        assert!(filter_is_valid("uid=%s"));
+        assert!(filter_is_valid(
+            "(&(objectClass=groupOfNames)(member=uid=%s,dc=x))"
+        ));
+        assert!(!filter_is_valid("(uid=%s"));
+        assert!(!filter_is_valid("(uid=%s))"));
+        assert!(!filter_is_valid("(&(uid=%s)"));
+        assert!(!filter_is_valid(""));
     }
 
     #[test]

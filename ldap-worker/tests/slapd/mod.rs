@@ -1,0 +1,372 @@
+//! Test harness: a real OpenLDAP `slapd` on a free loopback port, with its own
+//! configuration and data in a temporary directory, killed on drop.
+//!
+//! Standard library only, so the server's black-box tests can reuse it with
+//! `#[path = "../ldap-worker/tests/slapd/mod.rs"] mod slapd;`.
+//!
+//! Needs the Debian packages `slapd` (slapd, slapadd, the schema files and
+//! `back_mdb`) and, for the `ldaps://` listener, `openssl` (to make a throw-away
+//! CA and server certificate). Without `openssl`, `ldaps_uri` is `None`.
+//!
+//! The directory (suffix `dc=example,dc=org`):
+//! - `uid=alice,ou=people,...`, password `alicepw` (cleartext userPassword),
+//!   member of `cn=admins,ou=groups,...` and `cn=devs,ou=groups,...`
+//! - `uid=bob,ou=people,...`, password `bobpw` (stored `{SSHA}`), member of devs
+//! - `uid=carol,ou=people,...`, password `carolpw`, in no group
+//! - `uid=comma\,user,ou=people,...` (user name `comma,user`), password
+//!   `commapw`, in no group
+//! - `cn=admin,dc=example,dc=org` / `adminpw` is the rootdn.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const SUFFIX: &str = "dc=example,dc=org";
+pub const USER_DN: &str = "uid=%s,ou=people,dc=example,dc=org";
+pub const MEMBER_PATTERN: &str = "(member=uid=%s,ou=people,dc=example,dc=org)";
+pub const UID_PATTERN: &str = "(uid=%s)";
+pub const ADMINS: &str = "cn=admins,ou=groups,dc=example,dc=org";
+pub const DEVS: &str = "cn=devs,ou=groups,dc=example,dc=org";
+pub const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
+pub const ROOT_PW: &str = "adminpw";
+/// (user name, password, DN) of the people in the directory.
+pub const USERS: &[(&str, &str, &str)] = &[
+    ("alice", "alicepw", "uid=alice,ou=people,dc=example,dc=org"),
+    ("bob", "bobpw", "uid=bob,ou=people,dc=example,dc=org"),
+    ("carol", "carolpw", "uid=carol,ou=people,dc=example,dc=org"),
+    (
+        "comma,user",
+        "commapw",
+        "uid=comma\\,user,ou=people,dc=example,dc=org",
+    ),
+];
+
+/// How long `start` waits for slapd to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+const DATA_LDIF: &str = "\
+dn: dc=example,dc=org
+objectClass: dcObject
+objectClass: organization
+dc: example
+o: Example
+
+dn: ou=people,dc=example,dc=org
+objectClass: organizationalUnit
+ou: people
+
+dn: ou=groups,dc=example,dc=org
+objectClass: organizationalUnit
+ou: groups
+
+dn: uid=alice,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: alice
+cn: Alice
+sn: Liddell
+userPassword: alicepw
+
+dn: uid=bob,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: bob
+cn: Bob
+sn: Builder
+userPassword: {SSHA}ePBnkGg1ULqRmOfID4JynEDX3lQ8Sz9t
+
+dn: uid=carol,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: carol
+cn: Carol
+sn: Singer
+userPassword: carolpw
+
+dn: uid=comma\\,user,ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: comma,user
+cn: Comma
+sn: User
+userPassword: commapw
+
+dn: cn=admins,ou=groups,dc=example,dc=org
+objectClass: groupOfNames
+cn: admins
+member: uid=alice,ou=people,dc=example,dc=org
+
+dn: cn=devs,ou=groups,dc=example,dc=org
+objectClass: groupOfNames
+cn: devs
+member: uid=alice,ou=people,dc=example,dc=org
+member: uid=bob,ou=people,dc=example,dc=org
+";
+
+/// A running slapd. Killed (SIGKILL, immediate) and its directory removed on drop.
+pub struct Slapd {
+    /// `ldap://127.0.0.1:PORT`
+    pub uri: String,
+    /// `ldaps://127.0.0.1:PORT`, when `openssl` was available to make a certificate.
+    pub ldaps_uri: Option<String>,
+    /// The CA that signed the `ldaps://` certificate (PEM).
+    pub ca_file: Option<PathBuf>,
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Slapd {
+    /// Configure, load and start a fresh slapd. Panics with a useful message on
+    /// failure (this is test code).
+    pub fn start() -> Slapd {
+        let dir = unique_dir();
+        fs::create_dir_all(dir.join("db")).expect("create slapd temp dir");
+        let tls = make_tls(&dir);
+        let conf = dir.join("slapd.conf");
+        fs::write(&conf, slapd_conf(&dir, tls.is_some())).expect("write slapd.conf");
+        let ldif = dir.join("data.ldif");
+        fs::write(&ldif, DATA_LDIF).expect("write data.ldif");
+        let out = Command::new(tool("slapadd"))
+            .arg("-f")
+            .arg(&conf)
+            .arg("-l")
+            .arg(&ldif)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run slapadd ({e}): apt-get install slapd"));
+        assert!(
+            out.status.success(),
+            "slapadd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A port taken between our probe and slapd's bind makes slapd exit: retry.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let tls_port = tls.as_ref().map(|_| free_port());
+            let mut urls = format!("ldap://127.0.0.1:{port}/");
+            if let Some(p) = tls_port {
+                urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
+            }
+            let log = dir.join("slapd.log");
+            let log_file = fs::File::create(&log).expect("create slapd.log");
+            let child = Command::new(tool("slapd"))
+                .arg("-d")
+                .arg("0")
+                .arg("-h")
+                .arg(&urls)
+                .arg("-f")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run slapd ({e}): apt-get install slapd"));
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let mut slapd = Slapd {
+                uri: format!("ldap://127.0.0.1:{port}"),
+                ldaps_uri: tls_port.map(|p| format!("ldaps://127.0.0.1:{p}")),
+                ca_file: tls.clone(),
+                dir: dir.clone(),
+                addr,
+                child: Some(child),
+            };
+            let mut ports = vec![port];
+            ports.extend(tls_port);
+            match slapd.wait_ready(&ports) {
+                Ok(()) => return slapd,
+                Err(e) => {
+                    slapd.stop();
+                    let mut text = String::new();
+                    if let Ok(mut f) = fs::File::open(&log) {
+                        let _ = f.read_to_string(&mut text);
+                    }
+                    last_error = format!("{e}; slapd said: {text}");
+                    // Keep the directory for the next attempt.
+                    slapd.dir = PathBuf::new();
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
+        panic!("slapd did not start: {last_error}");
+    }
+
+    fn wait_ready(&mut self, ports: &[u16]) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        for &port in ports {
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            loop {
+                if let Some(child) = self.child.as_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(format!("slapd exited: {status}"));
+                    }
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("port {port} not accepting after {START_TIMEOUT:?}"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// The slapd process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kill slapd now (SIGKILL) and reap it; the port then refuses connections.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.stop();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn slapd_conf(dir: &Path, tls: bool) -> String {
+    let d = dir.display();
+    let mut conf = String::new();
+    for schema in ["core", "cosine", "inetorgperson", "nis"] {
+        conf.push_str(&format!("include /etc/ldap/schema/{schema}.schema\n"));
+    }
+    conf.push_str(&format!(
+        "modulepath /usr/lib/ldap\n\
+         moduleload back_mdb\n\
+         pidfile {d}/slapd.pid\n\
+         argsfile {d}/slapd.args\n"
+    ));
+    if tls {
+        conf.push_str(&format!(
+            "TLSCACertificateFile {d}/ca.pem\n\
+             TLSCertificateFile {d}/server.pem\n\
+             TLSCertificateKeyFile {d}/server.key\n"
+        ));
+    }
+    conf.push_str(&format!(
+        "database mdb\n\
+         maxsize 10485760\n\
+         suffix \"{SUFFIX}\"\n\
+         rootdn \"{ROOT_DN}\"\n\
+         rootpw {ROOT_PW}\n\
+         directory {d}/db\n\
+         access to attrs=userPassword by anonymous auth by * none\n\
+         access to * by * read\n"
+    ));
+    conf
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with the `openssl` CLI.
+/// `None` (no ldaps listener) when openssl is missing or fails.
+fn make_tls(dir: &Path) -> Option<PathBuf> {
+    let run = |args: &[&str]| -> bool {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .ok()?;
+    let ok = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pubsubd test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    ok.then(|| dir.join("ca.pem"))
+}
+
+fn tool(name: &str) -> PathBuf {
+    let sbin = Path::new("/usr/sbin").join(name);
+    if sbin.exists() {
+        sbin
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+fn unique_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!(
+        "pubsubd-slapd-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ))
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
