@@ -146,11 +146,11 @@ impl Event {
     }
 }
 
-/// The keep-alive line `{"stillalive": <epoch>}`.
+/// The keep-alive line `{"stillalive": <epoch>}`, spaced as the reference
+/// sends it.
 pub fn ping(now: f64) -> Line {
-    let mut object = Map::new();
-    object.insert("stillalive".into(), now.into());
-    Line::new(Value::Object(object).to_string())
+    let now = serde_json::to_string(&now).unwrap_or_else(|_| "0.0".into());
+    Line::new(format!("{{\"stillalive\": {now}}}"))
 }
 
 #[cfg(test)]
@@ -199,6 +199,6 @@ mod tests {
         assert_eq!(&*f(false, true), b"{}\n\0");
         // Built once, then shared.
         assert!(Rc::ptr_eq(&f(true, false), &f(true, false)));
-        assert_eq!(ping(12.0).json(), r#"{"stillalive":12.0}"#);
+        assert_eq!(ping(12.0).json(), r#"{"stillalive": 12.0}"#);
     }
 }

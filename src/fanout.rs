@@ -137,7 +137,8 @@ fn queue_frame(
     if conn.doomed {
         return;
     }
-    if conn.out.queued() + frame.len() > cap {
+    // One frame always fits an empty queue, however large it is.
+    if !conn.out.is_empty() && conn.out.queued() + frame.len() > cap {
         warn!(
             "dropping slow subscriber {} ({key}): {} bytes queued, limit {cap}",
             conn.peer,
