@@ -90,8 +90,16 @@ pub fn parse_head(
     buf: &[u8],
     max_headers: usize,
 ) -> Result<Option<(RequestHead, usize)>, HttpError> {
-    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut req = httparse::Request::new(&mut headers);
+    // Parsing happens for every request: no allocation for the usual limit.
+    let mut on_stack = [httparse::EMPTY_HEADER; 64];
+    let mut on_heap = Vec::new();
+    let headers: &mut [httparse::Header<'_>] = if max_headers <= on_stack.len() {
+        &mut on_stack[..max_headers]
+    } else {
+        on_heap.resize(max_headers, httparse::EMPTY_HEADER);
+        &mut on_heap
+    };
+    let mut req = httparse::Request::new(headers);
     let used = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),

@@ -1,1 +1,284 @@
-fn main() {}
+//! `pubsub-load`: the load generator and comparison driver for pubsubd.
+//!
+//! Subcommands:
+//! - `compare`: start each server (pubsubd, nginx+nchan, any other given by
+//!   a command) per scenario, pinned to one CPU, run every scenario against
+//!   each, and print the figures side by side with ratios.
+//! - `run`: one scenario against a server that is already running (for
+//!   profiling a server started by hand).
+//! - `worker`: a subscriber process (spawned by the two above).
+//!
+//! Everything it connects to is on loopback; every loop is bounded in time;
+//! every process it starts is ended by PID.
+
+mod clock;
+mod compare;
+mod fleet;
+mod hist;
+mod proto;
+mod publisher;
+mod scenarios;
+mod server;
+mod worker;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::proto::Proto;
+use crate::scenarios::{Cfg, Target};
+use crate::server::{Kind, Spec};
+
+const USAGE: &str = "\
+pubsub-load: load generator and server comparison for pubsubd
+
+  pubsub-load compare [--quick] --out DIR [--workdir DIR]
+        [--pubsubd BIN] [--nginx BIN --nchan-module SO]
+        [--server NAME:PROTOCOL:PORT:COMMAND]...   (COMMAND may use {port})
+        [--scenarios idle,fanout,publish,slow] [--sweep 100,1000,...]
+        [--server-cpu 0] [--machine TEXT]
+  pubsub-load run --target pubsubd|nchan --addr 127.0.0.1:PORT [--pid PID]
+        --scenario idle|fanout|publish|slow [--subs N] [--quick]
+        [--lat-secs S] [--max-secs S] [--rate R]
+  pubsub-load worker ...   (internal: one subscriber process)
+
+Servers are started with `taskset -c SERVER_CPU`; run this program itself
+pinned to another CPU (bench/run.sh does: taskset -c 1).
+";
+
+/// `--key value` pairs (repeatable keys keep every value) and bare flags.
+struct Args {
+    values: HashMap<String, Vec<String>>,
+}
+
+impl Args {
+    fn parse(args: &[String]) -> Result<Args, String> {
+        let mut values: HashMap<String, Vec<String>> = HashMap::new();
+        let mut i = 0;
+        while i < args.len() {
+            let a = &args[i];
+            let Some(key) = a.strip_prefix("--") else {
+                return Err(format!("unexpected argument '{a}'"));
+            };
+            if let Some((k, v)) = key.split_once('=') {
+                values.entry(k.into()).or_default().push(v.into());
+            } else if i + 1 < args.len() && !args[i + 1].starts_with("--") {
+                values
+                    .entry(key.into())
+                    .or_default()
+                    .push(args[i + 1].clone());
+                i += 1;
+            } else {
+                values.entry(key.into()).or_default().push(String::new());
+            }
+            i += 1;
+        }
+        Ok(Args { values })
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.values
+            .get(k)
+            .and_then(|v| v.last())
+            .map(String::as_str)
+    }
+
+    fn all(&self, k: &str) -> Vec<&str> {
+        self.values
+            .get(k)
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    fn flag(&self, k: &str) -> bool {
+        self.values.contains_key(k)
+    }
+
+    fn req(&self, k: &str) -> Result<&str, String> {
+        self.get(k).ok_or_else(|| format!("--{k} is required"))
+    }
+
+    fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> Result<T, String> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("--{k}: bad number '{v}'")),
+        }
+    }
+}
+
+fn proto(a: &Args) -> Result<Proto, String> {
+    let t = a.req("target")?;
+    Proto::parse(t).ok_or_else(|| format!("unknown target '{t}' (pubsubd, nchan)"))
+}
+
+fn loopback_addr(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|_| format!("bad address '{s}'"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!("{addr}: only loopback targets are allowed"));
+    }
+    Ok(addr)
+}
+
+fn worker_main(a: &Args) -> Result<(), String> {
+    let opts = worker::WorkerOpts {
+        proto: proto(a)?,
+        addr: loopback_addr(a.req("addr")?)?,
+        chan: a.get("chan").unwrap_or("bench").into(),
+        count: a.num("count", 1)?,
+        stalled: a.num("stalled", 0)?,
+        stalled_rcvbuf: a.num("stalled-rcvbuf", 4096)?,
+        src_first: a.num("src-first", 10)?,
+        src_count: a.num("src-count", 40)?,
+        concurrency: a.num("concurrency", 256)?,
+    };
+    worker::run(opts).map_err(|e| e.to_string())
+}
+
+fn cfg_from(a: &Args) -> Result<Cfg, String> {
+    let mut cfg = if a.flag("quick") {
+        Cfg::quick()
+    } else {
+        Cfg::full()
+    };
+    if let Some(s) = a.get("sweep") {
+        cfg.sweep = s
+            .split(',')
+            .map(|x| x.trim().parse().map_err(|_| format!("--sweep: bad '{x}'")))
+            .collect::<Result<_, _>>()?;
+    }
+    cfg.lat_secs = a.num("lat-secs", cfg.lat_secs)?;
+    cfg.max_secs = a.num("max-secs", cfg.max_secs)?;
+    cfg.lat_rate = a.num("rate", cfg.lat_rate)?;
+    cfg.idle_subs = a.num("idle-subs", cfg.idle_subs)?;
+    cfg.idle_window = a.num("idle-window", cfg.idle_window)?;
+    cfg.pub_secs = a.num("pub-secs", cfg.pub_secs)?;
+    cfg.pub_conns = a.num("pub-conns", cfg.pub_conns)?;
+    cfg.max_pubs = a.num("max-pubs", cfg.max_pubs)?.clamp(1, worker::MAX_PUB);
+    cfg.size = a.num("size", cfg.size)?;
+    Ok(cfg)
+}
+
+fn run_main(a: &Args) -> Result<(), String> {
+    let target = Target {
+        proto: proto(a)?,
+        addr: loopback_addr(a.req("addr")?)?,
+        pid: a
+            .get("pid")
+            .map(|p| p.parse())
+            .transpose()
+            .map_err(|_| "bad --pid")?,
+    };
+    let cfg = cfg_from(a)?;
+    let v = match a.req("scenario")? {
+        "idle" => scenarios::idle(&target, &cfg, a.num("subs", cfg.idle_subs)?),
+        "fanout" => scenarios::fanout(&target, &cfg, a.num("subs", 1000)?),
+        "publish" => scenarios::publish_throughput(&target, &cfg),
+        "slow" => scenarios::slow_consumers(&target, &cfg),
+        s => return Err(format!("unknown scenario '{s}'")),
+    };
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    Ok(())
+}
+
+fn compare_main(a: &Args) -> Result<(), String> {
+    let cpu = a.get("server-cpu").unwrap_or("0").to_string();
+    let mut servers = Vec::new();
+    if let Some(bin) = a.get("pubsubd") {
+        servers.push(Spec {
+            name: "pubsubd".into(),
+            proto: Proto::Pubsubd,
+            port: 18069,
+            kind: Kind::Pubsubd { bin: bin.into() },
+            cpu: cpu.clone(),
+        });
+    }
+    if let Some(nginx) = a.get("nginx") {
+        servers.push(Spec {
+            name: "nchan".into(),
+            proto: Proto::Nchan,
+            port: 18080,
+            kind: Kind::Nchan {
+                nginx: nginx.into(),
+                module: a.req("nchan-module")?.into(),
+            },
+            cpu: cpu.clone(),
+        });
+    }
+    for s in a.all("server") {
+        let mut parts = s.splitn(4, ':');
+        let (Some(name), Some(p), Some(port), Some(cmd)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("--server '{s}': want NAME:PROTOCOL:PORT:COMMAND"));
+        };
+        servers.push(Spec {
+            name: name.into(),
+            proto: Proto::parse(p).ok_or_else(|| format!("--server: unknown protocol '{p}'"))?,
+            port: port
+                .parse()
+                .map_err(|_| format!("--server: bad port '{port}'"))?,
+            kind: Kind::Cmd { cmd: cmd.into() },
+            cpu: cpu.clone(),
+        });
+    }
+    if servers.is_empty() {
+        return Err("no servers given".into());
+    }
+    let scenarios = a
+        .get("scenarios")
+        .unwrap_or("idle,fanout,publish,slow")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let out = PathBuf::from(a.req("out")?);
+    let workdir = a.get("workdir").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("pubsub-bench-{}", std::process::id()))
+    });
+    let opts = compare::CompareOpts {
+        servers,
+        cfg: cfg_from(a)?,
+        quick: a.flag("quick"),
+        scenarios,
+        out,
+        workdir,
+        machine: json!({"summary": a.get("machine").unwrap_or("")}),
+    };
+    compare::compare(&opts)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let parsed = match Args::parse(&args[1..]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("pubsub-load: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cmd.as_str() {
+        "worker" => worker_main(&parsed),
+        "run" => run_main(&parsed),
+        "compare" => compare_main(&parsed),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => Err(format!("unknown command '{other}'")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pubsub-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
