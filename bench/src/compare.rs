@@ -1,0 +1,577 @@
+//! `pubsub-load compare`: every scenario against every server in one run,
+//! scenario by scenario (so drift hits all servers alike), each server
+//! fresh for each scenario, pinned to its own CPU. Writes results.json,
+//! sweep.csv and summary.md into the output directory and prints the
+//! summary with ratios against nchan.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::scenarios::{self, Cfg, Target};
+use crate::server::{self, Spec, Tuning};
+
+pub struct CompareOpts {
+    pub servers: Vec<Spec>,
+    pub cfg: Cfg,
+    pub quick: bool,
+    pub scenarios: Vec<String>,
+    pub out: PathBuf,
+    pub workdir: PathBuf,
+    pub machine: Value,
+}
+
+fn tuning_for(scenario: &str) -> Tuning {
+    match scenario {
+        // Big fan-outs queue a lot per subscriber while the generator
+        // catches up; the slow-consumer scenario keeps the default bound.
+        "fanout" => Tuning {
+            max_queued_bytes: Some(64 << 20),
+        },
+        _ => Tuning {
+            max_queued_bytes: None,
+        },
+    }
+}
+
+fn save(out: &Path, results: &Value) {
+    let _ = fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(results).unwrap_or_default(),
+    );
+}
+
+/// Runs one scenario against one freshly started server.
+fn run_one(
+    spec: &Spec,
+    label: &str,
+    workdir: &Path,
+    tuning: Tuning,
+    f: impl FnOnce(&Target) -> Value,
+) -> Value {
+    let t0 = Instant::now();
+    let mut srv = match server::start(spec, label, workdir, tuning) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("  {}: cannot start: {e}", spec.name);
+            return json!({"error": format!("start: {e}")});
+        }
+    };
+    let target = Target {
+        proto: spec.proto,
+        addr: srv.addr,
+        pid: Some(srv.pid),
+    };
+    let mut v = f(&target);
+    let crashed = !srv.alive();
+    let status = srv.stop();
+    let (log_counts, examples) = srv.log_summary();
+    v["server"] = json!({
+        "crashed_during_run": crashed,
+        "exit": status.map(|s| s.to_string()),
+        "log_counts": log_counts.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
+        "log_examples": examples,
+        "log": srv.log.display().to_string(),
+        "wall_s": t0.elapsed().as_secs_f64(),
+    });
+    if crashed {
+        eprintln!("  {}: SERVER EXITED DURING THE RUN", spec.name);
+    }
+    v
+}
+
+pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
+    fs::create_dir_all(&opts.out)?;
+    fs::create_dir_all(&opts.workdir)?;
+    let cfg = &opts.cfg;
+    let mut results = json!({
+        "mode": if opts.quick { "quick" } else { "full" },
+        "machine": opts.machine,
+        "config": format!("{cfg:?}"),
+        "servers": opts.servers.iter().map(|s| json!({"name": s.name, "protocol": s.proto.name(), "port": s.port, "cpu": s.cpu, "kind": format!("{:?}", s.kind)})).collect::<Vec<_>>(),
+        "scenarios": {},
+    });
+    let started = Instant::now();
+    for sc in &opts.scenarios {
+        let tuning = tuning_for(sc);
+        match sc.as_str() {
+            "idle" => {
+                for spec in &opts.servers {
+                    eprintln!(
+                        "[{:>5.0}s] idle {} subscribers: {}",
+                        started.elapsed().as_secs_f64(),
+                        cfg.idle_subs,
+                        spec.name
+                    );
+                    let v = run_one(spec, "idle", &opts.workdir, tuning, |t| {
+                        scenarios::idle(t, cfg, cfg.idle_subs)
+                    });
+                    eprintln!(
+                        "         {}",
+                        brief(
+                            &v,
+                            &["rss_per_subscriber_bytes", "server_cpu_percent", "live"]
+                        )
+                    );
+                    results["scenarios"]["idle"][&spec.name] = v;
+                    save(&opts.out, &results);
+                }
+            }
+            "fanout" => {
+                for &n in &cfg.sweep {
+                    for spec in &opts.servers {
+                        eprintln!(
+                            "[{:>5.0}s] fan-out {n} subscribers: {}",
+                            started.elapsed().as_secs_f64(),
+                            spec.name
+                        );
+                        let v = run_one(spec, &format!("fanout{n}"), &opts.workdir, tuning, |t| {
+                            scenarios::fanout(t, cfg, n)
+                        });
+                        eprintln!(
+                            "         fixed rate p99 {:.1} ms, lost {}; max {:.0} deliveries/s, lost {}, server cpu {:.0}%, generator cpu {:.0}%",
+                            v["fixed_rate"]["latency"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                            v["fixed_rate"]["lost"],
+                            v["max_rate"]["deliveries_per_sec"].as_f64().unwrap_or(f64::NAN),
+                            v["max_rate"]["lost"],
+                            v["max_rate"]["server_cpu_percent"].as_f64().unwrap_or(f64::NAN),
+                            v["max_rate"]["generator_cpu_percent"].as_f64().unwrap_or(f64::NAN),
+                        );
+                        results["scenarios"]["fanout"][n.to_string()][&spec.name] = v;
+                        save(&opts.out, &results);
+                    }
+                }
+            }
+            "publish" => {
+                for spec in &opts.servers {
+                    eprintln!(
+                        "[{:>5.0}s] publish, {} connections: {}",
+                        started.elapsed().as_secs_f64(),
+                        cfg.pub_conns,
+                        spec.name
+                    );
+                    let v = run_one(spec, "publish", &opts.workdir, tuning, |t| {
+                        scenarios::publish_throughput(t, cfg)
+                    });
+                    eprintln!(
+                        "         {}",
+                        brief(
+                            &v,
+                            &["requests_per_sec", "last_over_first", "rss_after_kib"]
+                        )
+                    );
+                    results["scenarios"]["publish"][&spec.name] = v;
+                    save(&opts.out, &results);
+                }
+            }
+            "slow" => {
+                for spec in &opts.servers {
+                    eprintln!(
+                        "[{:>5.0}s] slow consumers: {}",
+                        started.elapsed().as_secs_f64(),
+                        spec.name
+                    );
+                    let v = run_one(spec, "slow", &opts.workdir, tuning, |t| {
+                        scenarios::slow_consumers(t, cfg)
+                    });
+                    eprintln!(
+                        "         healthy p99 {:.1} ms -> {:.1} ms with stalls, rss {} -> {} KiB",
+                        v["no_stall"]["latency"]["p99_ms"]
+                            .as_f64()
+                            .unwrap_or(f64::NAN),
+                        v["with_stall"]["latency"]["p99_ms"]
+                            .as_f64()
+                            .unwrap_or(f64::NAN),
+                        v["rss_start_kib"],
+                        v["rss_end_kib"],
+                    );
+                    results["scenarios"]["slow"][&spec.name] = v;
+                    save(&opts.out, &results);
+                }
+            }
+            other => eprintln!("unknown scenario '{other}' skipped"),
+        }
+    }
+    results["wall_s"] = json!(started.elapsed().as_secs_f64());
+    save(&opts.out, &results);
+    write_csv(&opts.out, &results, &opts.servers);
+    let summary = summary(&results, &opts.servers);
+    fs::write(opts.out.join("summary.md"), &summary)?;
+    println!("{summary}");
+    Ok(results)
+}
+
+fn brief(v: &Value, keys: &[&str]) -> String {
+    if let Some(e) = v.get("error") {
+        return format!("error: {e}");
+    }
+    keys.iter()
+        .map(|k| match v[*k].as_f64() {
+            Some(x) => format!("{k} {x:.1}"),
+            None => format!("{k} {}", v[*k]),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn write_csv(out: &Path, results: &Value, servers: &[Spec]) {
+    let mut csv = String::from(
+        "server,subscribers,live,rate_latency_p50_ms,rate_latency_p99_ms,rate_latency_max_ms,rate_lost,max_deliveries_per_sec,max_latency_p50_ms,max_latency_p99_ms,max_lost,max_server_cpu_pct,max_generator_cpu_pct\n",
+    );
+    if let Some(sweep) = results["scenarios"]["fanout"].as_object() {
+        let mut ns: Vec<(usize, &Value)> = sweep
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+            .collect();
+        ns.sort_by_key(|x| x.0);
+        for (n, per) in ns {
+            for s in servers {
+                let v = &per[&s.name];
+                let f = |p: &[&str]| {
+                    let mut x = v;
+                    for k in p {
+                        x = &x[*k];
+                    }
+                    x.as_f64().map(|x| format!("{x:.3}")).unwrap_or_default()
+                };
+                let _ = writeln!(
+                    csv,
+                    "{},{n},{},{},{},{},{},{},{},{},{},{},{}",
+                    s.name,
+                    f(&["live"]),
+                    f(&["fixed_rate", "latency", "p50_ms"]),
+                    f(&["fixed_rate", "latency", "p99_ms"]),
+                    f(&["fixed_rate", "latency", "max_ms"]),
+                    f(&["fixed_rate", "lost"]),
+                    f(&["max_rate", "deliveries_per_sec"]),
+                    f(&["max_rate", "latency", "p50_ms"]),
+                    f(&["max_rate", "latency", "p99_ms"]),
+                    f(&["max_rate", "lost"]),
+                    f(&["max_rate", "server_cpu_percent"]),
+                    f(&["max_rate", "generator_cpu_percent"]),
+                );
+            }
+        }
+    }
+    let _ = fs::write(out.join("sweep.csv"), csv);
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+fn fmt(x: Option<f64>, digits: usize) -> String {
+    match x {
+        Some(x) if x.is_finite() => {
+            if x.abs() >= 10_000.0 {
+                format!("{:.0}k", x / 1000.0)
+            } else {
+                format!("{x:.digits$}")
+            }
+        }
+        _ => "—".into(),
+    }
+}
+
+/// One row of the summary: a figure per server, the ratio and the target.
+struct Row {
+    figure: String,
+    values: Vec<Option<f64>>,
+    digits: usize,
+    /// "higher" or "lower" is better; the target as text and as a check on
+    /// (pubsubd value, nchan value).
+    target: String,
+    check: Option<Box<dyn Fn(f64, Option<f64>) -> bool>>,
+}
+
+pub fn summary(results: &Value, servers: &[Spec]) -> String {
+    let sc = &results["scenarios"];
+    let val = |scenario: &[&str], server: &str, field: &[&str]| -> Option<f64> {
+        let mut x = sc;
+        for k in scenario {
+            x = &x[*k];
+        }
+        x = &x[server];
+        for k in field {
+            x = &x[*k];
+        }
+        num(x)
+    };
+    let mut sweep: Vec<usize> = sc["fanout"]
+        .as_object()
+        .map(|o| o.keys().filter_map(|k| k.parse().ok()).collect())
+        .unwrap_or_default();
+    sweep.sort();
+    let big = sweep
+        .iter()
+        .copied()
+        .filter(|&n| n <= 10_000)
+        .max()
+        .or(sweep.last().copied());
+    let mid = if sweep.contains(&1000) {
+        Some(1000)
+    } else {
+        sweep.first().copied()
+    };
+    let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+    let mut rows: Vec<Row> = Vec::new();
+    let per = |f: &dyn Fn(&str) -> Option<f64>| names.iter().map(|n| f(n)).collect::<Vec<_>>();
+    for n in [big, mid]
+        .into_iter()
+        .flatten()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .rev()
+    {
+        let ns = n.to_string();
+        rows.push(Row {
+            figure: format!("fan-out deliveries/s, {n} subscribers, publish flat out"),
+            values: per(&|s| val(&["fanout", &ns], s, &["max_rate", "deliveries_per_sec"])),
+            digits: 0,
+            target: "≥ 2× nchan".into(),
+            check: Some(Box::new(|p, c| c.is_some_and(|c| p >= 2.0 * c))),
+        });
+    }
+    if let Some(n) = big {
+        let ns = n.to_string();
+        rows.push(Row {
+            figure: format!(
+                "delivery latency p99 (ms), {n} subscribers at {} events/s",
+                results["config"]
+                    .as_str()
+                    .and_then(|c| c.split("lat_rate: ").nth(1))
+                    .and_then(|c| c.split(',').next())
+                    .unwrap_or("?")
+            ),
+            values: per(&|s| val(&["fanout", &ns], s, &["fixed_rate", "latency", "p99_ms"])),
+            digits: 1,
+            target: "≤ ½ nchan".into(),
+            check: Some(Box::new(|p, c| c.is_some_and(|c| p <= 0.5 * c))),
+        });
+    }
+    let idle_n = sc["idle"]
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|v| v["subscribers"].as_u64());
+    if let Some(n) = idle_n {
+        rows.push(Row {
+            figure: format!("server RSS per idle subscriber (bytes), {n} idle"),
+            values: per(&|s| val(&["idle"], s, &["rss_per_subscriber_bytes"])),
+            digits: 0,
+            target: "≤ 1024".into(),
+            check: Some(Box::new(|p, _| p <= 1024.0)),
+        });
+        rows.push(Row {
+            figure: format!("server CPU % holding {n} idle subscribers"),
+            values: per(&|s| val(&["idle"], s, &["server_cpu_percent"])),
+            digits: 2,
+            target: "≤ 3 %".into(),
+            check: Some(Box::new(|p, _| p <= 3.0)),
+        });
+    }
+    if sc["publish"].is_object() {
+        rows.push(Row {
+            figure: "publish requests/s, 32 keep-alive connections".into(),
+            values: per(&|s| val(&["publish"], s, &["requests_per_sec"])),
+            digits: 0,
+            target: "≥ 1.5× nchan".into(),
+            check: Some(Box::new(|p, c| c.is_some_and(|c| p >= 1.5 * c))),
+        });
+        rows.push(Row {
+            figure: "  … last third ÷ first third of the run (flat = 1.0)".into(),
+            values: per(&|s| val(&["publish"], s, &["last_over_first"])),
+            digits: 2,
+            target: "flat (≥ 0.9)".into(),
+            check: Some(Box::new(|p, _| p >= 0.9)),
+        });
+        rows.push(Row {
+            figure: "  … publish errors (non-2xx + I/O)".into(),
+            values: per(&|s| {
+                let p = &sc["publish"][s]["publisher"];
+                let e1: u64 = p["status_errors"]
+                    .as_object()?
+                    .values()
+                    .filter_map(|v| v.as_u64())
+                    .sum();
+                let e2: u64 = p["io_errors"]
+                    .as_object()?
+                    .values()
+                    .filter_map(|v| v.as_u64())
+                    .sum();
+                Some((e1 + e2) as f64)
+            }),
+            digits: 0,
+            target: "0".into(),
+            check: Some(Box::new(|p, _| p == 0.0)),
+        });
+    }
+    if sc["slow"].is_object() {
+        rows.push(Row {
+            figure: "slow consumers: healthy p99 (ms), no stall".into(),
+            values: per(&|s| val(&["slow"], s, &["no_stall", "latency", "p99_ms"])),
+            digits: 1,
+            target: "".into(),
+            check: None,
+        });
+        rows.push(Row {
+            figure: "slow consumers: healthy p99 (ms), with stalled".into(),
+            values: per(&|s| val(&["slow"], s, &["with_stall", "latency", "p99_ms"])),
+            digits: 1,
+            target: "≤ 2× no-stall".into(),
+            check: None,
+        });
+        rows.push(Row {
+            figure: "  … with-stall p99 ÷ no-stall p99".into(),
+            values: per(&|s| val(&["slow"], s, &["healthy_p99_ratio"])),
+            digits: 2,
+            target: "≤ 2".into(),
+            check: Some(Box::new(|p, _| p <= 2.0)),
+        });
+        rows.push(Row {
+            figure: "  … server RSS growth, late half of stall (KiB/s)".into(),
+            values: per(&|s| val(&["slow"], s, &["rss_growth_kib_per_s_late"])),
+            digits: 1,
+            target: "bounded (≈ 0)".into(),
+            check: Some(Box::new(|p, _| p <= 10.0)),
+        });
+    }
+    let nchan_idx = servers.iter().position(|s| s.name == "nchan");
+    let ours_idx = servers.iter().position(|s| s.name == "pubsubd");
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Mode: {}; machine: {}",
+        results["mode"].as_str().unwrap_or("?"),
+        results["machine"]["summary"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(md);
+    let mut head = String::from("| figure |");
+    let mut rule = String::from("|---|");
+    for n in &names {
+        let _ = write!(head, " {n} |");
+        rule.push_str("---|");
+    }
+    head.push_str(" pubsubd ÷ nchan | target | met |");
+    rule.push_str("---|---|---|");
+    let _ = writeln!(md, "{head}\n{rule}");
+    for r in &rows {
+        let _ = write!(md, "| {} |", r.figure);
+        for v in &r.values {
+            let _ = write!(md, " {} |", fmt(*v, r.digits));
+        }
+        let ours = ours_idx.and_then(|i| r.values[i]);
+        let theirs = nchan_idx.and_then(|i| r.values[i]);
+        let ratio = match (ours, theirs) {
+            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}×", a / b),
+            _ => "—".into(),
+        };
+        let met = match (&r.check, ours) {
+            (Some(c), Some(p)) => {
+                if c(p, theirs) {
+                    "yes"
+                } else {
+                    "**no**"
+                }
+            }
+            _ => "",
+        };
+        let _ = writeln!(md, " {ratio} | {} | {met} |", r.target);
+    }
+    // Misbehaviour seen.
+    let mut notes = Vec::new();
+    let mut walk = |path: String, v: &Value| {
+        for s in &names {
+            let x = &v[*s];
+            if x.is_null() {
+                continue;
+            }
+            if x["server"]["crashed_during_run"] == json!(true) {
+                notes.push(format!("{s} {path}: server process exited during the run"));
+            }
+            if let Some(e) = x.get("error") {
+                notes.push(format!("{s} {path}: {e}"));
+            }
+            for phase in ["fixed_rate", "max_rate", "no_stall", "with_stall"] {
+                let p = &x[phase];
+                if let Some(l) = p["lost"].as_u64() {
+                    if l > 0 {
+                        notes.push(format!(
+                            "{s} {path} {phase}: {l} deliveries lost of {}",
+                            p["expected_deliveries"]
+                        ));
+                    }
+                }
+                if let Some(c) = p["subscribers_closed_by_server"].as_u64() {
+                    if c > 0 {
+                        notes.push(format!(
+                            "{s} {path} {phase}: {c} healthy subscribers closed by the server"
+                        ));
+                    }
+                }
+                if let Some(e) = p["publisher"]["status_errors"].as_object() {
+                    if !e.is_empty() {
+                        notes.push(format!("{s} {path} {phase}: publish errors {}", json!(e)));
+                    }
+                }
+            }
+            if let Some(f) = x["failed"].as_u64() {
+                if f > 0 {
+                    notes.push(format!(
+                        "{s} {path}: {f} subscriptions failed to open: {}",
+                        x["setup_errors"]
+                    ));
+                }
+            }
+            if let Some(e) = x["publisher"]["status_errors"].as_object() {
+                if !e.is_empty() {
+                    notes.push(format!(
+                        "{s} {path}: publish errors {} (first: {})",
+                        json!(e),
+                        x["publisher"]["first_error_response"]
+                            .as_str()
+                            .unwrap_or("")
+                            .replace('\n', " ")
+                            .replace('\r', "")
+                    ));
+                }
+            }
+            if let Some(e) = x["publisher"]["io_errors"].as_object() {
+                if !e.is_empty() {
+                    notes.push(format!("{s} {path}: publisher I/O errors {}", json!(e)));
+                }
+            }
+            if let Some(c) = x["server"]["log_counts"].as_object() {
+                for (k, n) in c {
+                    if k != "warning" || !path.contains("slow") {
+                        notes.push(format!("{s} {path}: server log: {n} × {k}"));
+                    }
+                }
+            }
+            if let Some(g) = x["max_rate"]["generator_cpu_percent"].as_f64() {
+                if g > 90.0 {
+                    notes.push(format!(
+                        "{s} {path}: generator CPU {g:.0}% — the generator may be the bottleneck"
+                    ));
+                }
+            }
+        }
+    };
+    for key in ["idle", "publish", "slow"] {
+        if sc[key].is_object() {
+            walk(key.to_string(), &sc[key]);
+        }
+    }
+    for n in &sweep {
+        walk(format!("fanout {n}"), &sc["fanout"][n.to_string()]);
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(md, "\nObserved during the run:\n");
+        for n in notes {
+            let _ = writeln!(md, "- {n}");
+        }
+    }
+    md
+}

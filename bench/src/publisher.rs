@@ -1,0 +1,360 @@
+//! The publisher: `conns` keep-alive connections, each with at most one
+//! request in flight (pipelining depth 1), either at a fixed total rate
+//! (open loop: events are scheduled at t0 + k/rate and sent on any idle
+//! connection) or as fast as the server answers.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::clock::{now_ns, self_cpu_ns};
+use crate::hist::Hist;
+use crate::proto::{parse_response_head, publish_request, Proto};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// Events per second over all connections.
+    Rate(f64),
+    /// Each connection sends its next request as soon as it has an answer.
+    Max,
+}
+
+#[derive(Debug, Clone)]
+pub struct PubOpts {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+    pub chan: String,
+    pub conns: usize,
+    pub size: usize,
+    pub mode: Mode,
+    pub duration: Duration,
+    /// Phase id written into every event.
+    pub run: u32,
+}
+
+/// What the publisher saw.
+#[derive(Debug, Default, Clone)]
+pub struct PubResult {
+    pub sent: u64,
+    /// 2xx answers.
+    pub ok: u64,
+    /// Accepted events per publisher connection index.
+    pub ok_per_conn: Vec<u64>,
+    pub status_errors: BTreeMap<u16, u64>,
+    pub io_errors: BTreeMap<String, u64>,
+    pub first_error_body: Option<String>,
+    /// Request → response times.
+    pub rtt: Hist,
+    /// (seconds since start, 2xx answers in that second, errors in that second)
+    pub per_second: Vec<(f64, u64, u64)>,
+    /// Scheduled events that found no idle connection on time.
+    pub late: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub cpu_ns: u64,
+    pub reconnects: u64,
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum St {
+    Connecting,
+    Idle,
+    Busy,
+    Dead,
+}
+
+struct Conn {
+    sock: Option<TcpStream>,
+    st: St,
+    out: Vec<u8>,
+    written: usize,
+    inbuf: Vec<u8>,
+    sent_ns: u64,
+    seq: u32,
+    reconnects: u32,
+}
+
+const MAX_RECONNECTS: u32 = 1000;
+
+fn connect(poll: &Poll, addr: SocketAddr, i: usize) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr)?;
+    poll.registry()
+        .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+    Ok(s)
+}
+
+/// Publishes for `opts.duration`, calling `tick(seconds_since_start, &result)`
+/// about once per `tick_every`; then waits (at most 10 s) for answers to the
+/// requests still in flight.
+pub fn publish(
+    opts: &PubOpts,
+    tick_every: Duration,
+    mut tick: impl FnMut(f64, &PubResult),
+) -> io::Result<PubResult> {
+    let mut poll = Poll::new()?;
+    let mut conns: Vec<Conn> = Vec::new();
+    for i in 0..opts.conns {
+        conns.push(Conn {
+            sock: Some(connect(&poll, opts.addr, i)?),
+            st: St::Connecting,
+            out: Vec::new(),
+            written: 0,
+            inbuf: Vec::new(),
+            sent_ns: 0,
+            seq: 0,
+            reconnects: 0,
+        });
+    }
+    let mut res = PubResult {
+        ok_per_conn: vec![0; opts.conns],
+        ..Default::default()
+    };
+    // Wait for every connection before the clock starts.
+    let mut events = Events::with_capacity(1024);
+    let setup_deadline = now_ns() + 10_000_000_000;
+    while conns.iter().any(|c| c.st == St::Connecting) && now_ns() < setup_deadline {
+        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        for ev in events.iter() {
+            let c = &mut conns[ev.token().0];
+            if c.st == St::Connecting && ev.is_writable() {
+                if let Some(s) = &c.sock {
+                    if s.peer_addr().is_ok() {
+                        let _ = s.set_nodelay(true);
+                        c.st = St::Idle;
+                    }
+                }
+            }
+        }
+    }
+    for c in &mut conns {
+        if c.st == St::Connecting {
+            c.st = St::Dead;
+            *res.io_errors.entry("connect timeout".into()).or_insert(0) += 1;
+        }
+    }
+    let cpu0 = self_cpu_ns();
+    let start = now_ns();
+    res.start_ns = start;
+    let end = start + opts.duration.as_nanos() as u64;
+    let tick_ns = tick_every.as_nanos().max(1) as u64;
+    let mut next_tick = start + tick_ns;
+    let mut scheduled: u64 = 0;
+    let mut sec_ok = 0u64;
+    let mut sec_err = 0u64;
+    let mut next_sec = start + 1_000_000_000;
+    let mut rr = 0usize;
+    let mut draining_until: Option<u64> = None;
+    loop {
+        let now = now_ns();
+        while now >= next_sec {
+            res.per_second.push((
+                (next_sec - start) as f64 / 1e9,
+                std::mem::take(&mut sec_ok),
+                std::mem::take(&mut sec_err),
+            ));
+            next_sec += 1_000_000_000;
+        }
+        if now >= next_tick {
+            tick((now - start) as f64 / 1e9, &res);
+            next_tick = now + tick_ns;
+        }
+        let sending = now < end;
+        if !sending && draining_until.is_none() {
+            draining_until = Some(now + 10_000_000_000);
+        }
+        if let Some(d) = draining_until {
+            if now >= d || !conns.iter().any(|c| c.st == St::Busy) {
+                break;
+            }
+        }
+        // Send what is due.
+        if sending {
+            match opts.mode {
+                Mode::Max => {
+                    for (i, c) in conns.iter_mut().enumerate() {
+                        if c.st == St::Idle {
+                            send(opts, c, i, &mut res);
+                        }
+                    }
+                }
+                Mode::Rate(rate) => {
+                    let due = ((now - start) as f64 / 1e9 * rate) as u64 + 1;
+                    while scheduled < due {
+                        let n = conns.len();
+                        let Some(i) = (0..n)
+                            .map(|k| (rr + k) % n)
+                            .find(|&i| conns[i].st == St::Idle)
+                        else {
+                            break;
+                        };
+                        rr = i + 1;
+                        send(opts, &mut conns[i], i, &mut res);
+                        scheduled += 1;
+                    }
+                    if scheduled + 1 < due {
+                        res.late += due - scheduled - 1;
+                        // Drop what cannot be sent, rather than bursting later.
+                        scheduled = due - 1;
+                    }
+                }
+            }
+        }
+        let timeout = match opts.mode {
+            Mode::Rate(rate) if sending => {
+                let next_due = start + ((scheduled as f64) / rate * 1e9) as u64;
+                Duration::from_nanos(next_due.saturating_sub(now_ns()).min(tick_ns))
+            }
+            _ => Duration::from_millis(50),
+        };
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let c = &mut conns[i];
+            if ev.is_writable() && c.st == St::Busy && c.written < c.out.len() {
+                flush(c, &mut res);
+            }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                let before = res.ok;
+                let errs_before = res.status_errors.values().sum::<u64>();
+                read(c, i, &mut res);
+                sec_ok += res.ok - before;
+                sec_err += res.status_errors.values().sum::<u64>() - errs_before;
+            }
+            if c.st == St::Dead && c.reconnects < MAX_RECONNECTS && now_ns() < end {
+                c.reconnects += 1;
+                res.reconnects += 1;
+                if let Some(mut s) = c.sock.take() {
+                    let _ = poll.registry().deregister(&mut s);
+                }
+                match connect(&poll, opts.addr, i) {
+                    Ok(s) => {
+                        c.sock = Some(s);
+                        c.st = St::Connecting;
+                        c.inbuf.clear();
+                    }
+                    Err(e) => {
+                        *res.io_errors.entry(format!("reconnect: {e}")).or_insert(0) += 1;
+                    }
+                }
+            }
+            if c.st == St::Connecting && ev.is_writable() {
+                if let Some(s) = &c.sock {
+                    if s.peer_addr().is_ok() {
+                        let _ = s.set_nodelay(true);
+                        c.st = St::Idle;
+                    }
+                }
+            }
+        }
+    }
+    res.per_second
+        .push(((now_ns().min(end) - start) as f64 / 1e9, sec_ok, sec_err));
+    res.end_ns = now_ns();
+    res.cpu_ns = self_cpu_ns() - cpu0;
+    Ok(res)
+}
+
+fn send(opts: &PubOpts, c: &mut Conn, i: usize, res: &mut PubResult) {
+    let t = now_ns();
+    publish_request(
+        opts.proto, &opts.chan, opts.run, i as u32, c.seq, t, opts.size, &mut c.out,
+    );
+    c.seq += 1;
+    c.written = 0;
+    c.sent_ns = t;
+    c.st = St::Busy;
+    res.sent += 1;
+    flush(c, res);
+}
+
+fn flush(c: &mut Conn, res: &mut PubResult) {
+    let Some(sock) = c.sock.as_mut() else { return };
+    while c.written < c.out.len() {
+        match sock.write(&c.out[c.written..]) {
+            Ok(0) => {
+                c.st = St::Dead;
+                return;
+            }
+            Ok(n) => c.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                *res.io_errors.entry(format!("write: {e}")).or_insert(0) += 1;
+                c.st = St::Dead;
+                return;
+            }
+        }
+    }
+}
+
+fn read(c: &mut Conn, i: usize, res: &mut PubResult) {
+    let Some(sock) = c.sock.as_mut() else { return };
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => {
+                if c.st == St::Busy {
+                    *res.io_errors
+                        .entry("closed with a request in flight".into())
+                        .or_insert(0) += 1;
+                }
+                c.st = St::Dead;
+                return;
+            }
+            Ok(n) => {
+                c.inbuf.extend_from_slice(&buf[..n]);
+                if n < buf.len() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                *res.io_errors.entry(format!("read: {e}")).or_insert(0) += 1;
+                c.st = St::Dead;
+                return;
+            }
+        }
+    }
+    loop {
+        let head = match parse_response_head(&c.inbuf) {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => {
+                *res.io_errors.entry(e).or_insert(0) += 1;
+                c.st = St::Dead;
+                return;
+            }
+        };
+        let body_len = head.content_length.unwrap_or(0);
+        let total = head.head_len + body_len;
+        if c.inbuf.len() < total {
+            return;
+        }
+        let now = now_ns();
+        if (200..300).contains(&head.status) {
+            res.ok += 1;
+            res.ok_per_conn[i] += 1;
+        } else {
+            *res.status_errors.entry(head.status).or_insert(0) += 1;
+            if res.first_error_body.is_none() {
+                res.first_error_body =
+                    Some(String::from_utf8_lossy(&c.inbuf[..total.min(400)]).into_owned());
+            }
+        }
+        res.rtt.record(now.saturating_sub(c.sent_ns));
+        c.inbuf.drain(..total);
+        c.st = if head.close { St::Dead } else { St::Idle };
+        if c.st == St::Dead {
+            return;
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Servers under test: how to configure and start each (pinned to CPU 0
+//! with `taskset`), how to read its memory and CPU from /proc, and how to
+//! stop it by PID.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::proto::Proto;
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// `pubsubd --config FILE`; the config is written per scenario.
+    Pubsubd { bin: PathBuf },
+    /// nginx with the nchan module, one worker process.
+    Nchan { nginx: PathBuf, module: PathBuf },
+    /// Any command; `{port}` is replaced by the port.
+    Cmd { cmd: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub proto: Proto,
+    pub port: u16,
+    pub kind: Kind,
+    /// CPU list for `taskset -c`, e.g. "0".
+    pub cpu: String,
+}
+
+/// Per-scenario settings that change the server's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// pubsubd `server.max_queued_bytes` (None = the server's default).
+    pub max_queued_bytes: Option<u64>,
+}
+
+pub struct Running {
+    pub pid: u32,
+    child: Child,
+    pub log: PathBuf,
+    pub addr: SocketAddr,
+    /// Every PID seen in the server's process tree (nginx's worker too).
+    seen: Vec<u32>,
+}
+
+/// Memory and CPU of a process tree at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub rss_kib: u64,
+    pub cpu_ticks: u64,
+    pub at: Option<Instant>,
+    pub procs: usize,
+}
+
+pub fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+impl Sample {
+    /// CPU use between two samples, in percent of one core.
+    pub fn cpu_percent_since(&self, earlier: &Sample) -> f64 {
+        match (self.at, earlier.at) {
+            (Some(a), Some(b)) if a > b => {
+                let secs = (a - b).as_secs_f64();
+                (self.cpu_ticks.saturating_sub(earlier.cpu_ticks)) as f64 / clk_tck() / secs * 100.0
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &text[text.rfind(')')? + 1..];
+    Some(after.split_whitespace().map(str::to_owned).collect())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `pid` and all its descendants.
+pub fn tree(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(f) = stat_fields(p) {
+                if let Some(pp) = f.get(1).and_then(|s| s.parse().ok()) {
+                    parents.push((p, pp));
+                }
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let cur = out[i];
+        out.extend(parents.iter().filter(|(_, pp)| *pp == cur).map(|(p, _)| *p));
+        i += 1;
+    }
+    out
+}
+
+/// VmRSS and utime+stime summed over a process tree.
+pub fn sample(pid: u32) -> Sample {
+    let mut s = Sample {
+        at: Some(Instant::now()),
+        ..Default::default()
+    };
+    for p in tree(pid) {
+        let Some(f) = stat_fields(p) else { continue };
+        let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        s.cpu_ticks += ticks;
+        s.rss_kib += rss_kib(p).unwrap_or(0);
+        s.procs += 1;
+    }
+    s
+}
+
+fn nginx_conf(dir: &Path, port: u16, module: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"# Written by pubsub-load: nginx + nchan, one worker, for benchmarks.
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+load_module {module};
+events {{
+  worker_connections 19990;
+  use epoll;
+  multi_accept on;
+}}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  keepalive_requests 1000000000;
+  keepalive_timeout 600s;
+  client_body_buffer_size 16k;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    # Publish: POST /pub?id=CHANNEL (nchan's default message buffer).
+    location = /pub {{
+      nchan_publisher;
+      nchan_channel_id $arg_id;
+    }}
+    # Subscribe: GET /sub/CHANNEL, a streaming response of the message
+    # bodies, each followed by "\n" -- like pubsubd's line stream.
+    location ~ ^/sub/(\w+)$ {{
+      nchan_subscriber http-raw-stream;
+      nchan_channel_id $1;
+      nchan_subscriber_first_message newest;
+    }}
+  }}
+}}
+"#,
+        module = module.display()
+    )
+}
+
+fn pubsubd_conf(port: u16, tuning: Tuning) -> String {
+    let mut s = format!(
+        "# Written by pubsub-load for benchmarks.\nserver:\n  bind: 127.0.0.1\n  port: {port}\n"
+    );
+    if let Some(q) = tuning.max_queued_bytes {
+        s.push_str(&format!("  max_queued_bytes: {q}\n"));
+    }
+    s.push_str("clients:\n  payloaders: [127.0.0.0/8]\n");
+    s
+}
+
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Starts a server for one scenario in `workdir` and waits until its port
+/// accepts connections.
+pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: Tuning) -> io::Result<Running> {
+    let dir = workdir.join(format!("{}-{label}", spec.name));
+    fs::create_dir_all(&dir)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !port_free(spec.port) {
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "port {} is still in use (another server running?)",
+                spec.port
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = dir.join("server.log");
+    let logf = fs::File::create(&log)?;
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &spec.cpu]);
+    match &spec.kind {
+        Kind::Pubsubd { bin } => {
+            let conf = dir.join("pypubsub.yaml");
+            fs::write(&conf, pubsubd_conf(spec.port, tuning))?;
+            cmd.arg(bin).arg("--config").arg(&conf);
+        }
+        Kind::Nchan { nginx, module } => {
+            let conf = dir.join("nginx.conf");
+            fs::write(&conf, nginx_conf(&dir, spec.port, module))?;
+            cmd.arg(nginx).arg("-c").arg(&conf).arg("-p").arg(&dir);
+            cmd.arg("-e").arg(dir.join("error.log"));
+        }
+        Kind::Cmd { cmd: c } => {
+            cmd.args(["sh", "-c"]).arg(format!(
+                "exec {}",
+                c.replace("{port}", &spec.port.to_string())
+            ));
+        }
+    }
+    cmd.current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf);
+    let child = cmd.spawn()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], spec.port).into();
+    let mut running = Running {
+        pid: child.id(),
+        child,
+        log,
+        addr,
+        seen: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = running.child.try_wait() {
+            return Err(io::Error::other(format!(
+                "{} exited at start-up ({status}); see {}",
+                spec.name,
+                running.log.display()
+            )));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            running.stop();
+            return Err(io::Error::other(format!(
+                "{} did not listen on {addr} within 15 s",
+                spec.name
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let a master process start its workers.
+    std::thread::sleep(Duration::from_millis(300));
+    running.seen = tree(running.pid);
+    Ok(running)
+}
+
+impl Running {
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s; leftover children by PID too.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = self.pid as libc::pid_t;
+        // SAFETY: signalling a child we spawned and have not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    break self.child.wait().ok();
+                }
+            }
+        };
+        for &p in &self.seen {
+            if p != self.pid && fs::metadata(format!("/proc/{p}")).is_ok() {
+                // Only kill it if it is still one of ours (same start).
+                // SAFETY: plain kill(2) on a PID from this server's tree.
+                unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        status
+    }
+
+    /// Log lines that look like trouble, with counts, and a few examples.
+    pub fn log_summary(&self) -> (Vec<(String, u64)>, Vec<String>) {
+        let mut text = fs::read_to_string(&self.log).unwrap_or_default();
+        if let Some(dir) = self.log.parent() {
+            if let Ok(e) = fs::read_to_string(dir.join("error.log")) {
+                text.push_str(&e);
+            }
+        }
+        let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut examples = Vec::new();
+        for line in text.lines() {
+            let l = line.to_ascii_lowercase();
+            let key = if l.contains("panick") {
+                "panic"
+            } else if l.contains("dropping slow subscriber") {
+                "dropped slow subscriber"
+            } else if l.contains("refusing") {
+                "refused connection"
+            } else if l.contains("[emerg]") || l.contains("[alert]") || l.contains("[crit]") {
+                "nginx critical"
+            } else if l.contains(" error") || l.contains("[error]") {
+                "error"
+            } else if l.contains(" warn") || l.contains("[warn]") {
+                "warning"
+            } else {
+                continue;
+            };
+            *counts.entry(key.into()).or_insert(0) += 1;
+            if examples.len() < 5 && key != "dropped slow subscriber" {
+                examples.push(line.chars().take(300).collect());
+            }
+        }
+        (counts.into_iter().collect(), examples)
+    }
+}

@@ -1,0 +1,568 @@
+//! A subscriber worker process (`pubsub-load worker …`): holds up to a few
+//! thousand streaming subscriptions on one mio loop, decodes every event,
+//! and reports counts and latency histograms to the coordinator.
+//!
+//! Control is line-based: the coordinator writes commands on stdin
+//! (`reset RUN`, `report ID`, `quit`) and reads JSON lines on stdout
+//! (`{"kind":"ready",…}` once every connection has settled, then one
+//! `{"kind":"report","id":ID,…}` per `report`). Only loopback addresses are
+//! used: the target must be on 127.0.0.0/8 and each connection binds a
+//! source address 127.0.0.x before connecting, so large counts do not run
+//! out of ephemeral ports.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{now_ns, self_cpu_ns};
+use crate::hist::{Hist, SparseHist};
+use crate::proto::{parse_line, parse_response_head, Line, Proto, StreamDecoder};
+
+/// Publisher connections whose sequence numbers are tracked per subscriber.
+pub const MAX_PUB: usize = 8;
+const STDIN: Token = Token(usize::MAX - 1);
+const CONNECT_TIMEOUT_NS: u64 = 15_000_000_000;
+
+#[derive(Debug, Clone)]
+pub struct WorkerOpts {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+    pub chan: String,
+    pub count: usize,
+    /// The first `stalled` connections read their response head and then
+    /// never read again.
+    pub stalled: usize,
+    /// Receive buffer for stalled connections (small, so they back up fast).
+    pub stalled_rcvbuf: usize,
+    /// Source addresses 127.0.0.`src_first` … 127.0.0.`src_first+src_count-1`.
+    pub src_first: u8,
+    pub src_count: u8,
+    /// Connections being set up at once.
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    NotStarted,
+    Connecting,
+    Head,
+    Live,
+    Dead,
+}
+
+struct Sub {
+    sock: Option<TcpStream>,
+    st: St,
+    stalled: bool,
+    /// Counted in the current phase.
+    in_phase: bool,
+    started_ns: u64,
+    head: Vec<u8>,
+    dec: Option<StreamDecoder>,
+    /// Next expected sequence number per publisher connection.
+    next: [u32; MAX_PUB],
+}
+
+/// Everything measured since the last `reset`.
+#[derive(Default)]
+struct Phase {
+    run: u32,
+    received: u64,
+    stale: u64,
+    pings: u64,
+    other: u64,
+    dups: u64,
+    gaps: u64,
+    bytes: u64,
+    closed: u64,
+    hist: Hist,
+    window: Hist,
+    first_ns: u64,
+    last_ns: u64,
+    start_cpu_ns: u64,
+}
+
+/// One report, as sent to the coordinator.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct Report {
+    pub kind: String,
+    pub id: u64,
+    /// Healthy subscriptions open now / counted in this phase.
+    pub live: u64,
+    pub in_phase: u64,
+    pub stalled_live: u64,
+    pub failed: u64,
+    /// Live healthy subscriptions the server closed during the phase.
+    pub closed: u64,
+    pub received: u64,
+    pub stale: u64,
+    pub pings: u64,
+    pub other: u64,
+    pub dups: u64,
+    pub gaps: u64,
+    pub bytes: u64,
+    pub hist: SparseHist,
+    /// Latencies since the previous report.
+    pub window: SparseHist,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub cpu_ns: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+struct Worker {
+    opts: WorkerOpts,
+    poll: Poll,
+    subs: Vec<Sub>,
+    next_start: usize,
+    in_flight: usize,
+    live: usize,
+    stalled_live: usize,
+    failed: usize,
+    errors: BTreeMap<String, u64>,
+    phase: Phase,
+    buf: Vec<u8>,
+}
+
+fn fail(errors: &mut BTreeMap<String, u64>, what: String) {
+    *errors.entry(what).or_insert(0) += 1;
+}
+
+impl Worker {
+    fn source(&self, i: usize) -> Ipv4Addr {
+        let x = self.opts.src_first as usize + i % self.opts.src_count.max(1) as usize;
+        Ipv4Addr::new(127, 0, 0, x.clamp(1, 254) as u8)
+    }
+
+    fn start(&mut self, i: usize) {
+        let stalled = i < self.opts.stalled;
+        let src = self.source(i);
+        match connect_from(
+            src,
+            self.opts.addr,
+            stalled.then_some(self.opts.stalled_rcvbuf),
+        ) {
+            Ok(mut sock) => {
+                if let Err(e) = self.poll.registry().register(
+                    &mut sock,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    fail(&mut self.errors, format!("register: {e}"));
+                    self.subs[i].st = St::Dead;
+                    self.failed += 1;
+                    return;
+                }
+                let s = &mut self.subs[i];
+                s.sock = Some(sock);
+                s.st = St::Connecting;
+                s.started_ns = now_ns();
+                self.in_flight += 1;
+            }
+            Err(e) => {
+                fail(&mut self.errors, format!("connect: {e}"));
+                self.subs[i].st = St::Dead;
+                self.failed += 1;
+            }
+        }
+    }
+
+    /// A connection that never became a live subscription.
+    fn setup_failed(&mut self, i: usize, why: String) {
+        fail(&mut self.errors, why);
+        let s = &mut self.subs[i];
+        if let Some(mut sock) = s.sock.take() {
+            let _ = self.poll.registry().deregister(&mut sock);
+        }
+        s.st = St::Dead;
+        s.head = Vec::new();
+        self.in_flight -= 1;
+        self.failed += 1;
+    }
+
+    /// A live subscription that ended.
+    fn lost_live(&mut self, i: usize, why: String) {
+        let s = &mut self.subs[i];
+        if let Some(mut sock) = s.sock.take() {
+            let _ = self.poll.registry().deregister(&mut sock);
+        }
+        s.st = St::Dead;
+        if s.stalled {
+            self.stalled_live -= 1;
+            fail(
+                &mut self.errors,
+                format!("stalled subscriber closed: {why}"),
+            );
+        } else {
+            self.live -= 1;
+            self.phase.closed += 1;
+            fail(&mut self.errors, format!("subscriber closed: {why}"));
+        }
+    }
+
+    fn on_event(&mut self, i: usize, ev: &mio::event::Event) {
+        let Some(s) = self.subs.get(i) else {
+            return;
+        };
+        match s.st {
+            St::Connecting => {
+                if !(ev.is_writable() || ev.is_error() || ev.is_read_closed()) {
+                    return;
+                }
+                let sock = s.sock.as_ref().expect("connecting socket");
+                match sock.take_error() {
+                    Ok(Some(e)) | Err(e) => return self.setup_failed(i, format!("connect: {e}")),
+                    Ok(None) => {}
+                }
+                if let Err(e) = sock.peer_addr() {
+                    if e.kind() == io::ErrorKind::NotConnected {
+                        return; // still connecting
+                    }
+                    return self.setup_failed(i, format!("connect: {e}"));
+                }
+                let req = self.opts.proto.subscribe_request(&self.opts.chan);
+                let sock = self.subs[i].sock.as_mut().expect("socket");
+                match sock.write(&req) {
+                    Ok(n) if n == req.len() => self.subs[i].st = St::Head,
+                    Ok(_) => self.setup_failed(i, "short request write".into()),
+                    Err(e) => self.setup_failed(i, format!("request write: {e}")),
+                }
+                self.read_head(i);
+            }
+            St::Head => self.read_head(i),
+            St::Live if s.stalled => {
+                if ev.is_error() {
+                    self.lost_live(i, "error".into());
+                }
+            }
+            St::Live => self.read_stream(i),
+            _ => {}
+        }
+    }
+
+    fn read_head(&mut self, i: usize) {
+        loop {
+            let s = &mut self.subs[i];
+            let Some(sock) = s.sock.as_mut() else { return };
+            let mut tmp = [0u8; 4096];
+            match sock.read(&mut tmp) {
+                Ok(0) => return self.setup_failed(i, "closed before response head".into()),
+                Ok(n) => {
+                    s.head.extend_from_slice(&tmp[..n]);
+                    match parse_response_head(&s.head) {
+                        Ok(None) => {
+                            if s.head.len() > 64 * 1024 {
+                                return self.setup_failed(i, "response head too long".into());
+                            }
+                        }
+                        Err(e) => return self.setup_failed(i, e),
+                        Ok(Some(head)) if head.status != 200 => {
+                            return self
+                                .setup_failed(i, format!("subscribe status {}", head.status))
+                        }
+                        Ok(Some(head)) => {
+                            let rest = s.head.split_off(head.head_len);
+                            s.head = Vec::new();
+                            s.dec = Some(StreamDecoder::new(head.chunked));
+                            s.st = St::Live;
+                            s.in_phase = false;
+                            self.in_flight -= 1;
+                            if s.stalled {
+                                self.stalled_live += 1;
+                                return;
+                            }
+                            self.live += 1;
+                            if !rest.is_empty() {
+                                self.consume(i, &rest, now_ns());
+                            }
+                            return self.read_stream(i);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.setup_failed(i, format!("read head: {e}")),
+            }
+        }
+    }
+
+    fn read_stream(&mut self, i: usize) {
+        let mut buf = std::mem::take(&mut self.buf);
+        loop {
+            let Some(sock) = self.subs[i].sock.as_mut() else {
+                break;
+            };
+            match sock.read(&mut buf) {
+                Ok(0) => {
+                    self.lost_live(i, "eof".into());
+                    break;
+                }
+                Ok(n) => {
+                    self.consume(i, &buf[..n], now_ns());
+                    // A short read emptied the socket: edge-triggered
+                    // readiness fires again when more arrives.
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.lost_live(i, format!("read: {e}"));
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
+    }
+
+    fn consume(&mut self, i: usize, data: &[u8], now: u64) {
+        let phase = &mut self.phase;
+        phase.bytes += data.len() as u64;
+        let Sub {
+            dec,
+            next,
+            in_phase,
+            ..
+        } = &mut self.subs[i];
+        let Some(dec) = dec.as_mut() else { return };
+        let counted = *in_phase;
+        let result = dec.feed(data, &mut |line: &[u8]| match parse_line(line) {
+            Line::Event {
+                run,
+                publisher,
+                seq,
+                t_ns,
+            } => {
+                if run != phase.run || !counted {
+                    phase.stale += 1;
+                    return;
+                }
+                phase.received += 1;
+                let lat = now.saturating_sub(t_ns);
+                phase.hist.record(lat);
+                phase.window.record(lat);
+                if phase.first_ns == 0 {
+                    phase.first_ns = now;
+                }
+                phase.last_ns = now;
+                if let Some(n) = next.get_mut(publisher as usize) {
+                    if seq == *n {
+                        *n += 1;
+                    } else if seq > *n {
+                        phase.gaps += u64::from(seq - *n);
+                        *n = seq + 1;
+                    } else {
+                        phase.dups += 1;
+                    }
+                }
+            }
+            Line::Ping => phase.pings += 1,
+            Line::Other => phase.other += 1,
+        });
+        if let Err(e) = result {
+            self.lost_live(i, e);
+        } else if self.subs[i].dec.as_ref().is_some_and(|d| d.finished()) {
+            self.lost_live(i, "stream ended".into());
+        }
+    }
+
+    fn reset(&mut self, run: u32) {
+        self.phase = Phase {
+            run,
+            start_cpu_ns: self_cpu_ns(),
+            ..Phase::default()
+        };
+        for s in &mut self.subs {
+            s.in_phase = s.st == St::Live && !s.stalled;
+            s.next = [0; MAX_PUB];
+        }
+    }
+
+    fn report(&mut self, id: u64) -> Report {
+        let r = Report {
+            kind: "report".into(),
+            id,
+            live: self.live as u64,
+            in_phase: self.subs.iter().filter(|s| s.in_phase).count() as u64,
+            stalled_live: self.stalled_live as u64,
+            failed: self.failed as u64,
+            closed: self.phase.closed,
+            received: self.phase.received,
+            stale: self.phase.stale,
+            pings: self.phase.pings,
+            other: self.phase.other,
+            dups: self.phase.dups,
+            gaps: self.phase.gaps,
+            bytes: self.phase.bytes,
+            hist: self.phase.hist.sparse(),
+            window: self.phase.window.sparse(),
+            first_ns: self.phase.first_ns,
+            last_ns: self.phase.last_ns,
+            cpu_ns: self_cpu_ns().saturating_sub(self.phase.start_cpu_ns),
+            errors: self.errors.clone(),
+        };
+        self.phase.window.clear();
+        r
+    }
+
+    /// Starts connections up to the concurrency limit and times out stuck ones.
+    fn housekeeping(&mut self, now: u64) {
+        while self.in_flight < self.opts.concurrency && self.next_start < self.opts.count {
+            let i = self.next_start;
+            self.next_start += 1;
+            self.start(i);
+        }
+        if self.in_flight > 0 {
+            for i in 0..self.next_start {
+                let s = &self.subs[i];
+                if matches!(s.st, St::Connecting | St::Head)
+                    && now.saturating_sub(s.started_ns) > CONNECT_TIMEOUT_NS
+                {
+                    self.setup_failed(i, "timed out setting up".into());
+                }
+            }
+        }
+    }
+}
+
+/// A non-blocking connect from `src` (any port) to `dst`.
+fn connect_from(src: Ipv4Addr, dst: SocketAddr, rcvbuf: Option<usize>) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    // Let connect() pick the port per destination, not bind() per source.
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads `one` (a c_int) for its stated length.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
+    socket.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))?;
+    match socket.connect(&SockAddr::from(dst)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let std: std::net::TcpStream = socket.into();
+    Ok(TcpStream::from_std(std))
+}
+
+fn emit<T: Serialize>(v: &T) {
+    let mut out = io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, v);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// Runs a worker until `quit` or until stdin closes.
+pub fn run(opts: WorkerOpts) -> io::Result<()> {
+    if !opts.addr.ip().is_loopback() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the load generator only targets loopback addresses",
+        ));
+    }
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), STDIN)?);
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+            let _ = waker.wake();
+        }
+        let _ = tx.send("quit".into());
+        let _ = waker.wake();
+    });
+    let count = opts.count;
+    let mut w = Worker {
+        subs: (0..count)
+            .map(|i| Sub {
+                sock: None,
+                st: St::NotStarted,
+                stalled: i < opts.stalled,
+                in_phase: false,
+                started_ns: 0,
+                head: Vec::new(),
+                dec: None,
+                next: [0; MAX_PUB],
+            })
+            .collect(),
+        opts,
+        poll,
+        next_start: 0,
+        in_flight: 0,
+        live: 0,
+        stalled_live: 0,
+        failed: 0,
+        errors: BTreeMap::new(),
+        phase: Phase::default(),
+        buf: vec![0; 256 * 1024],
+    };
+    let mut events = Events::with_capacity(4096);
+    let mut ready_sent = false;
+    let mut last_housekeeping = 0;
+    loop {
+        let timeout = if ready_sent {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_millis(5)
+        };
+        if let Err(e) = w.poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        for ev in events.iter() {
+            if ev.token() != STDIN {
+                w.on_event(ev.token().0, ev);
+            }
+        }
+        let now = now_ns();
+        if !ready_sent || now - last_housekeeping > 100_000_000 {
+            last_housekeeping = now;
+            w.housekeeping(now);
+        }
+        if !ready_sent && w.in_flight == 0 && w.next_start == count {
+            ready_sent = true;
+            let mut r = w.report(0);
+            r.kind = "ready".into();
+            emit(&r);
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            let mut parts = cmd.split_whitespace();
+            match parts.next() {
+                Some("reset") => {
+                    let run = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    w.reset(run);
+                }
+                Some("report") => {
+                    let id = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let r = w.report(id);
+                    emit(&r);
+                }
+                Some("quit") => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+}
