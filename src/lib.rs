@@ -37,12 +37,14 @@ pub fn run(config: Config, acl_path: PathBuf) -> io::Result<()> {
         reactor::bind(addr, server.listen_backlog)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
     };
+    let tls_config = match &server.tls {
+        Some(tls) => Some(tls::load_config(tls).map_err(io::Error::other)?),
+        None => None,
+    };
     let listener = listen(server.port)?;
     log::info!("pubsubd listening on {}", listener.local_addr()?);
     let mut listeners = vec![(listener, false)];
-    let mut tls_config = None;
     if let Some(tls) = &server.tls {
-        tls_config = Some(tls::load_config(tls).map_err(io::Error::other)?);
         let listener = listen(tls.port)?;
         log::info!("pubsubd listening for TLS on {}", listener.local_addr()?);
         listeners.push((listener, true));

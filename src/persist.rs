@@ -139,8 +139,10 @@ impl Writer {
         Writer {
             path,
             interval,
+            // Written once at start: loading may have pruned old events or
+            // given cursors to events that had none, which must persist.
+            changed: !initial.is_empty(),
             lines: initial.into(),
-            changed: false,
             last_write: None,
         }
     }

@@ -603,14 +603,21 @@ impl Reactor {
         }
     }
 
+    /// Drops events past `max_age`, here and on disk.
+    pub(crate) fn prune_backlog(&mut self) {
+        let evicted = self.backlog.prune(crate::event::epoch_now());
+        if let Some(p) = &mut self.persister {
+            p.evict(evicted);
+        }
+    }
+
     fn run_timers(&mut self, now: Instant) {
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
             self.accept_all();
         }
-        let evicted = self.backlog.prune(crate::event::epoch_now());
+        self.prune_backlog();
         if let Some(p) = &mut self.persister {
-            p.evict(evicted);
             if p.needs_resync() {
                 let backlog = &self.backlog;
                 p.resync(|| backlog.iter().map(|e| backlog::storage_line(e)).collect());

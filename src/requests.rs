@@ -326,7 +326,9 @@ impl Reactor {
 
     /// Where a subscriber's replay starts (`None`: go live at once), and
     /// for a cursor request whether the cursor was found.
-    fn replay_start(&self, head: &RequestHead) -> (Option<u64>, Option<&'static str>) {
+    fn replay_start(&mut self, head: &RequestHead) -> (Option<u64>, Option<&'static str>) {
+        // An aged-out cursor must read as unknown.
+        self.prune_backlog();
         let next_seq = self.last_seq + 1;
         let start = if let Some(cursor) = &head.fetch_since_cursor {
             match self.backlog.start_after_cursor(cursor) {

@@ -1,0 +1,860 @@
+//! TLS on its own port, black-box: curl and a rustls client subscribe and
+//! publish over HTTPS (100-continue and pings included); a bad key or a
+//! missing certificate stops start-up with a message naming the file;
+//! stalled, truncated and plaintext handshakes do not disturb other TLS
+//! clients; SIGHUP swaps the certificate for new connections while old
+//! streams go on; the chain file is served; asfpy listens over HTTPS.
+//!
+//! Certificates come from throw-away CAs made with rcgen at test time and
+//! written to the test's own temp dir. curl children are killed by PID.
+
+mod common;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pki_types::pem::PemObject;
+use pki_types::{CertificateDer, ServerName};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------
+// certificates
+
+/// A throw-away certificate authority.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("pubsubd test CA {name}"));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// An intermediate CA signed by this one.
+    fn intermediate(&self, name: &str) -> Ca {
+        let key = KeyPair::generate().expect("intermediate key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("pubsubd test intermediate {name}"),
+        );
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("intermediate cert");
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1: (cert PEM, key PEM).
+    fn leaf(&self) -> (String, String) {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".into()])
+            .expect("leaf params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Files of one test: `ca.pem`, `cert.pem`, `key.pem` (and more) in a temp dir.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    /// A fresh CA and a leaf for it, written out.
+    fn new() -> (Pki, Ca) {
+        let pki = Pki {
+            dir: TempDir::new(),
+        };
+        let ca = Ca::new("A");
+        pki.install(&ca, "ca.pem");
+        (pki, ca)
+    }
+
+    /// Writes `ca`'s certificate to `ca_name` and a new leaf of it to
+    /// `cert.pem` / `key.pem`.
+    fn install(&self, ca: &Ca, ca_name: &str) {
+        let (cert, key) = ca.leaf();
+        self.dir.write(ca_name, &ca.pem);
+        self.dir.write("cert.pem", &cert);
+        self.dir.write("key.pem", &key);
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).expect("read PEM")
+    }
+
+    /// `tls:` settings naming files of this dir.
+    fn yaml(&self, cert: &str, key: &str, chain: Option<&str>) -> String {
+        let mut y = format!(
+            "tls: {{port: 0, cert: \"{}\", key: \"{}\"",
+            self.path(cert).display(),
+            self.path(key).display()
+        );
+        if let Some(chain) = chain {
+            y += &format!(", chain: \"{}\"", self.path(chain).display());
+        }
+        y + "}"
+    }
+}
+
+/// Starts a server with `tls_yaml` (plus `extra` under `server:`); returns
+/// it and its TLS address.
+fn tls_server(tls_yaml: &str, extra: &str) -> (Server, SocketAddr) {
+    let mut b = Server::builder().server(tls_yaml);
+    if !extra.is_empty() {
+        b = b.server(extra);
+    }
+    let srv = b.start();
+    let needle = "listening for TLS on ";
+    assert!(srv.wait_log(needle, T), "no TLS listener:\n{}", srv.log());
+    let log = srv.log();
+    let at = log.find(needle).expect("found above") + needle.len();
+    let addr: SocketAddr = log[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse the TLS address in:\n{log}"));
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), srv.port());
+    (srv, addr)
+}
+
+// ---------------------------------------------------------------------------
+// curl
+
+/// Runs curl to completion (bounded): (status, stdout, stderr).
+fn curl(args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = Command::new("curl")
+        .args(["--max-time", "10", "--noproxy", "*"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn curl");
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let read_all = |r: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let to = read_all(out.map(|o| Box::new(o) as Box<dyn Read + Send>));
+    let te = read_all(err.map(|e| Box::new(e) as Box<dyn Read + Send>));
+    let status = wait_child(&mut child, Duration::from_secs(20));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (out, err) = (to.join().unwrap_or_default(), te.join().unwrap_or_default());
+    let status = status.unwrap_or_else(|| panic!("curl {args:?} did not finish; stderr: {err}"));
+    (status, out, err)
+}
+
+/// `curl -X PUT` over TLS; returns (HTTP status, body).
+fn curl_publish(ca: &Path, url: &str, body: &str) -> (u16, String) {
+    let ca = ca.display().to_string();
+    let (st, out, err) = curl(&[
+        "-sS",
+        "--cacert",
+        &ca,
+        "-X",
+        "PUT",
+        "--data-binary",
+        body,
+        "-w",
+        "\n%{http_code}",
+        url,
+    ]);
+    assert!(st.success(), "curl PUT {url}: {st:?} {err}");
+    let (body, code) = out.rsplit_once('\n').expect("status line from -w");
+    (code.parse().expect("numeric status"), body.to_string())
+}
+
+/// A `curl -N` subscriber; each stdout line is sent on `lines`. Killed by
+/// PID on drop.
+struct CurlStream {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl CurlStream {
+    fn open(ca: &Path, url: &str) -> CurlStream {
+        let mut child = Command::new("curl")
+            .args([
+                "-sS",
+                "-N",
+                "--max-time",
+                "60",
+                "--noproxy",
+                "*",
+                "--cacert",
+            ])
+            .arg(ca)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn curl");
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[curl] {line}");
+            }
+        });
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        CurlStream { child, lines }
+    }
+
+    /// The next event line (pings skipped), parsed.
+    fn next_event(&self, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("curl printed no event within {timeout:?}: {e}"));
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            if !is_ping(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+impl Drop for CurlStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// a rustls client that reads the wire exactly
+
+fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// The first TLS record a client sends: its ClientHello.
+fn client_hello(ca_pem: &str) -> Vec<u8> {
+    let name = ServerName::from(std::net::IpAddr::from([127, 0, 0, 1]));
+    let mut conn = rustls::ClientConnection::new(client_config(ca_pem), name).expect("client");
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).expect("ClientHello");
+    assert_eq!(&out[..3], [0x16, 0x03, 0x01], "a handshake record");
+    out
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
+}
+
+struct TlsClient {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl TlsClient {
+    /// Connects and completes the handshake, verifying against `ca_pem`.
+    fn connect(addr: SocketAddr, ca_pem: &str) -> io::Result<TlsClient> {
+        let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(T))?;
+        sock.set_write_timeout(Some(T))?;
+        let name = ServerName::from(addr.ip());
+        let mut conn =
+            rustls::ClientConnection::new(client_config(ca_pem), name).map_err(io::Error::other)?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)?;
+        }
+        Ok(TlsClient {
+            tls: rustls::StreamOwned::new(conn, sock),
+            buf: Vec::new(),
+        })
+    }
+
+    /// `GET path` over TLS; asserts a 200 stream head.
+    fn subscribe(addr: SocketAddr, ca_pem: &str, path: &str) -> TlsClient {
+        let mut c = TlsClient::connect(addr, ca_pem)
+            .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"));
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+        let head = c
+            .read_until(b"\r\n\r\n", Instant::now() + T)
+            .unwrap_or_else(|e| panic!("no stream head over TLS: {e}"));
+        let head = String::from_utf8_lossy(&head).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert!(
+            head.contains(&format!("\r\nContent-Type: {STREAM_CONTENT_TYPE}\r\n")),
+            "{head}"
+        );
+        assert!(
+            head.contains("\r\nTransfer-Encoding: chunked\r\n"),
+            "{head}"
+        );
+        c
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.tls.write_all(bytes).expect("TLS write");
+        self.tls.flush().expect("TLS flush");
+    }
+
+    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        self.tls.sock.set_read_timeout(Some(left))?;
+        let mut tmp = [0u8; 16 * 1024];
+        match self.tls.read(&mut tmp) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                Err(timed_out())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_until(&mut self, delim: &[u8], deadline: Instant) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buf.windows(delim.len()).position(|w| w == delim) {
+                return Ok(self.buf.drain(..i + delim.len()).collect());
+            }
+            if self.fill(deadline)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    fn read_n(&mut self, n: usize, deadline: Instant) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            if self.fill(deadline)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    /// One chunk's data; `None` for the last chunk.
+    fn next_chunk(&mut self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+        let deadline = Instant::now() + timeout;
+        let line = self.read_until(b"\r\n", deadline)?;
+        let hex = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+        let size = usize::from_str_radix(&hex, 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, hex.clone()))?;
+        let mut data = self.read_n(size + 2, deadline)?;
+        assert!(data.ends_with(b"\r\n"), "chunk not followed by CRLF");
+        data.truncate(size);
+        Ok((size > 0).then_some(data))
+    }
+
+    /// The next event (pings skipped); panics after `timeout`.
+    fn next_event(&mut self, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = self
+                .next_chunk(left)
+                .unwrap_or_else(|e| panic!("no event over TLS within {timeout:?}: {e}"))
+                .expect("stream still open");
+            let v = parse_line(&chunk);
+            if !is_ping(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// tests
+
+#[test]
+fn curl_subscribes_and_publishes_over_tls() {
+    let (pki, _ca) = Pki::new();
+    let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let ca = pki.path("ca.pem");
+    let stream = CurlStream::open(&ca, &format!("https://{tls}/tls/topic"));
+    let mut plain = srv.subscribe("/tls");
+    srv.wait_subscribers(2, T);
+
+    let url = format!("https://{tls}/tls/topic/x");
+    let (code, body) = curl_publish(&ca, &url, r#"{"n": 1, "via": "tls"}"#);
+    assert_eq!((code, body.as_str()), (202, MSG_ACCEPTED));
+    let v = stream.next_event(T);
+    assert_eq!((&v["n"], &v["via"]), (&json!(1), &json!("tls")), "{v}");
+    check_event_meta(&v, &["tls", "topic", "x"], "/tls/topic/x");
+    assert_eq!(
+        plain.next_event(T),
+        v,
+        "the plain subscriber gets the same event"
+    );
+
+    // published over plain HTTP, received over TLS
+    srv.publish_ok("/tls/topic", &json!({"n": 2}));
+    let v = stream.next_event(T);
+    assert_eq!(v["n"], json!(2));
+    check_event_meta(&v, &["tls", "topic"], "/tls/topic");
+
+    // the DNS name in the certificate, and the health check, over TLS
+    let resolve = format!("localhost:{}:127.0.0.1", tls.port());
+    let (st, out, err) = curl(&[
+        "-sS",
+        "-I",
+        "--cacert",
+        &ca.display().to_string(),
+        "--resolve",
+        &resolve,
+        &format!("https://localhost:{}/", tls.port()),
+    ]);
+    assert!(st.success(), "curl -I: {st:?} {err}");
+    assert!(out.starts_with("HTTP/1.1 204"), "{out}");
+    assert!(
+        out.contains(&format!("Server: pubsubd/{VERSION}\r\n")),
+        "{out}"
+    );
+    assert!(out.contains("X-Subscribers: 2\r\n"), "{out}");
+
+    // without the CA, curl refuses the certificate (exit 60)
+    let (st, _, _) = curl(&["-sS", "-I", &format!("https://{tls}/")]);
+    assert_eq!(st.code(), Some(60), "an unknown CA must not verify");
+}
+
+#[test]
+fn large_publish_with_100_continue_over_tls() {
+    let (pki, _ca) = Pki::new();
+    let (_srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let ca_pem = pki.read("ca.pem");
+    let mut sub = TlsClient::subscribe(tls, &ca_pem, "/big");
+    let pad = "y".repeat(4900);
+    let body = json!({"n": 1, "pad": pad}).to_string();
+    let body_file = pki.dir.write("body.json", &body);
+    let (st, out, err) = curl(&[
+        "-sS",
+        "-v",
+        "--cacert",
+        &pki.path("ca.pem").display().to_string(),
+        "--expect100-timeout",
+        "5",
+        // curl 7.88 sends this on its own only past 1 MiB
+        "-H",
+        "Expect: 100-continue",
+        "-X",
+        "PUT",
+        "--data-binary",
+        &format!("@{}", body_file.display()),
+        "-w",
+        "\n%{http_code} %{time_total}",
+        &format!("https://{tls}/big"),
+    ]);
+    assert!(st.success(), "curl: {st:?} {err}");
+    assert!(err.contains("> Expect: 100-continue"), "{err}");
+    assert!(err.contains("< HTTP/1.1 100 Continue"), "{err}");
+    let (text, stats) = out.rsplit_once('\n').expect("-w output");
+    assert_eq!(text, MSG_ACCEPTED);
+    let (code, secs) = stats.split_once(' ').expect("code and time");
+    assert_eq!(code, "202");
+    let secs: f64 = secs.parse().expect("time_total");
+    assert!(
+        secs < 4.0,
+        "took {secs} s: curl waited out its 5 s expect timeout"
+    );
+    let v = sub.next_event(T);
+    assert_eq!(v["n"], json!(1));
+    assert_eq!(v["pad"], json!(pad));
+    check_event_meta(&v, &["big"], "/big");
+}
+
+#[test]
+fn pings_over_tls() {
+    let (pki, _ca) = Pki::new();
+    let (_srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "ping_interval: 0.2");
+    let mut sub = TlsClient::subscribe(tls, &pki.read("ca.pem"), "/quiet");
+    let start = Instant::now();
+    let mut stamps: Vec<f64> = Vec::new();
+    while stamps.len() < 4 {
+        let chunk = sub
+            .next_chunk(Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("only {} pings over TLS: {e}", stamps.len()))
+            .expect("stream open");
+        let v = parse_line(&chunk);
+        assert!(is_ping(&v), "unexpected chunk {v}");
+        let ts = v["stillalive"].as_f64().expect("float stillalive");
+        let now = now_epoch();
+        assert!((now - 5.0..=now + 1.0).contains(&ts), "stillalive {ts}");
+        if let Some(last) = stamps.last() {
+            assert!(ts > *last, "pings not increasing: {stamps:?} then {ts}");
+        }
+        stamps.push(ts);
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "4 pings at 0.2 s took {:?}",
+        start.elapsed()
+    );
+}
+
+/// Starts a server that must fail; returns its exit status and log once
+/// the log mentions `needle`.
+fn start_fails(tls_yaml: &str, needle: &str) -> (ExitStatus, String) {
+    match Server::builder().server(tls_yaml).try_start() {
+        Err(e) => (e.status.expect("the server exited"), e.log),
+        Ok(mut srv) => {
+            // the plain listener may be announced before the TLS setup fails
+            let st = srv
+                .wait_exit(T)
+                .unwrap_or_else(|| panic!("server still running:\n{}", srv.log()));
+            srv.wait_log(needle, Duration::from_secs(2));
+            (st, srv.log())
+        }
+    }
+}
+
+#[test]
+fn a_key_that_does_not_fit_the_certificate_stops_startup() {
+    let (pki, ca) = Pki::new();
+    let (_other_cert, other_key) = ca.leaf();
+    pki.dir.write("other.key", &other_key);
+    let key = pki.path("other.key").display().to_string();
+    let (st, log) = start_fails(&pki.yaml("cert.pem", "other.key", None), &key);
+    assert!(!st.success(), "exit status {st:?}");
+    assert!(st.code().is_some(), "exited, not killed: {st:?}");
+    assert!(log.contains(&key), "no mention of {key} in:\n{log}");
+    assert!(!log.contains("listening for TLS"), "{log}");
+}
+
+#[test]
+fn a_missing_certificate_or_key_file_stops_startup() {
+    let (pki, _ca) = Pki::new();
+    for (cert, key, missing) in [
+        ("nope-cert.pem", "key.pem", "nope-cert.pem"),
+        ("cert.pem", "nope-key.pem", "nope-key.pem"),
+    ] {
+        let path = pki.path(missing).display().to_string();
+        let (st, log) = start_fails(&pki.yaml(cert, key, None), &path);
+        assert!(!st.success(), "{missing}: exit status {st:?}");
+        assert!(st.code().is_some(), "exited, not killed: {st:?}");
+        assert!(log.contains(&path), "no mention of {path} in:\n{log}");
+    }
+}
+
+#[test]
+fn stalled_garbage_and_truncated_handshakes_do_not_disturb_others() {
+    let (pki, _ca) = Pki::new();
+    let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "request_timeout: 2");
+    let ca_pem = pki.read("ca.pem");
+    let mut sub = TlsClient::subscribe(tls, &ca_pem, "/h");
+
+    let opened = Instant::now();
+    // connects and says nothing
+    let mut silent = Conn::connect(tls);
+    // speaks plaintext HTTP to the TLS port
+    let mut plain = Conn::connect(tls);
+    plain.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    // the first 20 bytes of a real ClientHello, then nothing
+    let hello = client_hello(&ca_pem);
+    assert!(hello.len() > 100, "ClientHello of {} bytes", hello.len());
+    let mut truncated = Conn::connect(tls);
+    truncated.send(&hello[..20]);
+
+    for n in 0..5 {
+        let t0 = Instant::now();
+        srv.publish_ok("/h", &json!({ "n": n }));
+        assert_eq!(sub.next_event(Duration::from_secs(1))["n"], json!(n));
+        assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+    // new TLS clients are served meanwhile
+    let mut sub2 = TlsClient::subscribe(tls, &ca_pem, "/h");
+    srv.publish_ok("/h", &json!({"n": 5}));
+    assert_eq!(sub.next_event(Duration::from_secs(1))["n"], json!(5));
+    assert_eq!(sub2.next_event(Duration::from_secs(1))["n"], json!(5));
+
+    // the plaintext client gets no HTTP answer, at most a TLS alert, and is closed
+    let got = plain
+        .wait_closed(Duration::from_secs(5))
+        .expect("the plaintext client is closed");
+    assert!(
+        got.is_empty() || got[0] == 0x15,
+        "plaintext client got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // the stalled handshakes are closed after the request timeout (2 s)
+    for (name, c) in [("silent", &mut silent), ("truncated", &mut truncated)] {
+        let got = c
+            .wait_closed(Duration::from_secs(8))
+            .unwrap_or_else(|e| panic!("{name} handshake still open: {e}"));
+        assert!(
+            got.is_empty() || got[0] == 0x15,
+            "{name} got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(
+            opened.elapsed() >= Duration::from_millis(1500),
+            "{name} closed before the request timeout"
+        );
+    }
+    srv.publish_ok("/h", &json!({"n": 6}));
+    assert_eq!(sub.next_event(Duration::from_secs(1))["n"], json!(6));
+    assert_eq!(sub2.next_event(Duration::from_secs(1))["n"], json!(6));
+}
+
+#[test]
+fn sighup_swaps_the_certificate_for_new_connections_only() {
+    let (pki, ca_a) = Pki::new();
+    let (mut srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let pem_a = ca_a.pem.clone();
+    let mut old = TlsClient::subscribe(tls, &pem_a, "/hup");
+    srv.publish_ok("/hup", &json!({"n": 1}));
+    assert_eq!(old.next_event(T)["n"], json!(1));
+
+    let ca_b = Ca::new("B");
+    pki.install(&ca_b, "ca-b.pem");
+    srv.signal("HUP");
+    assert!(
+        srv.wait_log("SIGHUP: reloaded the TLS certificate and key", T),
+        "{}",
+        srv.log()
+    );
+
+    // new connections: the new CA verifies, the old one does not
+    let mut new = TlsClient::subscribe(tls, &ca_b.pem, "/hup");
+    let err = TlsClient::connect(tls, &pem_a)
+        .err()
+        .expect("the old CA must not verify the new certificate");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    let url = format!("https://{tls}/hup");
+    let (code, body) = curl_publish(&pki.path("ca-b.pem"), &url, r#"{"n": 2}"#);
+    assert_eq!((code, body.as_str()), (202, MSG_ACCEPTED));
+    let ca_a_path = pki.path("ca.pem").display().to_string();
+    let (st, _, _) = curl(&["-sS", "-I", "--cacert", &ca_a_path, &url]);
+    assert_eq!(st.code(), Some(60), "curl with the old CA");
+    // the stream opened before the reload carries on
+    assert_eq!(old.next_event(T)["n"], json!(2));
+    assert_eq!(new.next_event(T)["n"], json!(2));
+
+    // a reload with a key that does not fit keeps the current pair
+    let (_, stray_key) = ca_b.leaf();
+    pki.dir.write("key.pem", &stray_key);
+    srv.signal("HUP");
+    assert!(
+        srv.wait_log("SIGHUP: keeping the old TLS certificate", T),
+        "{}",
+        srv.log()
+    );
+    let mut again = TlsClient::subscribe(tls, &ca_b.pem, "/hup");
+    srv.publish_ok("/hup", &json!({"n": 3}));
+    for s in [&mut old, &mut new, &mut again] {
+        assert_eq!(s.next_event(T)["n"], json!(3));
+    }
+}
+
+#[test]
+fn the_chain_file_is_sent_with_the_certificate() {
+    let pki = Pki {
+        dir: TempDir::new(),
+    };
+    let root = Ca::new("root");
+    let inter = root.intermediate("I");
+    let (cert, key) = inter.leaf();
+    pki.dir.write("root.pem", &root.pem);
+    pki.dir.write("chain.pem", &inter.pem);
+    pki.dir.write("cert.pem", &cert);
+    pki.dir.write("key.pem", &key);
+    let root_path = pki.path("root.pem").display().to_string();
+
+    let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", Some("chain.pem")), "");
+    let (st, out, err) = curl(&[
+        "-sS",
+        "-I",
+        "--cacert",
+        &root_path,
+        &format!("https://{tls}/"),
+    ]);
+    assert!(st.success(), "with the chain: {st:?} {err}");
+    assert!(out.starts_with("HTTP/1.1 204"), "{out}");
+    let mut sub = TlsClient::subscribe(tls, &root.pem, "/chain");
+    srv.publish_ok("/chain", &json!({"n": 1}));
+    assert_eq!(sub.next_event(T)["n"], json!(1));
+
+    // without it, a client that trusts only the root cannot verify
+    let (_srv2, tls2) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let (st, _, _) = curl(&[
+        "-sS",
+        "-I",
+        "--cacert",
+        &root_path,
+        &format!("https://{tls2}/"),
+    ]);
+    assert_eq!(st.code(), Some(60), "without the chain file");
+}
+
+// ---------------------------------------------------------------------------
+// asfpy over HTTPS
+
+fn python() -> Option<PathBuf> {
+    let p = std::env::var_os("PUBSUBD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipped: no Python at {} (PUBSUBD_PYTHON)", p.display());
+        None
+    }
+}
+
+/// The asfpy client, killed by PID on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn asfpy_over_https(mode: &str, ca_env: &str) {
+    let Some(py) = python() else { return };
+    let (pki, _ca) = Pki::new();
+    let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "ping_interval: 1");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_asfpy.py");
+    let url = format!("https://{tls}/asf");
+    let mut child = Command::new(&py)
+        .arg("-u")
+        .arg(&script)
+        .args([
+            "--url",
+            &url,
+            "--mode",
+            mode,
+            "--count",
+            "1",
+            "--timeout",
+            "25",
+        ])
+        .env(ca_env, pki.path("ca.pem"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", py.display()));
+    let out = child.stdout.take().expect("stdout");
+    let err = child.stderr.take().expect("stderr");
+    let mut child = Reaped(child);
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("[asfpy] {line}");
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    srv.wait_subscribers(1, Duration::from_secs(30));
+    srv.publish_ok("/asf/x", &json!({"payload": {"n": 1, "via": "https"}}));
+    let line = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("the asfpy client printed the payload");
+    let v: Value = serde_json::from_str(&line).expect("JSON line");
+    if mode == "listen" {
+        assert_eq!(v["payload"], json!({"n": 1, "via": "https"}), "{v}");
+        check_event_meta(&v, &["asf", "x"], "/asf/x");
+    } else {
+        // Listener hands over payload["payload"] only
+        assert_eq!(v, json!({"n": 1, "via": "https"}));
+    }
+    let st = wait_child(&mut child.0, Duration::from_secs(10)).expect("asfpy exits");
+    assert!(st.success(), "asfpy exit status {st:?}");
+}
+
+#[test]
+fn asfpy_listen_over_https() {
+    // aiohttp verifies with ssl.create_default_context(), which honours SSL_CERT_FILE
+    asfpy_over_https("listen", "SSL_CERT_FILE");
+}
+
+#[test]
+fn asfpy_deprecated_listener_over_https() {
+    // requests verifies with certifi unless REQUESTS_CA_BUNDLE names a bundle
+    asfpy_over_https("listener", "REQUESTS_CA_BUNDLE");
+}
