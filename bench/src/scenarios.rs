@@ -64,7 +64,7 @@ impl Cfg {
             lat_rate: 10.0,
             lat_secs: 15.0,
             max_secs: 10.0,
-            max_pubs: 4,
+            max_pubs: 8,
             pub_conns: 32,
             pub_secs: 40.0,
             slow_healthy: 100,
@@ -85,7 +85,7 @@ impl Cfg {
             max_secs: 5.0,
             pub_secs: 10.0,
             slow_base_secs: 6.0,
-            slow_stall_secs: 15.0,
+            slow_stall_secs: 25.0,
             slow_window: 3.0,
             ..Cfg::full()
         }
@@ -304,6 +304,7 @@ pub fn fanout(t: &Target, cfg: &Cfg, n: usize) -> Value {
             let mut d = delivery_json(&m, &p);
             d["publisher"] = pub_json(&p);
             d["server_cpu_percent"] = json!(s1.cpu_percent_since(&s0));
+            d["server_kernel_share"] = json!(s1.sys_share_since(&s0));
             d["generator_cpu_percent"] = json!(gen_cpu(&m, self_cpu_ns() - cpu0, wall));
             d["peak_rss_kib"] = json!(peak_rss.max(s1.rss_kib));
             out["max_rate"] = d;
@@ -361,6 +362,7 @@ pub fn publish_throughput(t: &Target, cfg: &Cfg) -> Value {
                 "rss_before_kib": s0.rss_kib,
                 "rss_after_kib": s1.rss_kib,
                 "server_cpu_percent": s1.cpu_percent_since(&s0),
+                "server_kernel_share": s1.sys_share_since(&s0),
             })
         }
         Err(e) => json!({"error": e.to_string()}),

@@ -17,7 +17,8 @@ pub enum Kind {
     Pubsubd { bin: PathBuf },
     /// nginx with the nchan module, one worker process.
     Nchan { nginx: PathBuf, module: PathBuf },
-    /// Any command; `{port}` is replaced by the port.
+    /// Any command (run by `sh -c`); `{port}` is replaced by the port and
+    /// `{dir}` by a fresh working directory (its current directory too).
     Cmd { cmd: String },
 }
 
@@ -52,6 +53,8 @@ pub struct Running {
 pub struct Sample {
     pub rss_kib: u64,
     pub cpu_ticks: u64,
+    /// The kernel's share of `cpu_ticks` (stime).
+    pub sys_ticks: u64,
     pub at: Option<Instant>,
     pub procs: usize,
 }
@@ -76,6 +79,15 @@ impl Sample {
             }
             _ => 0.0,
         }
+    }
+
+    /// The kernel's share of the CPU used between two samples (0..=1).
+    pub fn sys_share_since(&self, earlier: &Sample) -> f64 {
+        let all = self.cpu_ticks.saturating_sub(earlier.cpu_ticks);
+        if all == 0 {
+            return 0.0;
+        }
+        self.sys_ticks.saturating_sub(earlier.sys_ticks) as f64 / all as f64
     }
 }
 
@@ -126,8 +138,10 @@ pub fn sample(pid: u32) -> Sample {
     };
     for p in tree(pid) {
         let Some(f) = stat_fields(p) else { continue };
-        let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let field = |k: usize| -> u64 { f.get(k).and_then(|v| v.parse().ok()).unwrap_or(0) };
+        let (utime, stime) = (field(11), field(12));
+        s.sys_ticks += stime;
+        let ticks = utime + stime;
         s.cpu_ticks += ticks;
         s.rss_kib += rss_kib(p).unwrap_or(0);
         s.procs += 1;
@@ -231,6 +245,7 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: Tuning) -> io::Re
             cmd.args(["sh", "-c"]).arg(format!(
                 "exec {}",
                 c.replace("{port}", &spec.port.to_string())
+                    .replace("{dir}", &dir.display().to_string())
             ));
         }
     }
