@@ -11,10 +11,12 @@
 use std::rc::Rc;
 
 use log::warn;
+use serde_json::{Map, Value};
 
 use crate::conn::{Conn, State};
 use crate::event::{self, Event, Frame};
 use crate::reactor::Reactor;
+use crate::topics::{self, BadTopic};
 
 /// Events replayed to one subscriber per turn.
 const REPLAY_BUDGET: usize = 1024;
@@ -22,6 +24,27 @@ const REPLAY_BUDGET: usize = 1024;
 pub(crate) const REPLAY_HIGH_WATER: usize = 256 * 1024;
 
 impl Reactor {
+    /// Turns a published object into the next event and accepts it; the
+    /// path names its topics (`/private/...` makes it private).
+    pub(crate) fn publish(
+        &mut self,
+        path: &str,
+        object: Map<String, Value>,
+    ) -> Result<(), BadTopic> {
+        let (topics, private) = event::split_private(topics::parse_topics(path)?);
+        self.last_seq += 1;
+        let event = Event::publish(
+            self.last_seq,
+            path,
+            topics,
+            private,
+            object,
+            event::epoch_now(),
+        );
+        self.accept_event(Rc::new(event));
+        Ok(())
+    }
+
     /// An event has been accepted: keep it for replay (and on disk), then
     /// send it to every subscriber that wants it.
     pub(crate) fn accept_event(&mut self, event: Rc<Event>) {

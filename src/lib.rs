@@ -17,6 +17,8 @@ pub mod http;
 mod persist;
 pub mod reactor;
 mod requests;
+#[cfg(feature = "sqs")]
+mod sqs;
 pub mod tls;
 pub mod topics;
 

@@ -98,6 +98,9 @@ pub struct Reactor {
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     scratch: Box<[u8]>,
+    /// Events taken from SQS queues by the poller threads.
+    #[cfg(feature = "sqs")]
+    sqs: Option<crossbeam_channel::Receiver<crate::sqs::SqsEvent>>,
 }
 
 /// Listener sockets bound before the reactor starts (so tests and `main`
@@ -136,6 +139,12 @@ impl Reactor {
             mio_listeners.push((l, is_tls));
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        #[cfg(feature = "sqs")]
+        let sqs = start_sqs(&config, &waker)?;
+        #[cfg(not(feature = "sqs"))]
+        if config.sqs.is_some() {
+            warn!("the sqs section is ignored: this build has no SQS support");
+        }
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR2, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -174,6 +183,8 @@ impl Reactor {
             accept_paused_until: None,
             shutdown_deadline: None,
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
+            #[cfg(feature = "sqs")]
+            sqs,
         })
     }
 
@@ -191,7 +202,11 @@ impl Reactor {
             }
             for event in events.iter() {
                 match event.token() {
-                    WAKER => self.take_ldap_replies(),
+                    WAKER => {
+                        self.take_ldap_replies();
+                        #[cfg(feature = "sqs")]
+                        self.drain_sqs();
+                    }
                     SIGNALS => self.handle_signals(),
                     Token(t) if t > LISTENER_BASE - 16 && t <= LISTENER_BASE => {
                         self.accept(LISTENER_BASE - t)
@@ -697,6 +712,53 @@ fn open_backlog(config: &Config) -> io::Result<(Backlog, Option<Persister>)> {
     let lines = backlog.iter().map(|e| backlog::storage_line(e)).collect();
     let persister = Persister::start(path.clone(), PERSIST_INTERVAL, lines)?;
     Ok((backlog, Some(persister)))
+}
+
+/// Starts the SQS pollers, if any queue is configured; they wake the
+/// reactor after sending events.
+#[cfg(feature = "sqs")]
+fn start_sqs(
+    config: &Config,
+    waker: &Arc<Waker>,
+) -> io::Result<Option<crossbeam_channel::Receiver<crate::sqs::SqsEvent>>> {
+    let Some(section) = &config.sqs else {
+        return Ok(None);
+    };
+    let queues = crate::sqs::parse_config(section)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if queues.is_empty() {
+        return Ok(None);
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let waker = waker.clone();
+    crate::sqs::start(
+        queues,
+        tx,
+        Arc::new(move || {
+            let _ = waker.wake();
+        }),
+    );
+    Ok(Some(rx))
+}
+
+#[cfg(feature = "sqs")]
+impl Reactor {
+    /// Publishes every event the SQS pollers have sent, exactly as a `PUT`
+    /// to its `pubsub_path`.
+    fn drain_sqs(&mut self) {
+        let Some(rx) = &self.sqs else {
+            return;
+        };
+        let events: Vec<crate::sqs::SqsEvent> = rx.try_iter().collect();
+        for event in events {
+            if self.publish(&event.path, event.object).is_err() {
+                warn!(
+                    "sqs: message with unusable pubsub_path {:?} skipped",
+                    event.path
+                );
+            }
+        }
+    }
 }
 
 /// IPv4-mapped IPv6 peers count as their IPv4 address.

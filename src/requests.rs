@@ -13,7 +13,7 @@ use crate::acl::{self, Grant};
 use crate::auth::Check;
 use crate::backlog::Start;
 use crate::conn::{AfterAuth, BodyState, Pending, State, Stream};
-use crate::event::{self, Event, Framing, PayloadError};
+use crate::event::{self, Framing, PayloadError};
 use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
 use crate::reactor::{Reactor, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER};
 use crate::topics::{self, Subscription};
@@ -231,21 +231,9 @@ impl Reactor {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after)
             }
         };
-        let path = body.head.path();
-        let Ok(topics) = topics::parse_topics(path) else {
+        if self.publish(body.head.path(), object).is_err() {
             return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after);
-        };
-        let (topics, private) = event::split_private(topics);
-        self.last_seq += 1;
-        let event = Event::publish(
-            self.last_seq,
-            path,
-            topics,
-            private,
-            object,
-            event::epoch_now(),
-        );
-        self.accept_event(std::rc::Rc::new(event));
+        }
         self.respond(key, 202, Some(TEXT_RECEIVED), after);
     }
 
