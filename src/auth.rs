@@ -181,7 +181,7 @@ impl Reactor {
     fn resume(&mut self, key: usize, pending: Pending, grant: Option<Grant>) {
         match pending.then {
             AfterAuth::Subscribe(sub) => self.open_stream(key, pending.head, sub, grant),
-            AfterAuth::Publish => self.continue_publish(key, pending.head, grant),
+            AfterAuth::Publish(topics) => self.continue_publish(key, pending.head, topics, grant),
         }
     }
 

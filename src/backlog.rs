@@ -172,12 +172,13 @@ pub fn parse_storage_line(line: &str, seq: u64) -> Result<Event, String> {
         Some(Value::Object(m)) => m,
         _ => return Err("missing 'json' object".into()),
     };
-    let cursor = match json.get("pubsub_cursor").and_then(Value::as_str) {
-        Some(c) if !c.is_empty() => c.to_owned(),
+    let (cursor, text) = match json.get("pubsub_cursor").and_then(Value::as_str) {
+        // The event's text exactly as subscribers saw it.
+        Some(c) if !c.is_empty() => (c.to_owned(), raw_json(line)?),
         _ => {
             let c = uuid::Uuid::new_v4().to_string();
             json.insert("pubsub_cursor".into(), c.clone().into());
-            c
+            (c, Value::Object(json).to_string())
         }
     };
     Ok(Event {
@@ -186,8 +187,20 @@ pub fn parse_storage_line(line: &str, seq: u64) -> Result<Event, String> {
         private,
         timestamp,
         cursor,
-        line: Line::new(Value::Object(json).to_string()),
+        line: Line::new(text),
     })
+}
+
+/// The `json` member of a storage line, as the text it is written in.
+fn raw_json(line: &str) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Record<'a> {
+        #[serde(borrow)]
+        json: &'a serde_json::value::RawValue,
+    }
+    serde_json::from_str::<Record<'_>>(line)
+        .map(|r| r.json.get().to_owned())
+        .map_err(|e| format!("invalid JSON: {e}"))
 }
 
 #[cfg(test)]

@@ -131,6 +131,8 @@ pub enum State {
 #[derive(Debug)]
 pub struct BodyState {
     pub head: RequestHead,
+    /// The path's topics, `private` included.
+    pub path_topics: Vec<String>,
     pub decoder: BodyDecoder,
     pub body: Vec<u8>,
     pub grant: Option<Grant>,
@@ -147,8 +149,8 @@ pub struct Pending {
 #[derive(Debug)]
 pub enum AfterAuth {
     Subscribe(Subscription),
-    /// The body has not been read yet.
-    Publish,
+    /// The body has not been read yet; the path's topics.
+    Publish(Vec<String>),
 }
 
 /// A live subscriber.

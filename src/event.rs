@@ -92,10 +92,32 @@ pub enum PayloadError {
     NotAnObject,
 }
 
-/// Parses a publish body; it must be one JSON object.
-pub fn parse_payload(body: &[u8]) -> Result<Map<String, Value>, PayloadError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
+/// A publish body known to be one JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload<'a> {
+    /// Already on one line and without keys of ours: the event is this
+    /// text with the four keys appended, so it is neither built into a tree
+    /// nor serialized again (and keeps the publisher's key order exactly).
+    Verbatim(&'a str),
+    /// Has to be re-serialized: spread over lines, or it sets `pubsub_*`
+    /// keys itself that ours replace.
+    Object(Map<String, Value>),
+}
+
+/// Checks a publish body: it must be one JSON object.
+pub fn parse_payload(body: &[u8]) -> Result<Payload<'_>, PayloadError> {
+    let text = std::str::from_utf8(body).map_err(|_| PayloadError::Invalid)?;
+    let verbatim = memchr::memchr2(b'\n', b'\r', body).is_none()
+        && memchr::memmem::find(body, b"pubsub_").is_none();
+    if verbatim {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| PayloadError::Invalid)?;
+        return match text.trim_start().starts_with('{') {
+            true => Ok(Payload::Verbatim(text)),
+            false => Err(PayloadError::NotAnObject),
+        };
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(Payload::Object(map)),
         Ok(_) => Err(PayloadError::NotAnObject),
         Err(_) => Err(PayloadError::Invalid),
     }
@@ -126,15 +148,39 @@ impl Event {
         path: &str,
         topics: Vec<String>,
         private: bool,
-        mut object: Map<String, Value>,
+        payload: Payload<'_>,
         timestamp: f64,
     ) -> Event {
-        let cursor = uuid::Uuid::new_v4().to_string();
-        object.insert("pubsub_topics".into(), topics.clone().into());
-        object.insert("pubsub_path".into(), path.into());
-        object.insert("pubsub_timestamp".into(), timestamp.into());
-        object.insert("pubsub_cursor".into(), cursor.clone().into());
-        let json = Value::Object(object).to_string();
+        let cursor = new_cursor();
+        let json = match payload {
+            Payload::Object(mut object) => {
+                object.insert("pubsub_topics".into(), topics.clone().into());
+                object.insert("pubsub_path".into(), path.into());
+                object.insert("pubsub_timestamp".into(), timestamp.into());
+                object.insert("pubsub_cursor".into(), cursor.clone().into());
+                Value::Object(object).to_string()
+            }
+            Payload::Verbatim(text) => {
+                // Valid object text: drop the closing brace, append ours.
+                let open = text.trim().strip_suffix('}').unwrap_or("{").trim_end();
+                let mut json = Vec::with_capacity(open.len() + 200);
+                json.extend_from_slice(open.as_bytes());
+                if !open.ends_with('{') {
+                    json.push(b',');
+                }
+                // Writing JSON strings and numbers into a Vec cannot fail.
+                json.extend_from_slice(b"\"pubsub_topics\":");
+                let _ = serde_json::to_writer(&mut json, &topics);
+                json.extend_from_slice(b",\"pubsub_path\":");
+                let _ = serde_json::to_writer(&mut json, path);
+                json.extend_from_slice(b",\"pubsub_timestamp\":");
+                let _ = serde_json::to_writer(&mut json, &timestamp);
+                json.extend_from_slice(b",\"pubsub_cursor\":\"");
+                json.extend_from_slice(cursor.as_bytes());
+                json.extend_from_slice(b"\"}");
+                String::from_utf8(json).unwrap_or_else(|_| "{}".into())
+            }
+        };
         Event {
             seq,
             topics,
@@ -144,6 +190,34 @@ impl Event {
             line: Line::new(json),
         }
     }
+}
+
+/// A fresh cursor: a UUID v4 from a buffer of OS randomness refilled 256
+/// cursors at a time, not one `getrandom` call per event.
+fn new_cursor() -> String {
+    use std::cell::RefCell;
+    const CURSORS: usize = 256;
+    thread_local! {
+        static POOL: RefCell<(Vec<u8>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    }
+    let bytes = POOL.with_borrow_mut(|(pool, used)| {
+        if *used >= pool.len() {
+            pool.resize(16 * CURSORS, 0);
+            if getrandom::fill(pool).is_err() {
+                // No OS randomness (never seen on Linux): let uuid try.
+                return *uuid::Uuid::new_v4().as_bytes();
+            }
+            *used = 0;
+        }
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&pool[*used..*used + 16]);
+        *used += 16;
+        bytes
+    });
+    let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    uuid.hyphenated()
+        .encode_lower(&mut uuid::Uuid::encode_buffer())
+        .to_owned()
 }
 
 /// The keep-alive line `{"stillalive": <epoch>}`, spaced as the reference
@@ -159,7 +233,21 @@ mod tests {
 
     #[test]
     fn payload_must_be_an_object() {
-        assert!(parse_payload(br#"{"a": 1}"#).is_ok());
+        assert_eq!(
+            parse_payload(br#"{"a": 1}"#),
+            Ok(Payload::Verbatim(r#"{"a": 1}"#))
+        );
+        assert!(matches!(
+            parse_payload(b"{\n\"a\": 1}"),
+            Ok(Payload::Object(_))
+        ));
+        assert!(matches!(
+            parse_payload(br#"{"pubsub_path": 1}"#),
+            Ok(Payload::Object(_))
+        ));
+        assert_eq!(parse_payload(b" [1, {}] "), Err(PayloadError::NotAnObject));
+        assert_eq!(parse_payload(b"[\n1]"), Err(PayloadError::NotAnObject));
+        assert_eq!(parse_payload(b"{\"a\"\n"), Err(PayloadError::Invalid));
         assert_eq!(parse_payload(b"[1]"), Err(PayloadError::NotAnObject));
         assert_eq!(parse_payload(b"\"x\""), Err(PayloadError::NotAnObject));
         assert_eq!(parse_payload(b"3"), Err(PayloadError::NotAnObject));
@@ -185,8 +273,57 @@ mod tests {
         assert_eq!(v["pubsub_path"], "/private/x");
         assert_eq!(v["pubsub_timestamp"], 1588293679.5);
         assert_eq!(v["pubsub_cursor"].as_str().unwrap().len(), 36);
-        assert!(e.line.json().starts_with(r#"{"z":1,"a":"#));
+        assert!(e.line.json().starts_with(r#"{"z": 1, "a":"#));
         assert!(!e.line.json().contains('\n'));
+    }
+
+    /// Both ways of building an event give the same JSON value.
+    #[test]
+    fn verbatim_and_rebuilt_events_agree() {
+        for body in [
+            r#"{}"#,
+            r#" { } "#,
+            r#"{"a": [1, {"b": null}], "c": "\u00e9\n"}  "#,
+            r#"{"x":1.5e3}"#,
+        ] {
+            let verbatim = parse_payload(body.as_bytes()).unwrap();
+            assert!(matches!(verbatim, Payload::Verbatim(_)), "{body}");
+            let rebuilt = Payload::Object(serde_json::from_str(body).unwrap());
+            let a = Event::publish(
+                1,
+                "/a/%62",
+                vec!["a".into(), "b".into()],
+                false,
+                verbatim,
+                2.5,
+            );
+            let b = Event::publish(
+                1,
+                "/a/%62",
+                vec!["a".into(), "b".into()],
+                false,
+                rebuilt,
+                2.5,
+            );
+            let mut a: Value = serde_json::from_str(a.line.json()).unwrap();
+            let mut b: Value = serde_json::from_str(b.line.json()).unwrap();
+            for v in [&mut a, &mut b] {
+                assert_eq!(v["pubsub_cursor"].as_str().map(str::len), Some(36));
+                v["pubsub_cursor"] = Value::Null;
+            }
+            assert_eq!(a, b, "{body}");
+            assert_eq!(a["pubsub_path"], "/a/%62");
+        }
+    }
+
+    #[test]
+    fn cursors_are_distinct_uuid_v4() {
+        let cursors: std::collections::HashSet<String> = (0..1000).map(|_| new_cursor()).collect();
+        assert_eq!(cursors.len(), 1000);
+        for c in cursors.iter().take(5) {
+            let u = uuid::Uuid::parse_str(c).unwrap();
+            assert_eq!(u.get_version_num(), 4);
+        }
     }
 
     #[test]

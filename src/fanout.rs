@@ -11,12 +11,10 @@
 use std::rc::Rc;
 
 use log::warn;
-use serde_json::{Map, Value};
 
 use crate::conn::{Conn, State};
-use crate::event::{self, Event, Frame};
+use crate::event::{self, Event, Frame, Payload};
 use crate::reactor::Reactor;
-use crate::topics::{self, BadTopic};
 
 /// Events replayed to one subscriber per turn.
 const REPLAY_BUDGET: usize = 1024;
@@ -26,23 +24,18 @@ pub(crate) const REPLAY_HIGH_WATER: usize = 256 * 1024;
 impl Reactor {
     /// Turns a published object into the next event and accepts it; the
     /// path names its topics (`/private/...` makes it private).
-    pub(crate) fn publish(
-        &mut self,
-        path: &str,
-        object: Map<String, Value>,
-    ) -> Result<(), BadTopic> {
-        let (topics, private) = event::split_private(topics::parse_topics(path)?);
+    pub(crate) fn publish(&mut self, path: &str, path_topics: Vec<String>, payload: Payload<'_>) {
+        let (topics, private) = event::split_private(path_topics);
         self.last_seq += 1;
         let event = Event::publish(
             self.last_seq,
             path,
             topics,
             private,
-            object,
+            payload,
             event::epoch_now(),
         );
         self.accept_event(Rc::new(event));
-        Ok(())
     }
 
     /// An event has been accepted: keep it for replay (and on disk), then

@@ -44,13 +44,21 @@ pub fn run(config: Config, acl_path: PathBuf) -> io::Result<()> {
         None => None,
     };
     let listener = listen(server.port)?;
-    log::info!("pubsubd listening on {}", listener.local_addr()?);
+    let mut announce = vec![format!("pubsubd listening on {}", listener.local_addr()?)];
     let mut listeners = vec![(listener, false)];
     if let Some(tls) = &server.tls {
         let listener = listen(tls.port)?;
-        log::info!("pubsubd listening for TLS on {}", listener.local_addr()?);
+        announce.push(format!(
+            "pubsubd listening for TLS on {}",
+            listener.local_addr()?
+        ));
         listeners.push((listener, true));
     }
     let mut reactor = Reactor::new(config, acl, listeners, tls_config)?;
+    // Announced once signals are handled, so a SIGTERM sent by whoever
+    // waited for this line ends the server cleanly.
+    for line in announce {
+        log::info!("{line}");
+    }
     reactor.run()
 }

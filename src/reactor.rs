@@ -216,7 +216,7 @@ impl Reactor {
                             self.mark_dirty(key);
                         }
                         if event.is_readable() || event.is_read_closed() {
-                            self.read_ready(key);
+                            self.read_ready(key, event.is_read_closed());
                         }
                     }
                 }
@@ -225,7 +225,7 @@ impl Reactor {
             for key in pending {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.pending = false;
-                    self.read_ready(key);
+                    self.read_ready(key, true);
                 }
             }
             self.run_timers(Instant::now());
@@ -428,14 +428,17 @@ impl Reactor {
     }
 
     /// Reads what the socket has and processes it, within the read budget.
-    fn read_ready(&mut self, key: usize) {
+    /// `until_would_block`: read until the socket says so (the peer may
+    /// have closed, or earlier reads were cut short by a budget).
+    fn read_ready(&mut self, key: usize, until_would_block: bool) {
         let mut budget = READ_BUDGET;
+        let mut drained = false;
         loop {
             self.process_input(key);
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if conn.read_closed || conn.paused || conn.pending {
+            if conn.read_closed || conn.paused || conn.pending || drained {
                 return;
             }
             if matches!(conn.state, State::Authenticating(_)) && conn.inbuf.len() >= MAX_INPUT {
@@ -466,6 +469,13 @@ impl Reactor {
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
+                    // A short read on a TCP socket took everything there
+                    // was; more data will come with a new edge. This saves
+                    // the read that would only say WouldBlock. (TLS may
+                    // hold decrypted bytes back, so it reads on.)
+                    drained = !until_would_block
+                        && n < room
+                        && matches!(conn.socket, Transport::Plain(_));
                     match conn.state {
                         State::Stream(_) | State::Closing => {
                             conn.stream_input += n;
@@ -620,6 +630,9 @@ impl Reactor {
 
     /// Drops events past `max_age`, here and on disk.
     pub(crate) fn prune_backlog(&mut self) {
+        if self.backlog.is_empty() {
+            return;
+        }
         let evicted = self.backlog.prune(crate::event::epoch_now());
         if let Some(p) = &mut self.persister {
             p.evict(evicted);
@@ -751,12 +764,15 @@ impl Reactor {
         };
         let events: Vec<crate::sqs::SqsEvent> = rx.try_iter().collect();
         for event in events {
-            if self.publish(&event.path, event.object).is_err() {
+            let Ok(topics) = crate::topics::parse_topics(&event.path) else {
                 warn!(
                     "sqs: message with unusable pubsub_path {:?} skipped",
                     event.path
                 );
-            }
+                continue;
+            };
+            let payload = crate::event::Payload::Object(event.object);
+            self.publish(&event.path, topics, payload);
         }
     }
 }

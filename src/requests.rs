@@ -50,8 +50,11 @@ impl Reactor {
             match &mut conn.state {
                 State::Head => {
                     if conn.inbuf.is_empty() {
-                        // Idle connections keep no buffer.
-                        conn.inbuf = Vec::new();
+                        // Idle connections keep at most a small buffer
+                        // (reused request after request).
+                        if conn.inbuf.capacity() > 4096 {
+                            conn.inbuf = Vec::new();
+                        }
                         return;
                     }
                     match http::parse_head(&conn.inbuf, self.config.server.max_headers) {
@@ -169,20 +172,23 @@ impl Reactor {
             Check::AskLdap(user, password) if secured => {
                 let pending = Pending {
                     head,
-                    then: AfterAuth::Publish,
+                    then: AfterAuth::Publish(topics),
                 };
                 self.park_for_ldap(key, user, password, pending);
             }
-            Check::AskLdap(..) => self.continue_publish(key, head, None),
-            Check::Done(grant) => self.continue_publish(key, head, grant),
+            Check::AskLdap(..) => self.continue_publish(key, head, topics, None),
+            Check::Done(grant) => self.continue_publish(key, head, topics, grant),
         }
     }
 
     /// Authorizes the publish, then reads its body.
-    pub(crate) fn continue_publish(&mut self, key: usize, head: RequestHead, grant: Option<Grant>) {
-        let Ok(path_topics) = topics::parse_topics(head.path()) else {
-            return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
-        };
+    pub(crate) fn continue_publish(
+        &mut self,
+        key: usize,
+        head: RequestHead,
+        path_topics: Vec<String>,
+        grant: Option<Grant>,
+    ) {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
@@ -215,6 +221,7 @@ impl Reactor {
         conn.state = State::Body(Box::new(BodyState {
             decoder: BodyDecoder::new(head.body),
             head,
+            path_topics,
             body: Vec::new(),
             grant,
         }));
@@ -231,9 +238,7 @@ impl Reactor {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after)
             }
         };
-        if self.publish(body.head.path(), object).is_err() {
-            return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after);
-        }
+        self.publish(body.head.path(), body.path_topics, object);
         self.respond(key, 202, Some(TEXT_RECEIVED), after);
     }
 
