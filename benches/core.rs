@@ -51,33 +51,53 @@ fn topics(c: &mut Criterion) {
 
 fn index(c: &mut Criterion) {
     let mut g = c.benchmark_group("index");
-    // 10 000 subscriptions spread over 100 topics (100 each), plus 10
-    // "everything" subscribers.
-    let mut idx = TopicIndex::default();
-    for conn in 0..10_000usize {
-        let sub = Subscription::parse(&format!("/project{}/commits", conn % 100)).expect("sub");
-        idx.insert(conn, &sub);
-    }
-    for conn in 10_000..10_010usize {
-        idx.insert(conn, &Subscription::parse("/").expect("sub"));
-    }
+    // 10 000 subscriptions over 100 projects (100 each), plus 10
+    // "everything" subscribers, in two shapes: the index files a batch
+    // under its last topic, so `/projectN/commits` puts all 10 000 under
+    // "commits", while `/commits/projectN` spreads them over 100 keys.
+    let build = |shape: &dyn Fn(usize) -> String| {
+        let mut idx = TopicIndex::default();
+        for conn in 0..10_000usize {
+            let sub = Subscription::parse(&shape(conn % 100)).expect("sub");
+            idx.insert(conn, &sub);
+        }
+        for conn in 10_000..10_010usize {
+            idx.insert(conn, &Subscription::parse("/").expect("sub"));
+        }
+        idx
+    };
+    let shared_last = build(&|p| format!("/project{p}/commits"));
+    let distinct_last = build(&|p| format!("/commits/project{p}"));
     let hit: Vec<String> = parse_topics("/project7/commits").expect("topics");
     let none: Vec<String> = parse_topics("/nobody/listens").expect("topics");
     g.bench_function(
-        "candidates, 10k subs / 100 topics, event hits one topic",
+        "candidates, 10k subs /projectN/commits (shared last topic), event for one project",
         |b| {
             b.iter(|| {
-                idx.candidates(black_box(&hit))
+                shared_last
+                    .candidates(black_box(&hit))
+                    .fold(0, |a, k| a ^ black_box(k))
+            })
+        },
+    );
+    g.bench_function(
+        "candidates, 10k subs /commits/projectN (distinct last topic), event for one project",
+        |b| {
+            b.iter(|| {
+                distinct_last
+                    .candidates(black_box(&hit))
                     .fold(0, |a, k| a ^ black_box(k))
             })
         },
     );
     g.bench_function("candidates, event hits no topic", |b| {
         b.iter(|| {
-            idx.candidates(black_box(&none))
+            shared_last
+                .candidates(black_box(&none))
                 .fold(0, |a, k| a ^ black_box(k))
         })
     });
+    let mut idx = distinct_last;
     // The fan-out case: every subscriber on one topic.
     let mut flat = TopicIndex::default();
     let sub = Subscription::parse("/bench").expect("sub");
@@ -144,9 +164,10 @@ fn events(c: &mut Criterion) {
     g.bench_function("frame chunked (shared, per subscriber)", |b| {
         b.iter(|| black_box(&line).frame(chunked))
     });
-    g.bench_function("uuid v4 (the cursor, inside Event::publish)", |b| {
-        b.iter(uuid::Uuid::new_v4)
-    });
+    g.bench_function(
+        "uuid::Uuid::new_v4 alone (one getrandom; pubsubd buffers randomness)",
+        |b| b.iter(uuid::Uuid::new_v4),
+    );
     g.bench_function("whole publish: parse + event + frame", |b| {
         b.iter(|| {
             let o = parse_payload(black_box(&body)).expect("object");

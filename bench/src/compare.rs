@@ -276,6 +276,9 @@ fn fmt(x: Option<f64>, digits: usize) -> String {
     }
 }
 
+/// Whether (pubsubd's value, nchan's value) meets a target.
+type Check = Box<dyn Fn(f64, Option<f64>) -> bool>;
+
 /// One row of the summary: a figure per server, the ratio and the target.
 struct Row {
     figure: String,
@@ -284,7 +287,7 @@ struct Row {
     /// "higher" or "lower" is better; the target as text and as a check on
     /// (pubsubd value, nchan value).
     target: String,
-    check: Option<Box<dyn Fn(f64, Option<f64>) -> bool>>,
+    check: Option<Check>,
 }
 
 pub fn summary(results: &Value, servers: &[Spec]) -> String {
@@ -431,11 +434,23 @@ pub fn summary(results: &Value, servers: &[Spec]) -> String {
             check: Some(Box::new(|p, _| p <= 2.0)),
         });
         rows.push(Row {
-            figure: "  … server RSS growth, late half of stall (KiB/s)".into(),
+            figure: "  … server RSS growth, last third of the stall (KiB/s)".into(),
             values: per(&|s| val(&["slow"], s, &["rss_growth_kib_per_s_late"])),
             digits: 1,
             target: "bounded (≈ 0)".into(),
             check: Some(Box::new(|p, _| p <= 10.0)),
+        });
+        rows.push(Row {
+            figure: "  … server RSS: peak during stall − before (KiB)".into(),
+            values: per(&|s| {
+                Some(
+                    val(&["slow"], s, &["rss_peak_during_stall_kib"])?
+                        - val(&["slow"], s, &["rss_no_stall_end_kib"])?,
+                )
+            }),
+            digits: 0,
+            target: "".into(),
+            check: None,
         });
     }
     let nchan_idx = servers.iter().position(|s| s.name == "nchan");
@@ -508,6 +523,13 @@ pub fn summary(results: &Value, servers: &[Spec]) -> String {
                     if c > 0 {
                         notes.push(format!(
                             "{s} {path} {phase}: {c} healthy subscribers closed by the server"
+                        ));
+                    }
+                }
+                if let Some(l) = p["publisher"]["late"].as_u64() {
+                    if l > 0 {
+                        notes.push(format!(
+                            "{s} {path} {phase}: the server answered too slowly to keep the rate; {l} scheduled events skipped (overloaded)"
                         ));
                     }
                 }

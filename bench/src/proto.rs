@@ -60,16 +60,13 @@ impl Proto {
 
 /// Builds one publish request (head + body of exactly `size` bytes when
 /// `size` is large enough for the fixed fields).
-pub fn publish_request(
-    proto: Proto,
-    chan: &str,
-    run: u32,
-    publisher: u32,
-    seq: u32,
-    t_ns: u64,
-    size: usize,
-    out: &mut Vec<u8>,
-) {
+pub fn publish_request(proto: Proto, chan: &str, stamp: Stamp, size: usize, out: &mut Vec<u8>) {
+    let Stamp {
+        run,
+        publisher,
+        seq,
+        t_ns,
+    } = stamp;
     let mut body = String::with_capacity(size + 8);
     let _ = write!(
         body,
@@ -83,15 +80,20 @@ pub fn publish_request(
     out.extend_from_slice(body.as_bytes());
 }
 
+/// What identifies an event: phase, publisher connection, its sequence
+/// number on that connection, and the send time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub run: u32,
+    pub publisher: u32,
+    pub seq: u32,
+    pub t_ns: u64,
+}
+
 /// What one line of a subscriber stream was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Line {
-    Event {
-        run: u32,
-        publisher: u32,
-        seq: u32,
-        t_ns: u64,
-    },
+    Event(Stamp),
     Ping,
     Other,
 }
@@ -120,12 +122,12 @@ pub fn parse_line(line: &[u8]) -> Line {
         let (publisher, b) = take_num(&line[a..], b",\"p\":")?;
         let (seq, c) = take_num(&line[a + b..], b",\"s\":")?;
         let (t_ns, _) = take_num(&line[a + b + c..], b",\"t\":")?;
-        Some(Line::Event {
+        Some(Line::Event(Stamp {
             run: run as u32,
             publisher: publisher as u32,
             seq: seq as u32,
             t_ns,
-        })
+        }))
     };
     if let Some(l) = parse() {
         return l;
@@ -306,7 +308,13 @@ mod tests {
     #[test]
     fn body_round_trip() {
         let mut req = Vec::new();
-        publish_request(Proto::Pubsubd, "bench", 3, 1, 42, 123456789, 200, &mut req);
+        let stamp = Stamp {
+            run: 3,
+            publisher: 1,
+            seq: 42,
+            t_ns: 123456789,
+        };
+        publish_request(Proto::Pubsubd, "bench", stamp, 200, &mut req);
         let text = String::from_utf8(req).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("PUT /bench/load HTTP/1.1"));
@@ -319,15 +327,7 @@ mod tests {
             "{},\"pubsub_topics\":[\"bench\"]}}",
             &body[..body.len() - 1]
         );
-        assert_eq!(
-            parse_line(line.as_bytes()),
-            Line::Event {
-                run: 3,
-                publisher: 1,
-                seq: 42,
-                t_ns: 123456789
-            }
-        );
+        assert_eq!(parse_line(line.as_bytes()), Line::Event(stamp));
         assert_eq!(parse_line(br#"{"stillalive":1.5}"#), Line::Ping);
         assert_eq!(parse_line(b"{}"), Line::Other);
     }

@@ -13,7 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::Hist;
-use crate::proto::{parse_response_head, publish_request, Proto};
+use crate::proto::{parse_response_head, publish_request, Proto, Stamp};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -49,7 +49,8 @@ pub struct PubResult {
     pub first_error_body: Option<String>,
     /// Request → response times.
     pub rtt: Hist,
-    /// (seconds since start, 2xx answers in that second, errors in that second)
+    /// (end of the second since start, 2xx answers in it, errors in it),
+    /// whole seconds only
     pub per_second: Vec<(f64, u64, u64)>,
     /// Scheduled events that found no idle connection on time.
     pub late: u64,
@@ -255,8 +256,8 @@ pub fn publish(
             }
         }
     }
-    res.per_second
-        .push(((now_ns().min(end) - start) as f64 / 1e9, sec_ok, sec_err));
+    // (The last, partial second is left out of the series.)
+    let _ = (sec_ok, sec_err);
     res.end_ns = now_ns();
     res.cpu_ns = self_cpu_ns() - cpu0;
     Ok(res)
@@ -264,9 +265,13 @@ pub fn publish(
 
 fn send(opts: &PubOpts, c: &mut Conn, i: usize, res: &mut PubResult) {
     let t = now_ns();
-    publish_request(
-        opts.proto, &opts.chan, opts.run, i as u32, c.seq, t, opts.size, &mut c.out,
-    );
+    let stamp = Stamp {
+        run: opts.run,
+        publisher: i as u32,
+        seq: c.seq,
+        t_ns: t,
+    };
+    publish_request(opts.proto, &opts.chan, stamp, opts.size, &mut c.out);
     c.seq += 1;
     c.written = 0;
     c.sent_ns = t;

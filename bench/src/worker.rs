@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::{Hist, SparseHist};
-use crate::proto::{parse_line, parse_response_head, Line, Proto, StreamDecoder};
+use crate::proto::{parse_line, parse_response_head, Line, Proto, Stamp, StreamDecoder};
 
 /// Publisher connections whose sequence numbers are tracked per subscriber.
 pub const MAX_PUB: usize = 8;
@@ -238,11 +238,8 @@ impl Worker {
                 self.read_head(i);
             }
             St::Head => self.read_head(i),
-            St::Live if s.stalled => {
-                if ev.is_error() {
-                    self.lost_live(i, "error".into());
-                }
-            }
+            St::Live if s.stalled && ev.is_error() => self.lost_live(i, "error".into()),
+            St::Live if s.stalled => {}
             St::Live => self.read_stream(i),
             _ => {}
         }
@@ -296,10 +293,7 @@ impl Worker {
 
     fn read_stream(&mut self, i: usize) {
         let mut buf = std::mem::take(&mut self.buf);
-        loop {
-            let Some(sock) = self.subs[i].sock.as_mut() else {
-                break;
-            };
+        while let Some(sock) = self.subs[i].sock.as_mut() {
             match sock.read(&mut buf) {
                 Ok(0) => {
                     self.lost_live(i, "eof".into());
@@ -336,12 +330,12 @@ impl Worker {
         let Some(dec) = dec.as_mut() else { return };
         let counted = *in_phase;
         let result = dec.feed(data, &mut |line: &[u8]| match parse_line(line) {
-            Line::Event {
+            Line::Event(Stamp {
                 run,
                 publisher,
                 seq,
                 t_ns,
-            } => {
+            }) => {
                 if run != phase.run || !counted {
                     phase.stale += 1;
                     return;

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Runs the pubsubd benchmark suite: pubsubd against nginx+nchan (and any
+# other server given with --server NAME:PROTOCOL:PORT:COMMAND), side by
+# side in one run, and prints the figures with ratios against nchan.
+#
+#   bench/run.sh            the full comparison (about 12 minutes)
+#   bench/run.sh --quick    a few minutes, smaller counts
+#   bench/run.sh --quick --scenarios fanout --sweep 100,1000
+#
+# Servers run pinned to CPU 0 (taskset -c 0), the load generator to CPU 1.
+# Results go to bench/results/<date>-<mode>/ (results.json, sweep.csv,
+# summary.md); the plot to bench/fanout.png (full runs) or
+# bench/results/<run>/fanout.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+export DEBIAN_FRONTEND=noninteractive
+
+mode=full
+args=()
+for a in "$@"; do
+  case "$a" in
+    --quick) mode=quick; args+=("$a") ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) args+=("$a") ;;
+  esac
+done
+
+# 1. Release binaries (one cargo invocation).
+cargo build --release -q -p pubsubd -p pubsubd-bench
+pubsubd="$CARGO_TARGET_DIR/release/pubsubd"
+load="$CARGO_TARGET_DIR/release/pubsub-load"
+
+# 2. nginx + nchan from Debian, if missing. The package may start a system
+#    nginx on port 80: stop it (by its service or its PID file only).
+if ! command -v nginx >/dev/null 2>&1 || ! dpkg -s libnginx-mod-nchan >/dev/null 2>&1; then
+  apt-get update -qq
+  apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
+  service nginx stop >/dev/null 2>&1 || true
+  if [ -s /run/nginx.pid ]; then kill "$(cat /run/nginx.pid)" 2>/dev/null || true; fi
+fi
+nginx_bin=$(command -v nginx)
+module=$(dpkg -L libnginx-mod-nchan | grep 'ngx_nchan_module\.so$' | head -n1)
+
+# 3. The machine the figures come from.
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+mem_total=$(free -h | awk '/^Mem:/ {print $2}')
+machine="$(nproc) CPUs ($cpu_model), $mem_total RAM, Linux $(uname -r), nginx $($nginx_bin -v 2>&1 | sed 's/.*nginx\///'), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan)"
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain -- src 2>/dev/null)" ]; then rev="$rev+dirty"; fi
+machine="$machine, pubsubd $rev"
+echo "machine: $machine" >&2
+if [ "$(nproc)" -lt 2 ]; then
+  echo "warning: fewer than 2 CPUs; server and generator will share one" >&2
+fi
+
+# 4. Open files: everything this container allows (the hard limit).
+ulimit -n "$(ulimit -Hn)"
+
+stamp=$(date +%Y%m%d-%H%M%S)
+out="bench/results/$stamp-$mode"
+mkdir -p "$out"
+work=$(mktemp -d /tmp/pubsub-bench.XXXXXX)
+echo "results: $out   server logs: $work" >&2
+
+taskset -c 1 "$load" compare "${args[@]}" \
+  --out "$out" --workdir "$work" \
+  --pubsubd "$pubsubd" \
+  --nginx "$nginx_bin" --nchan-module "$module" \
+  --server-cpu 0 \
+  --machine "$machine"
+cp "$out/summary.md" "bench/results/latest-$mode.md"
+
+# 5. The plot (matplotlib in the project's virtualenv).
+py="$root/.venv/bin/python"
+if [ ! -x "$py" ]; then python3 -m venv "$root/.venv"; fi
+if ! "$py" -c 'import matplotlib' 2>/dev/null; then
+  "$py" -m pip install -q --disable-pip-version-check matplotlib || true
+fi
+png="$out/fanout.png"
+if "$py" bench/plot.py "$out/results.json" "$png"; then
+  if [ "$mode" = full ]; then cp "$png" bench/fanout.png; fi
+  echo "plot: $png" >&2
+fi
