@@ -52,17 +52,18 @@ fn topics(c: &mut Criterion) {
 fn index(c: &mut Criterion) {
     let mut g = c.benchmark_group("index");
     // 10 000 subscriptions over 100 projects (100 each), plus 10
-    // "everything" subscribers, in two shapes: the index files a batch
-    // under its last topic, so `/projectN/commits` puts all 10 000 under
-    // "commits", while `/commits/projectN` spreads them over 100 keys.
+    // "everything" subscribers, in two shapes: `/projectN/commits` (a
+    // shared last topic) and `/commits/projectN` (a shared first topic);
+    // the index files each batch under its least crowded topic, so both
+    // spread over 100 keys.
     let build = |shape: &dyn Fn(usize) -> String| {
         let mut idx = TopicIndex::default();
         for conn in 0..10_000usize {
-            let sub = Subscription::parse(&shape(conn % 100)).expect("sub");
-            idx.insert(conn, &sub);
+            let mut sub = Subscription::parse(&shape(conn % 100)).expect("sub");
+            idx.insert(conn, &mut sub);
         }
         for conn in 10_000..10_010usize {
-            idx.insert(conn, &Subscription::parse("/").expect("sub"));
+            idx.insert(conn, &mut Subscription::parse("/").expect("sub"));
         }
         idx
     };
@@ -100,9 +101,9 @@ fn index(c: &mut Criterion) {
     let mut idx = distinct_last;
     // The fan-out case: every subscriber on one topic.
     let mut flat = TopicIndex::default();
-    let sub = Subscription::parse("/bench").expect("sub");
+    let mut sub = Subscription::parse("/bench").expect("sub");
     for conn in 0..10_000usize {
-        flat.insert(conn, &sub);
+        flat.insert(conn, &mut sub);
     }
     let ev: Vec<String> = parse_topics("/bench/load").expect("topics");
     g.bench_function("candidates + matches, 10k subs on one topic", |b| {
@@ -113,9 +114,9 @@ fn index(c: &mut Criterion) {
         })
     });
     g.bench_function("insert + remove one subscription in a 10k index", |b| {
-        let s = Subscription::parse("/project3/commits").expect("sub");
+        let mut s = Subscription::parse("/project3/commits").expect("sub");
         b.iter(|| {
-            idx.insert(99_999, &s);
+            idx.insert(99_999, &mut s);
             idx.remove(99_999, &s);
         })
     });

@@ -291,7 +291,8 @@ impl Reactor {
             oldschool,
         };
         let (replay, cursor_status) = self.replay_start(&head);
-        self.index.insert(key, &sub);
+        let mut sub = sub;
+        self.index.insert(key, &mut sub);
         self.subscribers += 1;
         let extra: &[(&str, &str)] = match cursor_status {
             Some(status) => &[("X-Fetch-Since-Cursor-Status", status)],

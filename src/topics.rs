@@ -4,11 +4,13 @@
 //! A subscription is one or more comma-separated batches; an event matches a
 //! batch when every topic of the batch is among the event's topics (order
 //! does not matter, extra event topics are fine). The index files each
-//! connection under the last topic of each of its batches (or under
-//! "everything" for `GET /`), so a publish only visits connections that can
-//! match.
+//! batch under one of its topics, the one with the fewest connections filed
+//! under it at the time (or under "everything" for `GET /`), so a publish
+//! only visits connections that can match, and `/projectN/commits` does not
+//! pile every subscriber under `commits`. Sets are ordered by connection
+//! key, so fan-out writes to connections in the order they arrived.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 /// A path that is not a valid topic list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub fn percent_decode(segment: &str) -> Result<String, BadTopic> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     batches: Vec<Vec<Box<str>>>,
+    /// The index keys chosen when it was filed (`None`: "everything").
+    filed_under: Vec<Option<Box<str>>>,
 }
 
 impl Subscription {
@@ -67,7 +71,10 @@ impl Subscription {
                 batches.push(topics);
             }
         }
-        Ok(Subscription { batches })
+        Ok(Subscription {
+            batches,
+            filed_under: Vec::new(),
+        })
     }
 
     /// True when every topic of some batch is among `event_topics`.
@@ -78,49 +85,52 @@ impl Subscription {
                 .all(|t| event_topics.iter().any(|e| **e == **t))
         })
     }
-
-    /// The index keys this subscription is filed under: `None` means
-    /// "every event is a candidate".
-    fn index_keys(&self) -> Vec<Option<&str>> {
-        let mut keys: Vec<Option<&str>> = self
-            .batches
-            .iter()
-            .map(|b| b.last().map(|t| &**t))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
-    }
 }
 
 /// Connections (by slab key) filed by topic.
 #[derive(Debug, Default)]
 pub struct TopicIndex {
-    by_topic: HashMap<Box<str>, HashSet<usize>>,
-    everything: HashSet<usize>,
+    by_topic: HashMap<Box<str>, BTreeSet<usize>>,
+    everything: BTreeSet<usize>,
 }
 
 impl TopicIndex {
-    pub fn insert(&mut self, conn: usize, sub: &Subscription) {
-        for key in sub.index_keys() {
+    /// Files each batch under its least crowded topic (ties: the later
+    /// topic, usually the more specific) and records the choice in `sub`.
+    pub fn insert(&mut self, conn: usize, sub: &mut Subscription) {
+        let mut keys: Vec<Option<Box<str>>> = sub
+            .batches
+            .iter()
+            .map(|batch| {
+                batch
+                    .iter()
+                    .rev()
+                    .min_by_key(|t| self.by_topic.get(&***t).map_or(0, BTreeSet::len))
+                    .cloned()
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in &keys {
             match key {
                 None => self.everything.insert(conn),
-                Some(topic) => self.by_topic.entry(topic.into()).or_default().insert(conn),
+                Some(topic) => self.by_topic.entry(topic.clone()).or_default().insert(conn),
             };
         }
+        sub.filed_under = keys;
     }
 
     pub fn remove(&mut self, conn: usize, sub: &Subscription) {
-        for key in sub.index_keys() {
+        for key in &sub.filed_under {
             match key {
                 None => {
                     self.everything.remove(&conn);
                 }
                 Some(topic) => {
-                    if let Some(set) = self.by_topic.get_mut(topic) {
+                    if let Some(set) = self.by_topic.get_mut(&**topic) {
                         set.remove(&conn);
                         if set.is_empty() {
-                            self.by_topic.remove(topic);
+                            self.by_topic.remove(&**topic);
                         }
                     }
                 }
@@ -213,12 +223,12 @@ mod tests {
     #[test]
     fn index_finds_candidates() {
         let mut index = TopicIndex::default();
-        let a = Subscription::parse("/fruits/apples").unwrap();
-        let all = Subscription::parse("/").unwrap();
-        let two = Subscription::parse("/x,y").unwrap();
-        index.insert(1, &a);
-        index.insert(2, &all);
-        index.insert(3, &two);
+        let mut a = Subscription::parse("/fruits/apples").unwrap();
+        let mut all = Subscription::parse("/").unwrap();
+        let mut two = Subscription::parse("/x,y").unwrap();
+        index.insert(1, &mut a);
+        index.insert(2, &mut all);
+        index.insert(3, &mut two);
         let find = |index: &TopicIndex, t: &[&str]| {
             let t = topics(t);
             let mut c: Vec<usize> = index.candidates(&t).collect();
@@ -231,6 +241,27 @@ mod tests {
         index.remove(1, &a);
         index.remove(3, &two);
         assert_eq!(find(&index, &["fruits", "apples", "x"]), vec![2]);
+        assert!(index.by_topic.is_empty());
+    }
+
+    #[test]
+    fn index_spreads_a_shared_topic() {
+        let mut index = TopicIndex::default();
+        let mut subs: Vec<Subscription> = (0..100)
+            .map(|n| Subscription::parse(&format!("/project{n}/commits")).unwrap())
+            .collect();
+        for (key, sub) in subs.iter_mut().enumerate() {
+            index.insert(key, sub);
+        }
+        let event = topics(&["project7", "commits"]);
+        let visited = index.candidates(&event).count();
+        assert!(
+            visited <= 2,
+            "visited {visited} connections for one project"
+        );
+        for (key, sub) in subs.iter().enumerate() {
+            index.remove(key, sub);
+        }
         assert!(index.by_topic.is_empty());
     }
 }
