@@ -127,7 +127,11 @@ impl Reactor {
     fn dispatch(&mut self, key: usize, head: RequestHead) {
         match head.method {
             Method::Head => {
-                let after = keep_alive(&head);
+                // A body on a HEAD is not read: the connection cannot go on.
+                let after = match head.body {
+                    BodyKind::None => keep_alive(&head),
+                    _ => After::Close,
+                };
                 self.respond(key, 204, None, after);
             }
             Method::Get => self.subscribe(key, head),
