@@ -435,12 +435,30 @@ pub struct ServerHeaders<'a> {
 
 impl ServerHeaders<'_> {
     fn write(&self, out: &mut Vec<u8>) {
-        let _ = write!(
-            out,
-            "Server: {}\r\nX-Subscribers: {}\r\nX-Requests: {}\r\n",
-            self.server, self.subscribers, self.requests
-        );
+        // Written for every response: plain byte pushes, no formatter.
+        out.extend_from_slice(b"Server: ");
+        out.extend_from_slice(self.server.as_bytes());
+        out.extend_from_slice(b"\r\nX-Subscribers: ");
+        push_decimal(out, self.subscribers as u64);
+        out.extend_from_slice(b"\r\nX-Requests: ");
+        push_decimal(out, self.requests);
+        out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// The reason phrase of the statuses the server sends.
@@ -466,14 +484,16 @@ pub fn response(
     close: bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(&mut out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
     headers.write(&mut out);
     if let Some(body) = body {
-        let _ = write!(
-            out,
-            "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+        out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+        push_decimal(&mut out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
     }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -640,6 +660,15 @@ mod tests {
             decode_all(BodyKind::Length(30), &[b"abc"], 2),
             Err(HttpError::BodyTooLarge)
         );
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0u64, 7, 10, 99, 202, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -222,11 +222,17 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        // A declared length (already checked against the limit) is
+        // allocated once rather than grown.
+        let capacity = match head.body {
+            BodyKind::Length(n) => (n as usize).min(64 * 1024),
+            _ => 0,
+        };
         conn.state = State::Body(Box::new(BodyState {
+            body: Vec::with_capacity(capacity),
             decoder: BodyDecoder::new(head.body),
             head,
             path_topics,
-            body: Vec::new(),
             grant,
         }));
     }
