@@ -96,6 +96,11 @@ pub struct Reactor {
     timers: BinaryHeap<Timer>,
     next_ping: Instant,
     accept_paused_until: Option<Instant>,
+    /// When running out of file descriptors was last logged.
+    accept_warned: Option<Instant>,
+    /// Connections refused at the limit, and when that was last logged.
+    refused: u64,
+    refused_logged: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     scratch: Box<[u8]>,
     /// Events taken from SQS queues by the poller threads.
@@ -148,10 +153,20 @@ impl Reactor {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR2, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let max_connections = config
-            .server
-            .max_connections
-            .unwrap_or_else(default_max_connections);
+        // Past the open-files limit, accept() fails and clients wait
+        // unanswered: keep the limit where excess clients can still be
+        // accepted and refused with a 503.
+        let fd_bound = default_max_connections();
+        let max_connections = match config.server.max_connections {
+            Some(n) if n > fd_bound => {
+                warn!(
+                    "server.max_connections {n} is above what the open-files limit allows; using {fd_bound}"
+                );
+                fd_bound
+            }
+            Some(n) => n,
+            None => fd_bound,
+        };
         let now = Instant::now();
         let next_ping = now + config.server.ping_interval;
         let (backlog, persister) = open_backlog(&config)?;
@@ -181,6 +196,9 @@ impl Reactor {
             timers: BinaryHeap::new(),
             next_ping,
             accept_paused_until: None,
+            accept_warned: None,
+            refused: 0,
+            refused_logged: None,
             shutdown_deadline: None,
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             #[cfg(feature = "sqs")]
@@ -348,7 +366,14 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_out_of_fds(&e) => {
-                    warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    // Said once per burst, not every retry.
+                    if self
+                        .accept_warned
+                        .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+                    {
+                        warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?} at a time");
+                        self.accept_warned = Some(Instant::now());
+                    }
                     self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                     return;
                 }
@@ -370,18 +395,22 @@ impl Reactor {
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, is_tls: bool) {
         let _ = socket.set_nodelay(true);
         if self.conns.len() >= self.max_connections {
+            self.refused += 1;
+            // One line per burst of refusals, not one per client.
+            if self
+                .refused_logged
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+            {
+                warn!(
+                    "refusing connections at the limit of {} (latest {peer}; {} refused so far)",
+                    self.max_connections, self.refused
+                );
+                self.refused_logged = Some(Instant::now());
+            }
             if is_tls {
                 // No handshake for a connection we refuse.
-                warn!(
-                    "refusing {peer}: at the connection limit ({})",
-                    self.max_connections
-                );
                 return;
             }
-            warn!(
-                "refusing {peer}: at the connection limit ({})",
-                self.max_connections
-            );
             let body = "Too many connections, please try again later.\n";
             let _ = socket.write(&http::response(503, Some(body), &self.headers(), true));
             return;
