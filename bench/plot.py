@@ -20,6 +20,8 @@ def main(src, dst):
         r = json.load(f)
     sweep = r["scenarios"].get("fanout", {})
     ns = sorted(int(n) for n in sweep)
+    if not ns:
+        sys.exit("plot: no fan-out sweep in this run; no plot")
     servers = [s["name"] for s in r["servers"]]
     fig, (lat, thr) = plt.subplots(1, 2, figsize=(12, 4.8))
     rate = None

@@ -3,9 +3,10 @@
 # other server given with --server NAME:PROTOCOL:PORT:COMMAND), side by
 # side in one run, and prints the figures with ratios against nchan.
 #
-#   bench/run.sh            the full comparison (about 12 minutes)
+#   bench/run.sh            the full comparison (about 13 minutes)
 #   bench/run.sh --quick    a few minutes, smaller counts
 #   bench/run.sh --quick --scenarios fanout --sweep 100,1000
+#   bench/run.sh --quick --scenarios fanout-tls   pubsubd plaintext vs TLS
 #
 # Servers run pinned to CPU 0 (taskset -c 0), the load generator to CPU 1.
 # Results go to bench/results/<date>-<mode>/ (results.json, sweep.csv,
@@ -64,7 +65,30 @@ mkdir -p "$out"
 work=$(mktemp -d /tmp/pubsub-bench.XXXXXX)
 echo "results: $out   server logs: $work" >&2
 
-taskset -c 1 "$load" compare "${args[@]}" \
+# 5. A throw-away CA and server certificate for fanout-tls (ECDSA P-256,
+#    PKCS#8 keys, the server's certificate names 127.0.0.1).
+tls_args=()
+if command -v openssl >/dev/null 2>&1; then
+  tls="$work/tls"
+  mkdir -p "$tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -days 2 -subj "/CN=pubsub-bench throw-away CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=127.0.0.1" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" \
+    "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$tls/server.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+    -CAcreateserial -days 2 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
+  tls_args=(--tls-ca "$tls/ca.pem" --tls-cert "$tls/server.pem" --tls-key "$tls/server.key")
+else
+  echo "warning: no openssl; the fanout-tls scenario will be skipped" >&2
+fi
+
+taskset -c 1 "$load" compare "${args[@]}" "${tls_args[@]}" \
   --out "$out" --workdir "$work" \
   --pubsubd "$pubsubd" \
   --nginx "$nginx_bin" --nchan-module "$module" \
@@ -72,7 +96,7 @@ taskset -c 1 "$load" compare "${args[@]}" \
   --machine "$machine"
 cp "$out/summary.md" "bench/results/latest-$mode.md"
 
-# 5. The plot (matplotlib in the project's virtualenv).
+# 6. The plot (matplotlib in the project's virtualenv).
 py="$root/.venv/bin/python"
 if [ ! -x "$py" ]; then python3 -m venv "$root/.venv"; fi
 if ! "$py" -c 'import matplotlib' 2>/dev/null; then

@@ -11,8 +11,20 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::scenarios::{self, Cfg, Target};
-use crate::server::{self, Spec, Tuning};
+use crate::scenarios::{self, Cfg, Target, TargetTls};
+use crate::server::{self, Kind, ServerTls, Spec, Tuning};
+
+/// The throw-away certificates for `fanout-tls` (bench/run.sh makes them).
+pub struct TlsFiles {
+    /// The CA the generator trusts.
+    pub ca: PathBuf,
+    /// The server's certificate (signed by `ca`, naming 127.0.0.1) and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// pubsubd's TLS port in `fanout-tls` (its plain port + 1).
+const TLS_PORT_OFFSET: u16 = 1;
 
 pub struct CompareOpts {
     pub servers: Vec<Spec>,
@@ -22,17 +34,20 @@ pub struct CompareOpts {
     pub out: PathBuf,
     pub workdir: PathBuf,
     pub machine: Value,
+    pub tls: Option<TlsFiles>,
 }
 
 fn tuning_for(scenario: &str) -> Tuning {
     match scenario {
         // Big fan-outs queue a lot per subscriber while the generator
         // catches up; the slow-consumer scenario keeps the default bound.
-        "fanout" => Tuning {
+        "fanout" | "fanout-tls" => Tuning {
             max_queued_bytes: Some(64 << 20),
+            tls: None,
         },
         _ => Tuning {
             max_queued_bytes: None,
+            tls: None,
         },
     }
 }
@@ -49,7 +64,20 @@ fn run_one(
     spec: &Spec,
     label: &str,
     workdir: &Path,
-    tuning: Tuning,
+    tuning: &Tuning,
+    f: impl FnOnce(&Target) -> Value,
+) -> Value {
+    run_one_over(spec, label, workdir, tuning, None, f)
+}
+
+/// `run_one`, with the generator speaking TLS to the server's TLS port
+/// when `tls` is given (`tuning.tls` must configure that port).
+fn run_one_over(
+    spec: &Spec,
+    label: &str,
+    workdir: &Path,
+    tuning: &Tuning,
+    tls: Option<&TargetTls>,
     f: impl FnOnce(&Target) -> Value,
 ) -> Value {
     let t0 = Instant::now();
@@ -60,10 +88,19 @@ fn run_one(
             return json!({"error": format!("start: {e}")});
         }
     };
+    let addr = match (tls, srv.tls_addr) {
+        (None, _) => srv.addr,
+        (Some(_), Some(a)) => a,
+        (Some(_), None) => {
+            srv.stop();
+            return json!({"error": "no TLS listener configured"});
+        }
+    };
     let target = Target {
         proto: spec.proto,
-        addr: srv.addr,
+        addr,
         pid: Some(srv.pid),
+        tls: tls.cloned(),
     };
     let mut v = f(&target);
     let crashed = !srv.alive();
@@ -106,7 +143,7 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
                         cfg.idle_subs,
                         spec.name
                     );
-                    let v = run_one(spec, "idle", &opts.workdir, tuning, |t| {
+                    let v = run_one(spec, "idle", &opts.workdir, &tuning, |t| {
                         scenarios::idle(t, cfg, cfg.idle_subs)
                     });
                     eprintln!(
@@ -128,7 +165,7 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
                             started.elapsed().as_secs_f64(),
                             spec.name
                         );
-                        let v = run_one(spec, &format!("fanout{n}"), &opts.workdir, tuning, |t| {
+                        let v = run_one(spec, &format!("fanout{n}"), &opts.workdir, &tuning, |t| {
                             scenarios::fanout(t, cfg, n)
                         });
                         eprintln!(
@@ -153,7 +190,7 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
                         cfg.pub_conns,
                         spec.name
                     );
-                    let v = run_one(spec, "publish", &opts.workdir, tuning, |t| {
+                    let v = run_one(spec, "publish", &opts.workdir, &tuning, |t| {
                         scenarios::publish_throughput(t, cfg)
                     });
                     eprintln!(
@@ -174,7 +211,7 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
                         started.elapsed().as_secs_f64(),
                         spec.name
                     );
-                    let v = run_one(spec, "slow", &opts.workdir, tuning, |t| {
+                    let v = run_one(spec, "slow", &opts.workdir, &tuning, |t| {
                         scenarios::slow_consumers(t, cfg)
                     });
                     eprintln!(
@@ -192,6 +229,7 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
                     save(&opts.out, &results);
                 }
             }
+            "fanout-tls" => fanout_tls(opts, &tuning, started, &mut results),
             other => eprintln!("unknown scenario '{other}' skipped"),
         }
     }
@@ -202,6 +240,89 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
     fs::write(opts.out.join("summary.md"), &summary)?;
     println!("{summary}");
     Ok(results)
+}
+
+/// pubsubd's fan-out over plaintext and over TLS, back to back, at each
+/// count of `cfg.tls_sweep`: the same configuration (TLS port open in
+/// both), a fresh server for each, the same generator. Servers other than
+/// pubsubd itself are skipped (nchan is not set up for TLS).
+fn fanout_tls(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &mut Value) {
+    let Some(files) = &opts.tls else {
+        eprintln!("fanout-tls skipped: no certificates (--tls-ca, --tls-cert, --tls-key)");
+        results["scenarios"]["fanout-tls"] =
+            json!({"error": "no certificates given (--tls-ca, --tls-cert, --tls-key)"});
+        return;
+    };
+    let client = match TargetTls::load(files.ca.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fanout-tls skipped: {e}");
+            results["scenarios"]["fanout-tls"] = json!({ "error": e });
+            return;
+        }
+    };
+    let cfg = &opts.cfg;
+    for &n in &cfg.tls_sweep {
+        for spec in &opts.servers {
+            if !matches!(spec.kind, Kind::Pubsubd { .. }) {
+                eprintln!(
+                    "[{:>5.0}s] fan-out TLS {n} subscribers: {} skipped (no TLS set up)",
+                    started.elapsed().as_secs_f64(),
+                    spec.name
+                );
+                continue;
+            }
+            let tuning = Tuning {
+                tls: Some(ServerTls {
+                    port: spec.port + TLS_PORT_OFFSET,
+                    cert: files.cert.clone(),
+                    key: files.key.clone(),
+                }),
+                ..tuning.clone()
+            };
+            for (transport, tls) in [("plain", None), ("tls", Some(&client))] {
+                eprintln!(
+                    "[{:>5.0}s] fan-out {n} subscribers over {transport}: {}",
+                    started.elapsed().as_secs_f64(),
+                    spec.name
+                );
+                let label = format!("fanout-{transport}{n}");
+                let v = run_one_over(spec, &label, &opts.workdir, &tuning, tls, |t| {
+                    scenarios::fanout(t, cfg, n)
+                });
+                eprintln!(
+                    "         fixed rate p50 {:.1} ms p99 {:.1} ms, lost {}; max {:.0} deliveries/s, lost {}, server cpu {:.0}%, generator cpu {:.0}%; rss per idle subscriber {:.0} B{}",
+                    v["fixed_rate"]["latency"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                    v["fixed_rate"]["latency"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                    v["fixed_rate"]["lost"],
+                    v["max_rate"]["deliveries_per_sec"].as_f64().unwrap_or(f64::NAN),
+                    v["max_rate"]["lost"],
+                    v["max_rate"]["server_cpu_percent"].as_f64().unwrap_or(f64::NAN),
+                    v["max_rate"]["generator_cpu_percent"].as_f64().unwrap_or(f64::NAN),
+                    v["rss_per_idle_subscriber_bytes"].as_f64().unwrap_or(f64::NAN),
+                    v["max_rate"]["publisher"]["tls"]
+                        .as_str()
+                        .map(|s| format!(", {s}"))
+                        .unwrap_or_default(),
+                );
+                results["scenarios"]["fanout-tls"][n.to_string()][transport][&spec.name] = v;
+                save(&opts.out, results);
+            }
+        }
+    }
+}
+
+/// TLS ÷ plaintext for one figure of `fanout-tls` at `n` subscribers.
+fn tls_ratio(sc: &Value, n: &str, server: &str, field: &[&str]) -> Option<f64> {
+    let get = |transport: &str| {
+        let mut x = &sc["fanout-tls"][n][transport][server];
+        for k in field {
+            x = &x[*k];
+        }
+        x.as_f64()
+    };
+    let (plain, tls) = (get("plain")?, get("tls")?);
+    (plain != 0.0).then(|| tls / plain)
 }
 
 fn brief(v: &Value, keys: &[&str]) -> String {
@@ -338,17 +459,15 @@ pub fn summary(results: &Value, servers: &[Spec]) -> String {
             check: Some(Box::new(|p, c| c.is_some_and(|c| p >= 2.0 * c))),
         });
     }
+    let lat_rate = results["config"]
+        .as_str()
+        .and_then(|c| c.split("lat_rate: ").nth(1))
+        .and_then(|c| c.split(',').next())
+        .unwrap_or("?");
     if let Some(n) = big {
         let ns = n.to_string();
         rows.push(Row {
-            figure: format!(
-                "delivery latency p99 (ms), {n} subscribers at {} events/s",
-                results["config"]
-                    .as_str()
-                    .and_then(|c| c.split("lat_rate: ").nth(1))
-                    .and_then(|c| c.split(',').next())
-                    .unwrap_or("?")
-            ),
+            figure: format!("delivery latency p99 (ms), {n} subscribers at {lat_rate} events/s"),
             values: per(&|s| val(&["fanout", &ns], s, &["fixed_rate", "latency", "p99_ms"])),
             digits: 1,
             target: "≤ ½ nchan".into(),
@@ -453,6 +572,39 @@ pub fn summary(results: &Value, servers: &[Spec]) -> String {
             check: None,
         });
     }
+    let mut tls_sweep: Vec<usize> = sc["fanout-tls"]
+        .as_object()
+        .map(|o| o.keys().filter_map(|k| k.parse().ok()).collect())
+        .unwrap_or_default();
+    tls_sweep.sort();
+    for &n in tls_sweep.iter().rev() {
+        let ns = n.to_string();
+        rows.push(Row {
+            figure: format!(
+                "TLS fan-out ÷ plaintext: deliveries/s, {n} subscribers, publish flat out"
+            ),
+            values: per(&|s| tls_ratio(sc, &ns, s, &["max_rate", "deliveries_per_sec"])),
+            digits: 2,
+            target: "".into(),
+            check: None,
+        });
+        rows.push(Row {
+            figure: format!(
+                "  … TLS ÷ plaintext: latency p99, {n} subscribers at {lat_rate} events/s"
+            ),
+            values: per(&|s| tls_ratio(sc, &ns, s, &["fixed_rate", "latency", "p99_ms"])),
+            digits: 2,
+            target: "".into(),
+            check: None,
+        });
+        rows.push(Row {
+            figure: format!("  … TLS ÷ plaintext: server RSS per idle subscriber, {n} subscribers"),
+            values: per(&|s| tls_ratio(sc, &ns, s, &["rss_per_idle_subscriber_bytes"])),
+            digits: 2,
+            target: "".into(),
+            check: None,
+        });
+    }
     let nchan_idx = servers.iter().position(|s| s.name == "nchan");
     let ours_idx = servers.iter().position(|s| s.name == "pubsubd");
     let mut md = String::new();
@@ -495,6 +647,7 @@ pub fn summary(results: &Value, servers: &[Spec]) -> String {
         };
         let _ = writeln!(md, " {ratio} | {} | {met} |", r.target);
     }
+    tls_table(&mut md, sc, &tls_sweep, &names, lat_rate);
     // Misbehaviour seen.
     let mut notes = Vec::new();
     let mut walk = |path: String, v: &Value| {
@@ -589,6 +742,17 @@ pub fn summary(results: &Value, servers: &[Spec]) -> String {
     for n in &sweep {
         walk(format!("fanout {n}"), &sc["fanout"][n.to_string()]);
     }
+    for n in &tls_sweep {
+        for transport in ["plain", "tls"] {
+            walk(
+                format!("fanout-tls {n} {transport}"),
+                &sc["fanout-tls"][n.to_string()][transport],
+            );
+        }
+    }
+    if let Some(e) = sc["fanout-tls"]["error"].as_str() {
+        notes.push(format!("fanout-tls not run: {e}"));
+    }
     if !notes.is_empty() {
         let _ = writeln!(md, "\nObserved during the run:\n");
         for n in notes {
@@ -596,4 +760,82 @@ pub fn summary(results: &Value, servers: &[Spec]) -> String {
         }
     }
     md
+}
+
+/// The `fanout-tls` figures side by side: plaintext, TLS, and the ratio.
+fn tls_table(md: &mut String, sc: &Value, tls_sweep: &[usize], names: &[&str], rate: &str) {
+    let ran: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|s| {
+            tls_sweep
+                .iter()
+                .any(|n| sc["fanout-tls"][n.to_string()]["tls"][*s].is_object())
+        })
+        .collect();
+    if ran.is_empty() {
+        return;
+    }
+    let suite = tls_sweep
+        .iter()
+        .flat_map(|n| ran.iter().map(move |s| (n, s)))
+        .find_map(|(n, s)| {
+            sc["fanout-tls"][n.to_string()]["tls"][*s]["max_rate"]["publisher"]["tls"].as_str()
+        })
+        .unwrap_or("?");
+    let _ = writeln!(
+        md,
+        "\nTLS fan-out against plaintext ({}; {suite}): the same server configuration \
+         (TLS port open in both), a fresh server for each, run back to back. \
+         Subscribers and publishers use the same transport.\n",
+        ran.join(", ")
+    );
+    let _ = writeln!(
+        md,
+        "| server | subscribers | deliveries/s plain | deliveries/s TLS | TLS ÷ plain | \
+         p50 / p99 (ms) at {rate} ev/s, plain | p50 / p99 (ms), TLS | \
+         server RSS per idle subscriber (bytes), plain / TLS | \
+         server CPU % flat out, plain / TLS | its kernel share, plain / TLS | \
+         generator CPU %, plain / TLS | \
+         connect all (s), plain / TLS |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for s in &ran {
+        for n in tls_sweep {
+            let ns = n.to_string();
+            let v = |t: &str, f: &[&str]| {
+                let mut x = &sc["fanout-tls"][&ns][t][*s];
+                for k in f {
+                    x = &x[*k];
+                }
+                x.as_f64()
+            };
+            let pair = |f: &[&str], d: usize| {
+                format!("{} / {}", fmt(v("plain", f), d), fmt(v("tls", f), d))
+            };
+            let lat = |t: &str| {
+                format!(
+                    "{} / {}",
+                    fmt(v(t, &["fixed_rate", "latency", "p50_ms"]), 1),
+                    fmt(v(t, &["fixed_rate", "latency", "p99_ms"]), 1)
+                )
+            };
+            let _ = writeln!(
+                md,
+                "| {s} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                fmt(v("plain", &["max_rate", "deliveries_per_sec"]), 0),
+                fmt(v("tls", &["max_rate", "deliveries_per_sec"]), 0),
+                tls_ratio(sc, &ns, s, &["max_rate", "deliveries_per_sec"])
+                    .map(|r| format!("{r:.2}×"))
+                    .unwrap_or_else(|| "—".into()),
+                lat("plain"),
+                lat("tls"),
+                pair(&["rss_per_idle_subscriber_bytes"], 0),
+                pair(&["max_rate", "server_cpu_percent"], 0),
+                pair(&["max_rate", "server_kernel_share"], 2),
+                pair(&["max_rate", "generator_cpu_percent"], 0),
+                pair(&["setup_s"], 1),
+            );
+        }
+    }
 }

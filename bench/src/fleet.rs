@@ -90,8 +90,13 @@ impl Fleet {
             // Spread source addresses: each worker its own block of 127.0.0.x.
             let src_count = 40u8;
             let src_first = 10 + (w as u8 % 6) * src_count;
-            let mut child = Command::new(&exe)
-                .arg("worker")
+            let mut cmd = Command::new(&exe);
+            if let Some(ca) = &opts.tls_ca {
+                cmd.arg("worker").arg("--tls-ca").arg(ca);
+            } else {
+                cmd.arg("worker");
+            }
+            let mut child = cmd
                 .args(["--target", opts.proto.name()])
                 .args(["--addr", &opts.addr.to_string()])
                 .args(["--chan", &opts.chan])

@@ -19,6 +19,7 @@ mod proto;
 mod publisher;
 mod scenarios;
 mod server;
+mod transport;
 mod worker;
 
 use std::collections::HashMap;
@@ -29,7 +30,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use crate::proto::Proto;
-use crate::scenarios::{Cfg, Target};
+use crate::scenarios::{Cfg, Target, TargetTls};
 use crate::server::{Kind, Spec};
 
 const USAGE: &str = "\
@@ -38,12 +39,18 @@ pubsub-load: load generator and server comparison for pubsubd
   pubsub-load compare [--quick] --out DIR [--workdir DIR]
         [--pubsubd BIN] [--nginx BIN --nchan-module SO]
         [--server NAME:PROTOCOL:PORT:COMMAND]...   (COMMAND may use {port})
-        [--scenarios idle,fanout,publish,slow] [--sweep 100,1000,...]
+        [--scenarios idle,fanout,publish,slow,fanout-tls] [--sweep 100,1000,...]
+        [--tls-sweep 1000,10000] [--tls-ca PEM --tls-cert PEM --tls-key PEM]
         [--server-cpu 0] [--machine TEXT]
   pubsub-load run --target pubsubd|nchan --addr 127.0.0.1:PORT [--pid PID]
         --scenario idle|fanout|publish|slow [--subs N] [--quick]
-        [--lat-secs S] [--max-secs S] [--rate R]
+        [--lat-secs S] [--max-secs S] [--rate R] [--tls-ca PEM]
   pubsub-load worker ...   (internal: one subscriber process)
+
+fanout-tls runs pubsubd's fan-out over plaintext and over TLS back to back
+(pubsubd gets `server.tls` on its port + 1 with --tls-cert/--tls-key; the
+generator trusts --tls-ca). With `run`, --tls-ca makes the generator speak
+TLS to --addr.
 
 Servers are started with `taskset -c SERVER_CPU`; run this program itself
 pinned to another CPU (bench/run.sh does: taskset -c 1).
@@ -133,6 +140,7 @@ fn worker_main(a: &Args) -> Result<(), String> {
         src_first: a.num("src-first", 10)?,
         src_count: a.num("src-count", 40)?,
         concurrency: a.num("concurrency", 256)?,
+        tls_ca: a.get("tls-ca").map(PathBuf::from),
     };
     worker::run(opts).map_err(|e| e.to_string())
 }
@@ -143,6 +151,16 @@ fn cfg_from(a: &Args) -> Result<Cfg, String> {
     } else {
         Cfg::full()
     };
+    if let Some(s) = a.get("tls-sweep") {
+        cfg.tls_sweep = s
+            .split(',')
+            .map(|x| {
+                x.trim()
+                    .parse()
+                    .map_err(|_| format!("--tls-sweep: bad '{x}'"))
+            })
+            .collect::<Result<_, _>>()?;
+    }
     if let Some(s) = a.get("sweep") {
         cfg.sweep = s
             .split(',')
@@ -170,6 +188,10 @@ fn run_main(a: &Args) -> Result<(), String> {
             .map(|p| p.parse())
             .transpose()
             .map_err(|_| "bad --pid")?,
+        tls: a
+            .get("tls-ca")
+            .map(|ca| TargetTls::load(PathBuf::from(ca)))
+            .transpose()?,
     };
     let cfg = cfg_from(a)?;
     let v = match a.req("scenario")? {
@@ -229,7 +251,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
     }
     let scenarios = a
         .get("scenarios")
-        .unwrap_or("idle,fanout,publish,slow")
+        .unwrap_or("idle,fanout,publish,slow,fanout-tls")
         .split(',')
         .map(str::to_owned)
         .collect();
@@ -237,6 +259,15 @@ fn compare_main(a: &Args) -> Result<(), String> {
     let workdir = a.get("workdir").map(PathBuf::from).unwrap_or_else(|| {
         std::env::temp_dir().join(format!("pubsub-bench-{}", std::process::id()))
     });
+    let tls = match (a.get("tls-ca"), a.get("tls-cert"), a.get("tls-key")) {
+        (Some(ca), Some(cert), Some(key)) => Some(compare::TlsFiles {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None, None) => None,
+        _ => return Err("--tls-ca, --tls-cert and --tls-key go together".into()),
+    };
     let opts = compare::CompareOpts {
         servers,
         cfg: cfg_from(a)?,
@@ -245,6 +276,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
         out,
         workdir,
         machine: json!({"summary": a.get("machine").unwrap_or("")}),
+        tls,
     };
     compare::compare(&opts)
         .map(|_| ())

@@ -1,11 +1,13 @@
 //! The publisher: `conns` keep-alive connections, each with at most one
 //! request in flight (pipelining depth 1), either at a fixed total rate
 //! (open loop: events are scheduled at t0 + k/rate and sent on any idle
-//! connection) or as fast as the server answers.
+//! connection) or as fast as the server answers. With `tls` set, every
+//! connection speaks TLS and finishes its handshake before the clock starts.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::TcpStream;
@@ -14,6 +16,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::Hist;
 use crate::proto::{parse_response_head, publish_request, Proto, Stamp};
+use crate::transport::Conn as Transport;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -34,6 +37,8 @@ pub struct PubOpts {
     pub duration: Duration,
     /// Phase id written into every event.
     pub run: u32,
+    /// Speak TLS with this client configuration.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What the publisher saw.
@@ -58,18 +63,22 @@ pub struct PubResult {
     pub end_ns: u64,
     pub cpu_ns: u64,
     pub reconnects: u64,
+    /// The negotiated TLS version and cipher suite, when TLS.
+    pub tls: Option<String>,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum St {
     Connecting,
+    /// TCP is up; the TLS handshake is not done.
+    Handshaking,
     Idle,
     Busy,
     Dead,
 }
 
 struct Conn {
-    sock: Option<TcpStream>,
+    sock: Option<Transport>,
     st: St,
     out: Vec<u8>,
     written: usize,
@@ -81,11 +90,41 @@ struct Conn {
 
 const MAX_RECONNECTS: u32 = 1000;
 
-fn connect(poll: &Poll, addr: SocketAddr, i: usize) -> io::Result<TcpStream> {
-    let mut s = TcpStream::connect(addr)?;
-    poll.registry()
-        .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+fn connect(poll: &Poll, opts: &PubOpts, i: usize) -> io::Result<Transport> {
+    let s = TcpStream::connect(opts.addr)?;
+    let mut s = Transport::new(s, opts.tls.as_ref(), opts.addr.ip())?;
+    poll.registry().register(
+        s.socket_mut(),
+        Token(i),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
     Ok(s)
+}
+
+/// Takes a new connection through TCP connect and (with TLS) the
+/// handshake to `Idle`.
+fn advance_setup(c: &mut Conn, writable: bool, res: &mut PubResult) {
+    let Some(s) = c.sock.as_mut() else { return };
+    if c.st == St::Connecting && writable && s.socket().peer_addr().is_ok() {
+        let _ = s.socket().set_nodelay(true);
+        c.st = St::Handshaking;
+    }
+    if c.st != St::Handshaking {
+        return;
+    }
+    match s.flush_pending() {
+        Ok(_) if s.handshaking() => {}
+        Ok(_) => {
+            if res.tls.is_none() {
+                res.tls = s.tls_description();
+            }
+            c.st = St::Idle;
+        }
+        Err(e) => {
+            *res.io_errors.entry(format!("handshake: {e}")).or_insert(0) += 1;
+            c.st = St::Dead;
+        }
+    }
 }
 
 /// Publishes for `opts.duration`, calling `tick(seconds_since_start, &result)`
@@ -100,7 +139,7 @@ pub fn publish(
     let mut conns: Vec<Conn> = Vec::new();
     for i in 0..opts.conns {
         conns.push(Conn {
-            sock: Some(connect(&poll, opts.addr, i)?),
+            sock: Some(connect(&poll, opts, i)?),
             st: St::Connecting,
             out: Vec::new(),
             written: 0,
@@ -117,22 +156,20 @@ pub fn publish(
     // Wait for every connection before the clock starts.
     let mut events = Events::with_capacity(1024);
     let setup_deadline = now_ns() + 10_000_000_000;
-    while conns.iter().any(|c| c.st == St::Connecting) && now_ns() < setup_deadline {
+    let setting_up = |c: &Conn| matches!(c.st, St::Connecting | St::Handshaking);
+    while conns.iter().any(setting_up) && now_ns() < setup_deadline {
         poll.poll(&mut events, Some(Duration::from_millis(10)))?;
         for ev in events.iter() {
-            let c = &mut conns[ev.token().0];
-            if c.st == St::Connecting && ev.is_writable() {
-                if let Some(s) = &c.sock {
-                    if s.peer_addr().is_ok() {
-                        let _ = s.set_nodelay(true);
-                        c.st = St::Idle;
-                    }
-                }
+            let i = ev.token().0;
+            let c = &mut conns[i];
+            if c.st == St::Handshaking && (ev.is_readable() || ev.is_read_closed()) {
+                read(c, i, &mut res);
             }
+            advance_setup(c, ev.is_writable(), &mut res);
         }
     }
     for c in &mut conns {
-        if c.st == St::Connecting {
+        if setting_up(c) {
             c.st = St::Dead;
             *res.io_errors.entry("connect timeout".into()).or_insert(0) += 1;
         }
@@ -219,7 +256,7 @@ pub fn publish(
         for ev in events.iter() {
             let i = ev.token().0;
             let c = &mut conns[i];
-            if ev.is_writable() && c.st == St::Busy && c.written < c.out.len() {
+            if ev.is_writable() && c.st == St::Busy {
                 flush(c, &mut res);
             }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -233,9 +270,9 @@ pub fn publish(
                 c.reconnects += 1;
                 res.reconnects += 1;
                 if let Some(mut s) = c.sock.take() {
-                    let _ = poll.registry().deregister(&mut s);
+                    let _ = poll.registry().deregister(s.socket_mut());
                 }
-                match connect(&poll, opts.addr, i) {
+                match connect(&poll, opts, i) {
                     Ok(s) => {
                         c.sock = Some(s);
                         c.st = St::Connecting;
@@ -246,14 +283,7 @@ pub fn publish(
                     }
                 }
             }
-            if c.st == St::Connecting && ev.is_writable() {
-                if let Some(s) = &c.sock {
-                    if s.peer_addr().is_ok() {
-                        let _ = s.set_nodelay(true);
-                        c.st = St::Idle;
-                    }
-                }
-            }
+            advance_setup(c, ev.is_writable(), &mut res);
         }
     }
     // (The last, partial second is left out of the series.)
@@ -298,25 +328,31 @@ fn flush(c: &mut Conn, res: &mut PubResult) {
             }
         }
     }
+    // TLS records the socket did not take yet.
+    if let Err(e) = sock.flush_pending() {
+        *res.io_errors.entry(format!("write: {e}")).or_insert(0) += 1;
+        c.st = St::Dead;
+    }
 }
 
 fn read(c: &mut Conn, i: usize, res: &mut PubResult) {
     let Some(sock) = c.sock.as_mut() else { return };
     let mut buf = [0u8; 16 * 1024];
+    let mut plain = Vec::new();
     loop {
-        match sock.read(&mut buf) {
-            Ok(0) => {
-                if c.st == St::Busy {
-                    *res.io_errors
-                        .entry("closed with a request in flight".into())
-                        .or_insert(0) += 1;
+        match sock.recv(&mut buf, &mut plain) {
+            Ok(r) => {
+                c.inbuf.extend_from_slice(r.data);
+                if r.eof {
+                    if c.st == St::Busy {
+                        *res.io_errors
+                            .entry("closed with a request in flight".into())
+                            .or_insert(0) += 1;
+                    }
+                    c.st = St::Dead;
+                    return;
                 }
-                c.st = St::Dead;
-                return;
-            }
-            Ok(n) => {
-                c.inbuf.extend_from_slice(&buf[..n]);
-                if n < buf.len() {
+                if r.wire < buf.len() {
                     break;
                 }
             }

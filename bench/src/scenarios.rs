@@ -3,6 +3,8 @@
 //! ends every process it started, and returns its figures as JSON.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -15,12 +17,30 @@ use crate::publisher::{publish, Mode, PubOpts, PubResult};
 use crate::server::{sample, Sample};
 use crate::worker::WorkerOpts;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub proto: Proto,
     pub addr: SocketAddr,
     /// The server's PID, for memory and CPU (None = not measured).
     pub pid: Option<u32>,
+    /// Subscribers and publishers speak TLS to `addr`.
+    pub tls: Option<TargetTls>,
+}
+
+/// How the generator's TLS clients trust the server.
+#[derive(Debug, Clone)]
+pub struct TargetTls {
+    /// The CA certificate (PEM) the workers are given.
+    pub ca: PathBuf,
+    /// The publisher's client configuration (built from `ca`).
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+impl TargetTls {
+    pub fn load(ca: PathBuf) -> Result<TargetTls, String> {
+        let config = crate::transport::client_config(&ca)?;
+        Ok(TargetTls { ca, config })
+    }
 }
 
 impl Target {
@@ -41,6 +61,8 @@ pub struct Cfg {
     pub lat_rate: f64,
     pub lat_secs: f64,
     pub max_secs: f64,
+    /// Subscriber counts of `fanout-tls` (each over plaintext and TLS).
+    pub tls_sweep: Vec<usize>,
     pub max_pubs: usize,
     pub pub_conns: usize,
     pub pub_secs: f64,
@@ -66,6 +88,7 @@ impl Cfg {
             lat_rate: 10.0,
             lat_secs: 12.0,
             max_secs: 8.0,
+            tls_sweep: vec![1_000, 10_000],
             max_pubs: 8,
             pub_conns: 32,
             pub_secs: 40.0,
@@ -83,6 +106,7 @@ impl Cfg {
             idle_subs: 2_000,
             idle_window: 10.0,
             sweep: vec![100, 1_000, 3_000],
+            tls_sweep: vec![1_000],
             lat_secs: 6.0,
             max_secs: 5.0,
             pub_secs: 10.0,
@@ -107,7 +131,12 @@ fn worker_opts(t: &Target, cfg: &Cfg, count: usize, stalled: usize) -> WorkerOpt
         src_first: 10,
         src_count: 40,
         concurrency: cfg.concurrency,
+        tls_ca: t.tls.as_ref().map(|x| x.ca.clone()),
     }
+}
+
+fn tls_config(t: &Target) -> Option<Arc<rustls::ClientConfig>> {
+    t.tls.as_ref().map(|x| x.config.clone())
 }
 
 fn ms(ns: u64) -> f64 {
@@ -138,6 +167,7 @@ fn pub_json(p: &PubResult) -> Value {
         "request_rtt": lat_json(&p.rtt),
         "seconds": secs,
         "cpu_percent": p.cpu_ns as f64 / 1e9 / secs.max(1e-9) * 100.0,
+        "tls": p.tls,
     })
 }
 
@@ -229,19 +259,28 @@ pub fn idle(t: &Target, cfg: &Cfg, n: usize) -> Value {
 
 /// N subscribers: latency at a fixed rate, then deliveries/s flat out.
 pub fn fanout(t: &Target, cfg: &Cfg, n: usize) -> Value {
+    let rss_before = t.sample().rss_kib;
+    let setup_start = Instant::now();
     let mut fleet = match Fleet::spawn(&worker_opts(t, cfg, n, 0), cfg.per_process) {
         Ok(f) => f,
         Err(e) => return json!({"error": format!("spawn workers: {e}")}),
     };
     let ready = fleet.wait_ready(Duration::from_secs(180));
+    let setup_s = setup_start.elapsed().as_secs_f64();
+    // The subscribers are idle until the first publish.
+    std::thread::sleep(Duration::from_secs(1));
     let rss_ready = t.sample().rss_kib;
     let mut out = json!({
         "subscribers": n,
+        "transport": if t.tls.is_some() { "tls" } else { "plain" },
         "live": ready.live,
         "failed": ready.failed,
         "worker_processes": fleet.len(),
         "setup_errors": ready.errors,
+        "setup_s": setup_s,
+        "rss_before_kib": rss_before,
         "rss_with_subscribers_kib": rss_ready,
+        "rss_per_idle_subscriber_bytes": (rss_ready as f64 - rss_before as f64) * 1024.0 / ready.live.max(1) as f64,
     });
     // Phase 1: fixed rate, latency.
     fleet.reset(1);
@@ -255,6 +294,7 @@ pub fn fanout(t: &Target, cfg: &Cfg, n: usize) -> Value {
         mode: Mode::Rate(cfg.lat_rate),
         duration: Duration::from_secs_f64(cfg.lat_secs),
         run: 1,
+        tls: tls_config(t),
     };
     let cpu0 = self_cpu_ns();
     let s0 = t.sample();
@@ -329,6 +369,7 @@ pub fn publish_throughput(t: &Target, cfg: &Cfg) -> Value {
         mode: Mode::Max,
         duration: Duration::from_secs_f64(cfg.pub_secs),
         run: 1,
+        tls: tls_config(t),
     };
     let s0 = t.sample();
     let mut rss = Vec::new();
@@ -406,6 +447,7 @@ pub fn slow_consumers(t: &Target, cfg: &Cfg) -> Value {
             mode: Mode::Rate(cfg.slow_rate),
             duration: Duration::from_secs_f64(secs),
             run,
+            tls: tls_config(t),
         };
         let mut stalled = stalled;
         let res = publish(&opts, Duration::from_secs_f64(cfg.slow_window), |_, _| {

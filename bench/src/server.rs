@@ -33,10 +33,20 @@ pub struct Spec {
 }
 
 /// Per-scenario settings that change the server's configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Tuning {
     /// pubsubd `server.max_queued_bytes` (None = the server's default).
     pub max_queued_bytes: Option<u64>,
+    /// pubsubd `server.tls` (a second, TLS, port); pubsubd only.
+    pub tls: Option<ServerTls>,
+}
+
+/// The TLS listener: port, certificate chain and key (PEM files).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub port: u16,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 pub struct Running {
@@ -44,6 +54,8 @@ pub struct Running {
     child: Child,
     pub log: PathBuf,
     pub addr: SocketAddr,
+    /// The TLS listener, when configured.
+    pub tls_addr: Option<SocketAddr>,
     /// Every PID seen in the server's process tree (nginx's worker too).
     seen: Vec<u32>,
 }
@@ -195,12 +207,22 @@ http {{
     )
 }
 
-fn pubsubd_conf(port: u16, tuning: Tuning) -> String {
+fn pubsubd_conf(port: u16, tuning: &Tuning) -> String {
     let mut s = format!(
         "# Written by pubsub-load for benchmarks.\nserver:\n  bind: 127.0.0.1\n  port: {port}\n"
     );
     if let Some(q) = tuning.max_queued_bytes {
         s.push_str(&format!("  max_queued_bytes: {q}\n"));
+    }
+    if let Some(t) = &tuning.tls {
+        // JSON strings are YAML strings.
+        let path = |p: &Path| serde_json::to_string(&p.display().to_string()).unwrap_or_default();
+        s.push_str(&format!(
+            "  tls: {{port: {}, cert: {}, key: {}}}\n",
+            t.port,
+            path(&t.cert),
+            path(&t.key)
+        ));
     }
     s.push_str("clients:\n  payloaders: [127.0.0.0/8]\n");
     s
@@ -212,18 +234,23 @@ fn port_free(port: u16) -> bool {
 
 /// Starts a server for one scenario in `workdir` and waits until its port
 /// accepts connections.
-pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: Tuning) -> io::Result<Running> {
+pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: &Tuning) -> io::Result<Running> {
     let dir = workdir.join(format!("{}-{label}", spec.name));
     fs::create_dir_all(&dir)?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !port_free(spec.port) {
-        if Instant::now() > deadline {
-            return Err(io::Error::other(format!(
-                "port {} is still in use (another server running?)",
-                spec.port
-            )));
+    let tls_port = match (&spec.kind, &tuning.tls) {
+        (Kind::Pubsubd { .. }, Some(t)) => Some(t.port),
+        _ => None,
+    };
+    for port in std::iter::once(spec.port).chain(tls_port) {
+        while !port_free(port) {
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "port {port} is still in use (another server running?)"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
     let log = dir.join("server.log");
     let logf = fs::File::create(&log)?;
@@ -255,11 +282,13 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: Tuning) -> io::Re
         .stderr(logf);
     let child = cmd.spawn()?;
     let addr: SocketAddr = ([127, 0, 0, 1], spec.port).into();
+    let tls_addr = tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     let mut running = Running {
         pid: child.id(),
         child,
         log,
         addr,
+        tls_addr,
         seen: Vec::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -271,7 +300,9 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: Tuning) -> io::Re
                 running.log.display()
             )));
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        let listening =
+            |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
+        if listening(&addr) && tls_addr.as_ref().is_none_or(listening) {
             break;
         }
         if Instant::now() > deadline {

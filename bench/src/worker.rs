@@ -8,12 +8,14 @@
 //! `{"kind":"report","id":ID,…}` per `report`). Only loopback addresses are
 //! used: the target must be on 127.0.0.0/8 and each connection binds a
 //! source address 127.0.0.x before connecting, so large counts do not run
-//! out of ephemeral ports.
+//! out of ephemeral ports. With `--tls-ca FILE` every connection speaks
+//! TLS (see `transport`), checking the server's certificate against FILE.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::{Hist, SparseHist};
 use crate::proto::{parse_line, parse_response_head, Line, Proto, Stamp, StreamDecoder};
+use crate::transport::{self, Conn};
 
 /// Publisher connections whose sequence numbers are tracked per subscriber.
 pub const MAX_PUB: usize = 8;
@@ -47,6 +50,8 @@ pub struct WorkerOpts {
     pub src_count: u8,
     /// Connections being set up at once.
     pub concurrency: usize,
+    /// Speak TLS, trusting the CA certificate(s) in this PEM file.
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +64,7 @@ enum St {
 }
 
 struct Sub {
-    sock: Option<TcpStream>,
+    sock: Option<Conn>,
     st: St,
     stalled: bool,
     /// Counted in the current phase.
@@ -130,6 +135,9 @@ struct Worker {
     errors: BTreeMap<String, u64>,
     phase: Phase,
     buf: Vec<u8>,
+    /// Decrypted bytes of one TLS read.
+    plain: Vec<u8>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 fn fail(errors: &mut BTreeMap<String, u64>, what: String) {
@@ -150,9 +158,18 @@ impl Worker {
             self.opts.addr,
             stalled.then_some(self.opts.stalled_rcvbuf),
         ) {
-            Ok(mut sock) => {
+            Ok(sock) => {
+                let mut sock = match Conn::new(sock, self.tls.as_ref(), self.opts.addr.ip()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        fail(&mut self.errors, format!("tls: {e}"));
+                        self.subs[i].st = St::Dead;
+                        self.failed += 1;
+                        return;
+                    }
+                };
                 if let Err(e) = self.poll.registry().register(
-                    &mut sock,
+                    sock.socket_mut(),
                     Token(i),
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
@@ -180,7 +197,7 @@ impl Worker {
         fail(&mut self.errors, why);
         let s = &mut self.subs[i];
         if let Some(mut sock) = s.sock.take() {
-            let _ = self.poll.registry().deregister(&mut sock);
+            let _ = self.poll.registry().deregister(sock.socket_mut());
         }
         s.st = St::Dead;
         s.head = Vec::new();
@@ -192,7 +209,7 @@ impl Worker {
     fn lost_live(&mut self, i: usize, why: String) {
         let s = &mut self.subs[i];
         if let Some(mut sock) = s.sock.take() {
-            let _ = self.poll.registry().deregister(&mut sock);
+            let _ = self.poll.registry().deregister(sock.socket_mut());
         }
         s.st = St::Dead;
         if s.stalled {
@@ -217,7 +234,7 @@ impl Worker {
                 if !(ev.is_writable() || ev.is_error() || ev.is_read_closed()) {
                     return;
                 }
-                let sock = s.sock.as_ref().expect("connecting socket");
+                let sock = s.sock.as_ref().expect("connecting socket").socket();
                 match sock.take_error() {
                     Ok(Some(e)) | Err(e) => return self.setup_failed(i, format!("connect: {e}")),
                     Ok(None) => {}
@@ -237,23 +254,56 @@ impl Worker {
                 }
                 self.read_head(i);
             }
-            St::Head => self.read_head(i),
+            St::Head => {
+                if ev.is_writable() && !self.flush_tls(i) {
+                    return;
+                }
+                self.read_head(i)
+            }
             St::Live if s.stalled && ev.is_error() => self.lost_live(i, "error".into()),
             St::Live if s.stalled => {}
-            St::Live => self.read_stream(i),
+            St::Live => {
+                if ev.is_writable() && !self.flush_tls(i) {
+                    return;
+                }
+                self.read_stream(i)
+            }
             _ => {}
         }
     }
 
+    /// Sends TLS records still waiting (a handshake message, the request).
+    /// False if the connection failed (and is now closed).
+    fn flush_tls(&mut self, i: usize) -> bool {
+        let Some(sock) = self.subs[i].sock.as_mut() else {
+            return false;
+        };
+        match sock.flush_pending() {
+            Ok(_) => true,
+            Err(e) => {
+                if self.subs[i].st == St::Live {
+                    self.lost_live(i, format!("write: {e}"));
+                } else {
+                    self.setup_failed(i, format!("write: {e}"));
+                }
+                false
+            }
+        }
+    }
+
     fn read_head(&mut self, i: usize) {
+        let mut tmp = [0u8; 8192];
+        let mut plain = Vec::new();
         loop {
             let s = &mut self.subs[i];
             let Some(sock) = s.sock.as_mut() else { return };
-            let mut tmp = [0u8; 4096];
-            match sock.read(&mut tmp) {
-                Ok(0) => return self.setup_failed(i, "closed before response head".into()),
-                Ok(n) => {
-                    s.head.extend_from_slice(&tmp[..n]);
+            match sock.recv(&mut tmp, &mut plain) {
+                Ok(r) if r.eof && r.data.is_empty() => {
+                    return self.setup_failed(i, "closed before response head".into())
+                }
+                Ok(r) if r.data.is_empty() => {} // TLS handshake records
+                Ok(r) => {
+                    s.head.extend_from_slice(r.data);
                     match parse_response_head(&s.head) {
                         Ok(None) => {
                             if s.head.len() > 64 * 1024 {
@@ -293,17 +343,23 @@ impl Worker {
 
     fn read_stream(&mut self, i: usize) {
         let mut buf = std::mem::take(&mut self.buf);
+        let mut plain = std::mem::take(&mut self.plain);
         while let Some(sock) = self.subs[i].sock.as_mut() {
-            match sock.read(&mut buf) {
-                Ok(0) => {
-                    self.lost_live(i, "eof".into());
-                    break;
-                }
-                Ok(n) => {
-                    self.consume(i, &buf[..n], now_ns());
+            match sock.recv(&mut buf, &mut plain) {
+                Ok(r) => {
+                    let (wire, eof) = (r.wire, r.eof);
+                    if !r.data.is_empty() {
+                        self.consume(i, r.data, now_ns());
+                    }
+                    if eof {
+                        if self.subs[i].st == St::Live {
+                            self.lost_live(i, "eof".into());
+                        }
+                        break;
+                    }
                     // A short read emptied the socket: edge-triggered
                     // readiness fires again when more arrives.
-                    if n < buf.len() {
+                    if wire < buf.len() {
                         break;
                     }
                 }
@@ -316,6 +372,7 @@ impl Worker {
             }
         }
         self.buf = buf;
+        self.plain = plain;
     }
 
     fn consume(&mut self, i: usize, data: &[u8], now: u64) {
@@ -473,6 +530,13 @@ pub fn run(opts: WorkerOpts) -> io::Result<()> {
             "the load generator only targets loopback addresses",
         ));
     }
+    let tls = match &opts.tls_ca {
+        Some(ca) => Some(
+            transport::client_config(ca)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        ),
+        None => None,
+    };
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), STDIN)?);
     let (tx, rx) = mpsc::channel::<String>();
@@ -511,6 +575,8 @@ pub fn run(opts: WorkerOpts) -> io::Result<()> {
         errors: BTreeMap::new(),
         phase: Phase::default(),
         buf: vec![0; 256 * 1024],
+        plain: Vec::with_capacity(512 * 1024),
+        tls,
     };
     let mut events = Events::with_capacity(4096);
     let mut ready_sent = false;
