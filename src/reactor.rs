@@ -73,8 +73,6 @@ pub struct Reactor {
     /// The certificate and key for TLS listeners (swapped on SIGHUP).
     tls: Option<Arc<rustls::ServerConfig>>,
     signals: Signals,
-    #[allow(dead_code)]
-    pub(crate) waker: Arc<Waker>,
     pub(crate) conns: Slab<Conn>,
     next_serial: u64,
     pub(crate) max_connections: usize,
@@ -170,7 +168,7 @@ impl Reactor {
         let now = Instant::now();
         let next_ping = now + config.server.ping_interval;
         let (backlog, persister) = open_backlog(&config)?;
-        let ldap = Ldap::start(config.ldap.as_ref(), waker.clone()).map_err(io::Error::other)?;
+        let ldap = Ldap::start(config.ldap.as_ref(), waker).map_err(io::Error::other)?;
         Ok(Reactor {
             server_name: format!("pubsubd/{}", env!("CARGO_PKG_VERSION")),
             config,
@@ -178,7 +176,6 @@ impl Reactor {
             listeners: mio_listeners,
             tls,
             signals,
-            waker,
             conns: Slab::new(),
             next_serial: 1,
             max_connections,
