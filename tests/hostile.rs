@@ -467,3 +467,44 @@ fn sending_after_a_stream_request_is_harmless() {
     }
     srv.publish("/talk", "{}").assert(202, MSG_ACCEPTED);
 }
+
+/// At the open-files limit the excess is refused with a 503, not left
+/// waiting in the listen backlog, even when `max_connections` asks for more
+/// than the limit allows; the clients already in keep being served.
+#[test]
+fn the_open_files_limit_refuses_the_excess_cleanly() {
+    // 100 descriptors: 64 are kept in reserve, so 36 clients fit.
+    let srv = Server::builder()
+        .server("max_connections: 1000")
+        .open_files(100)
+        .start();
+    assert!(
+        srv.log().contains("above what the open-files limit allows"),
+        "{}",
+        srv.log()
+    );
+    let mut subs: Vec<Subscriber> = (0..30).map(|_| srv.subscribe("/fd")).collect();
+    let mut refused = 0;
+    let mut kept = Vec::new();
+    for _ in 0..40 {
+        let mut c = Conn::connect(srv.addr);
+        c.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+        match c.read_response(true, T) {
+            Ok(r) if r.status == 204 => kept.push(c),
+            Ok(r) => {
+                assert_eq!(r.status, 503);
+                refused += 1;
+            }
+            Err(e) => panic!("an excess client got no answer: {e:?}"),
+        }
+    }
+    assert_eq!(kept.len(), 6, "30 streams + 6 idle fill the 36 slots");
+    assert_eq!(refused, 34);
+    // A client already in publishes to those already in.
+    kept[0]
+        .publish("/fd", r#"{"n": 7}"#)
+        .assert(202, MSG_ACCEPTED);
+    for s in subs.iter_mut() {
+        assert_eq!(s.next_event(T)["n"], json!(7));
+    }
+}

@@ -168,6 +168,7 @@ pub struct Builder {
     acl: Option<String>,
     raw_config: Option<String>,
     dir: Option<PathBuf>,
+    open_files: Option<u64>,
 }
 
 fn indent(block: &str) -> String {
@@ -210,6 +211,13 @@ impl Builder {
 
     /// Run in this existing directory (kept after the server stops), e.g. to
     /// restart a server on the files a previous one left.
+    /// Start the server with this open-files limit (through `prlimit`,
+    /// which execs the server, so the PID is still the server's).
+    pub fn open_files(mut self, n: u64) -> Self {
+        self.open_files = Some(n);
+        self
+    }
+
     pub fn in_dir(mut self, dir: &Path) -> Self {
         self.dir = Some(dir.to_path_buf());
         self
@@ -268,13 +276,20 @@ impl Builder {
         if let Some(acl) = &self.acl {
             std::fs::write(&acl_path, acl).expect("write acl");
         }
-        let args = vec![
+        let mut args = vec![
             "--config".to_string(),
             cfg_path.display().to_string(),
             "--acl".to_string(),
             acl_path.display().to_string(),
         ];
-        Server::launch(owned, path, &args, config)
+        let program = match self.open_files {
+            Some(n) => {
+                args.splice(0..0, [format!("--nofile={n}:{n}"), BIN.to_string()]);
+                "prlimit"
+            }
+            None => BIN,
+        };
+        Server::launch(owned, path, program, &args, config)
     }
 }
 
@@ -397,6 +412,7 @@ impl Server {
             acl: None,
             raw_config: None,
             dir: None,
+            open_files: None,
         }
     }
 
@@ -412,10 +428,11 @@ impl Server {
     fn launch(
         owned: Option<TempDir>,
         dir: PathBuf,
+        program: &str,
         args: &[String],
         config: String,
     ) -> Result<Server, StartError> {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(program)
             .args(args)
             .current_dir(&dir)
             .env_remove("RUST_LOG")
