@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The `n` of each event of `sub` up to the sentinel (which must come).
 fn ns(sub: &mut Subscriber) -> Vec<u64> {
@@ -27,46 +26,6 @@ fn auth(user: &str, pass: &str) -> String {
 
 fn sub_as(srv: &Server, path: &str, user: &str, pass: &str) -> Subscriber {
     srv.subscribe_with(path, &[("Authorization", &auth(user, pass))])
-}
-
-/// A connection to the server from the loopback address `local` (e.g.
-/// `127.0.0.2`: outside the payloaders `127.0.0.1/32`).
-fn conn_from(srv: &Server, local: &str) -> Conn {
-    use socket2::{Domain, Socket, Type};
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    let local: SocketAddr = format!("{local}:0").parse().expect("local address");
-    sock.bind(&local.into())
-        .unwrap_or_else(|e| panic!("bind {local}: {e}"));
-    sock.connect_timeout(&srv.addr.into(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {} from {local}: {e}", srv.addr));
-    Conn::from_stream(sock.into())
-}
-
-/// `method path` with a JSON body from `local`, with an optional
-/// `Authorization` header value; the response, read fully.
-fn publish_from(
-    srv: &Server,
-    local: &str,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: &Value,
-) -> Response {
-    let body = body.to_string();
-    let auth_line = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let mut c = conn_from(srv, local);
-    c.send(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth_line}Content-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    c.read_response(false, T)
-        .unwrap_or_else(|e| panic!("no response to {method} {path} from {local}: {e}"))
 }
 
 /// Lines of the server log at WARN level that mention `needle`.

@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use slapd::Slapd;
 
 /// `clients.ldap.timeout` in every test.
@@ -452,7 +452,7 @@ fn ldap_publish_topics_allow_secured_publishing() {
             MSG_FORBIDDEN
         };
         let t0 = Instant::now();
-        let r = publish_from(&srv, from, path, *a, &json!({"n": n}));
+        let r = publish_from(&srv, from, "PUT", path, *a, &json!({"n": n}));
         assert_eq!(
             (r.status, r.body_str().as_str()),
             (*status, text),
@@ -502,41 +502,3 @@ fn cached_login_survives_an_ldap_outage() {
 }
 
 // ---------------------------------------------------------------------------
-
-/// A connection to the server from the loopback address `local`.
-fn conn_from(srv: &Server, local: &str) -> Conn {
-    use socket2::{Domain, Socket, Type};
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    let local: SocketAddr = format!("{local}:0").parse().expect("local address");
-    sock.bind(&local.into())
-        .unwrap_or_else(|e| panic!("bind {local}: {e}"));
-    sock.connect_timeout(&srv.addr.into(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {} from {local}: {e}", srv.addr));
-    Conn::from_stream(sock.into())
-}
-
-/// `PUT path` with a JSON body from `local`, with an optional `Authorization`
-/// header value; the response, read fully.
-fn publish_from(
-    srv: &Server,
-    local: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: &Value,
-) -> Response {
-    let body = body.to_string();
-    let auth_line = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let mut c = conn_from(srv, local);
-    c.send(
-        format!(
-            "PUT {path} HTTP/1.1\r\nHost: t\r\n{auth_line}Content-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    c.read_response(false, T)
-        .unwrap_or_else(|e| panic!("no response to PUT {path} from {local}: {e}"))
-}

@@ -1133,3 +1133,43 @@ pub fn basic_auth(user: &str, pass: &str) -> String {
     }
     format!("Basic {out}")
 }
+
+/// A connection to the server from the loopback address `local` (e.g.
+/// `127.0.0.2`: outside the payloaders `127.0.0.1/32`).
+pub fn conn_from(srv: &Server, local: &str) -> Conn {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let local: SocketAddr = format!("{local}:0").parse().expect("local address");
+    sock.bind(&local.into())
+        .unwrap_or_else(|e| panic!("bind {local}: {e}"));
+    sock.connect_timeout(&srv.addr.into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {} from {local}: {e}", srv.addr));
+    Conn::from_stream(sock.into())
+}
+
+/// `method path` with a JSON body from `local`, with an optional
+/// `Authorization` header value; the response, read fully.
+pub fn publish_from(
+    srv: &Server,
+    local: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &Value,
+) -> Response {
+    let body = body.to_string();
+    let auth_line = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let mut c = conn_from(srv, local);
+    c.send(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth_line}Content-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.read_response(false, T)
+        .unwrap_or_else(|e| panic!("no response to {method} {path} from {local}: {e}"))
+}
