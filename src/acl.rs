@@ -32,7 +32,7 @@ use std::hash::BuildHasher;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_yaml::{Mapping, Value};
 
@@ -151,13 +151,21 @@ impl fmt::Debug for Password {
     }
 }
 
-/// Hashed passwords already verified: user → keyed digest of the password.
-/// One entry per user at most, so bounded by the file.
+/// Hashed passwords already verified: user → keyed digest of the password;
+/// and when a hash check last failed for a user. One entry per user at
+/// most in each, so bounded by the file.
 #[derive(Debug, Default)]
 struct Verified {
     key: RandomState,
     by_user: HashMap<String, u64>,
+    failed_at: HashMap<String, Instant>,
 }
+
+/// After a wrong password for a user with a hashed entry, further attempts
+/// for that user are refused without hashing for this long: a client
+/// guessing passwords cannot make the event loop spend more than one hash
+/// per user per second.
+const HASH_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// The result of checking credentials against the ACL file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,9 +303,18 @@ impl Acl {
         if verified.by_user.get(user) == Some(&digest) {
             return true;
         }
-        if !sha_crypt_verify(hash, password) {
+        if verified
+            .failed_at
+            .get(user)
+            .is_some_and(|t| t.elapsed() < HASH_RETRY_DELAY)
+        {
             return false;
         }
+        if !sha_crypt_verify(hash, password) {
+            verified.failed_at.insert(user.to_owned(), Instant::now());
+            return false;
+        }
+        verified.failed_at.remove(user);
         verified.by_user.insert(user.to_owned(), digest);
         true
     }

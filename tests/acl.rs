@@ -444,3 +444,29 @@ fn sigusr2_reload_changes_passwords_and_keeps_streams() {
     assert_eq!(ns(&mut kept), vec![7]);
     assert_eq!(ns(&mut anon), Vec::<u64>::new());
 }
+
+/// A wrong password for a user with a hashed entry makes the next attempts
+/// for that user fail without hashing for a second (hashing costs the event
+/// loop ~1.4 ms, so guessing must not be able to buy it freely); then the
+/// right password works again.
+#[test]
+fn wrong_hashed_passwords_are_throttled_per_user() {
+    let h6 = openssl_passwd("-6", "hunter6");
+    let acl = format!("six:\n  password: '{h6}'\n  acl:\n    s: [x]\n");
+    let srv = Server::builder().acl(&acl).start();
+    let mut wrong = sub_as(&srv, "/x", "six", "guess");
+    let started = Instant::now();
+    let mut right_too_soon = sub_as(&srv, "/x", "six", "hunter6");
+    let too_soon = started.elapsed() < Duration::from_millis(900);
+    srv.publish_ok("/private/x", &json!({"n": 1}));
+    srv.publish_ok("/x/s", &sentinel());
+    assert_eq!(ns(&mut wrong), Vec::<u64>::new());
+    if too_soon {
+        assert_eq!(ns(&mut right_too_soon), Vec::<u64>::new());
+    }
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(started.elapsed()));
+    let mut right = sub_as(&srv, "/x", "six", "hunter6");
+    srv.publish_ok("/private/x", &json!({"n": 3}));
+    srv.publish_ok("/x/s", &sentinel());
+    assert_eq!(ns(&mut right), vec![3]);
+}
