@@ -1,4 +1,5 @@
-//! The replay backlog: the last `size` events (no older than `max_age`), in
+//! The replay backlog: the last `size` events (no older than `max_age`, no
+//! more than `max_bytes` of JSON together), in
 //! accept order, found by sequence number in O(1) and by cursor through a
 //! hash map, plus the reference's JSON-lines storage format.
 //!
@@ -19,6 +20,9 @@ pub struct Backlog {
     by_cursor: HashMap<Box<str>, u64>,
     size: usize,
     max_age: Option<Duration>,
+    max_bytes: usize,
+    /// The JSON bytes of the events kept.
+    bytes: usize,
 }
 
 /// Where a replay starts.
@@ -37,7 +41,15 @@ impl Backlog {
             by_cursor: HashMap::new(),
             size,
             max_age,
+            max_bytes: usize::MAX,
+            bytes: 0,
         }
+    }
+
+    /// Caps the events' JSON bytes kept (the newest event is always kept).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Backlog {
+        self.max_bytes = max_bytes;
+        self
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -63,9 +75,12 @@ impl Backlog {
             .is_none_or(|last| last.seq + 1 == event.seq));
         self.by_cursor
             .insert(event.cursor.as_str().into(), event.seq);
+        self.bytes += event.line.json().len();
         self.events.push_back(event);
         let mut evicted = 0;
-        while self.events.len() > self.size {
+        while self.events.len() > self.size
+            || (self.bytes > self.max_bytes && self.events.len() > 1)
+        {
             self.pop_front();
             evicted += 1;
         }
@@ -75,6 +90,7 @@ impl Backlog {
     fn pop_front(&mut self) {
         if let Some(old) = self.events.pop_front() {
             self.by_cursor.remove(old.cursor.as_str());
+            self.bytes -= old.line.json().len();
         }
     }
 
@@ -251,6 +267,22 @@ mod tests {
         assert_eq!(b.first_seq(), Some(4));
         assert!(b.is_fresh(b.get(4).unwrap(), 113.5));
         assert!(!b.is_fresh(b.get(4).unwrap(), 120.0));
+    }
+
+    #[test]
+    fn keeps_at_most_max_bytes() {
+        let one = event(1, 5.0).line.json().len();
+        let mut b = Backlog::new(100, None).with_max_bytes(one * 3);
+        for s in 1..=10 {
+            b.push(event(s, 5.0));
+        }
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.first_seq(), Some(8));
+        // The newest event stays even when it alone is over the cap.
+        let mut b = Backlog::new(100, None).with_max_bytes(1);
+        b.push(event(1, 1.0));
+        b.push(event(2, 2.0));
+        assert_eq!((b.len(), b.first_seq()), (1, Some(2)));
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct BacklogConfig {
     pub size: usize,
     /// Older events are never replayed; `None` = no age limit.
     pub max_age: Option<Duration>,
+    /// The events' JSON bytes kept at most (oldest dropped first), so a
+    /// large `size` of large events cannot take all memory.
+    pub max_bytes: usize,
     pub storage: Option<PathBuf>,
 }
 
@@ -84,6 +87,7 @@ impl Default for Config {
                 backlog: BacklogConfig {
                     size: 0,
                     max_age: None,
+                    max_bytes: 256 << 20,
                     storage: None,
                 },
                 tls: None,
@@ -232,6 +236,7 @@ fn parse_backlog(
         match name {
             "size" => b.size = uint(value, &path, 100_000_000)? as usize,
             "max_age" => b.max_age = Some(duration(value, &path)?).filter(|d| !d.is_zero()),
+            "max_bytes" => b.max_bytes = positive(value, &path, 1 << 40)? as usize,
             "storage" => {
                 b.storage = match value {
                     Value::Null => None,

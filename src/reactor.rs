@@ -740,7 +740,8 @@ const PERSIST_INTERVAL: Duration = Duration::from_secs(2);
 /// writer that keeps that file up to date.
 fn open_backlog(config: &Config) -> io::Result<(Backlog, Option<Persister>)> {
     let settings = &config.server.backlog;
-    let mut backlog = Backlog::new(settings.size, settings.max_age);
+    let mut backlog =
+        Backlog::new(settings.size, settings.max_age).with_max_bytes(settings.max_bytes);
     let Some(path) = settings.storage.as_ref().filter(|_| backlog.is_enabled()) else {
         return Ok((backlog, None));
     };
