@@ -20,8 +20,10 @@ use log::{debug, info, warn};
 use crate::backlog::parse_storage_line;
 use crate::event::Event;
 
-/// Messages queued between the reactor and the writer.
-const CHANNEL_CAPACITY: usize = 65_536;
+/// Messages queued between the reactor and the writer: with events of at
+/// most `max_payload_size`, this bounds what a stuck disk can hold back
+/// (past it, the whole backlog is sent again once there is room).
+const CHANNEL_CAPACITY: usize = 1024;
 
 enum Msg {
     Push(String),
