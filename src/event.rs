@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use crate::http;
+use crate::json_check;
 
 /// Bytes queued for a socket, shared between every subscriber that sends them.
 pub type Frame = Rc<[u8]>;
@@ -106,15 +107,13 @@ pub enum Payload<'a> {
 
 /// Checks a publish body: it must be one JSON object.
 pub fn parse_payload(body: &[u8]) -> Result<Payload<'_>, PayloadError> {
+    let shape = json_check::check(body).ok_or(PayloadError::Invalid)?;
+    if !shape.object {
+        return Err(PayloadError::NotAnObject);
+    }
     let text = std::str::from_utf8(body).map_err(|_| PayloadError::Invalid)?;
-    let verbatim = memchr::memchr2(b'\n', b'\r', body).is_none()
-        && memchr::memmem::find(body, b"pubsub_").is_none();
-    if verbatim {
-        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| PayloadError::Invalid)?;
-        return match text.trim_start().starts_with('{') {
-            true => Ok(Payload::Verbatim(text)),
-            false => Err(PayloadError::NotAnObject),
-        };
+    if shape.one_line && !shape.own_keys {
+        return Ok(Payload::Verbatim(text));
     }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(Payload::Object(map)),

@@ -14,6 +14,7 @@ pub mod conn;
 pub mod event;
 mod fanout;
 pub mod http;
+mod json_check;
 mod persist;
 pub mod reactor;
 mod requests;
