@@ -476,23 +476,25 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A complete response with a plain-text body (HEAD-style when `body` is None).
+/// A complete response with a plain-text body (HEAD-style when `body` is
+/// None), written over `out` (a buffer the caller reuses).
 pub fn response(
+    out: &mut Vec<u8>,
     status: u16,
     body: Option<&str>,
     headers: &ServerHeaders<'_>,
     close: bool,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+) {
+    out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(&mut out, u64::from(status));
+    push_decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    headers.write(&mut out);
+    headers.write(out);
     if let Some(body) = body {
         out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-        push_decimal(&mut out, body.len() as u64);
+        push_decimal(out, body.len() as u64);
         out.extend_from_slice(b"\r\n");
     }
     if close {
@@ -502,7 +504,6 @@ pub fn response(
     if let Some(body) = body {
         out.extend_from_slice(body.as_bytes());
     }
-    out
 }
 
 /// The interim response that tells a client to send its body.
@@ -679,7 +680,9 @@ mod tests {
             subscribers: 2,
             requests: 3,
         };
-        let r = String::from_utf8(response(202, Some("ok\n"), &h, false)).unwrap();
+        let mut out = b"left over".to_vec();
+        response(&mut out, 202, Some("ok\n"), &h, false);
+        let r = String::from_utf8(out).unwrap();
         assert!(r.starts_with(
             "HTTP/1.1 202 Accepted\r\nServer: pubsubd/1\r\nX-Subscribers: 2\r\nX-Requests: 3\r\n"
         ));

@@ -101,6 +101,8 @@ pub struct Reactor {
     refused_logged: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     scratch: Box<[u8]>,
+    /// Where responses are written before they are queued (reused).
+    pub(crate) response_buf: Vec<u8>,
     /// Events taken from SQS queues by the poller threads.
     #[cfg(feature = "sqs")]
     sqs: Option<crossbeam_channel::Receiver<crate::sqs::SqsEvent>>,
@@ -198,6 +200,7 @@ impl Reactor {
             refused_logged: None,
             shutdown_deadline: None,
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
+            response_buf: Vec::with_capacity(256),
             #[cfg(feature = "sqs")]
             sqs,
         })
@@ -409,7 +412,9 @@ impl Reactor {
                 return;
             }
             let body = "Too many connections, please try again later.\n";
-            let _ = socket.write(&http::response(503, Some(body), &self.headers(), true));
+            let mut response = Vec::new();
+            http::response(&mut response, 503, Some(body), &self.headers(), true);
+            let _ = socket.write(&response);
             return;
         }
         let entry = self.conns.vacant_entry();

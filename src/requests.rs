@@ -13,7 +13,7 @@ use crate::acl::{self, Grant};
 use crate::auth::Check;
 use crate::backlog::Start;
 use crate::conn::{AfterAuth, BodyState, Pending, State, Stream};
-use crate::event::{self, Framing, PayloadError};
+use crate::event::{self, Frame, Framing, PayloadError};
 use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
 use crate::reactor::{Reactor, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER};
 use crate::topics::{self, Subscription};
@@ -148,11 +148,15 @@ impl Reactor {
     fn respond(&mut self, key: usize, status: u16, body: Option<&str>, after: After) {
         let shutting_down = self.is_shutting_down();
         let close = after == After::Close || shutting_down;
-        let bytes = http::response(status, body, &self.headers(), close);
+        let mut bytes = std::mem::take(&mut self.response_buf);
+        http::response(&mut bytes, status, body, &self.headers(), close);
+        // One allocation of the exact size; the buffer is reused.
+        let frame: Frame = bytes.as_slice().into();
+        self.response_buf = bytes;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.out.push(bytes.into());
+        conn.out.push(frame);
         if close {
             conn.inbuf = Vec::new();
             self.finish_after_flush(key);
