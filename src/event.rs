@@ -41,9 +41,9 @@ pub struct Line {
 }
 
 impl Line {
-    pub fn new(json: String) -> Line {
+    pub fn new(json: impl Into<Box<str>>) -> Line {
         Line {
-            json: json.into_boxed_str(),
+            json: json.into(),
             frames: Default::default(),
         }
     }
@@ -157,28 +157,28 @@ impl Event {
                 object.insert("pubsub_path".into(), path.into());
                 object.insert("pubsub_timestamp".into(), timestamp.into());
                 object.insert("pubsub_cursor".into(), cursor.clone().into());
-                Value::Object(object).to_string()
+                Value::Object(object).to_string().into_boxed_str()
             }
-            Payload::Verbatim(text) => {
+            Payload::Verbatim(text) => with_scratch(|json| {
                 // Valid object text: drop the closing brace, append ours.
                 let open = text.trim().strip_suffix('}').unwrap_or("{").trim_end();
-                let mut json = Vec::with_capacity(open.len() + 200);
                 json.extend_from_slice(open.as_bytes());
                 if !open.ends_with('{') {
                     json.push(b',');
                 }
                 // Writing JSON strings and numbers into a Vec cannot fail.
                 json.extend_from_slice(b"\"pubsub_topics\":");
-                let _ = serde_json::to_writer(&mut json, &topics);
+                let _ = serde_json::to_writer(&mut *json, &topics);
                 json.extend_from_slice(b",\"pubsub_path\":");
-                let _ = serde_json::to_writer(&mut json, path);
+                let _ = serde_json::to_writer(&mut *json, path);
                 json.extend_from_slice(b",\"pubsub_timestamp\":");
-                let _ = serde_json::to_writer(&mut json, &timestamp);
+                let _ = serde_json::to_writer(&mut *json, &timestamp);
                 json.extend_from_slice(b",\"pubsub_cursor\":\"");
                 json.extend_from_slice(cursor.as_bytes());
                 json.extend_from_slice(b"\"}");
-                String::from_utf8(json).unwrap_or_else(|_| "{}".into())
-            }
+                // Copied out at its exact size; the buffer is reused.
+                Box::<str>::from(std::str::from_utf8(json).unwrap_or("{}"))
+            }),
         };
         Event {
             seq,
@@ -189,6 +189,24 @@ impl Event {
             line: Line::new(json),
         }
     }
+}
+
+/// Runs `f` with this thread's empty scratch buffer, where event lines are
+/// assembled (kept between events, so no growing allocation per event).
+fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    use std::cell::RefCell;
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|json| {
+        json.clear();
+        let out = f(json);
+        if json.capacity() > 1 << 20 {
+            // One huge event does not pin its size for good.
+            *json = Vec::new();
+        }
+        out
+    })
 }
 
 /// A fresh cursor: a UUID v4 from a buffer of OS randomness refilled 256
@@ -327,7 +345,7 @@ mod tests {
 
     #[test]
     fn framings() {
-        let line = Line::new("{}".into());
+        let line = Line::new("{}");
         let f = |chunked, oldschool| line.frame(Framing { chunked, oldschool });
         assert_eq!(&*f(true, false), b"3\r\n{}\n\r\n");
         assert_eq!(&*f(true, true), b"4\r\n{}\n\0\r\n");
