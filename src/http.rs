@@ -40,7 +40,10 @@ pub struct RequestHead {
 impl RequestHead {
     /// The path part of the target (before any `?`).
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+        // A byte loop: `split` sets up a searcher, which costs more than
+        // scanning a short target (this runs twice per publish).
+        let end = self.target.bytes().position(|b| b == b'?');
+        &self.target[..end.unwrap_or(self.target.len())]
     }
 }
 
