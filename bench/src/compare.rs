@@ -1,6 +1,7 @@
 //! `pubsub-load compare`: every scenario against every server in one run,
 //! scenario by scenario (so drift hits all servers alike), each server
-//! fresh for each scenario, pinned to its own CPU. Writes results.json,
+//! fresh for each scenario (publish: once, with interleaved rounds),
+//! pinned to its own CPU. Writes results.json,
 //! sweep.csv and summary.md into the output directory and prints the
 //! summary with ratios against nchan.
 
@@ -182,28 +183,7 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
                     }
                 }
             }
-            "publish" => {
-                for spec in &opts.servers {
-                    eprintln!(
-                        "[{:>5.0}s] publish, {} connections: {}",
-                        started.elapsed().as_secs_f64(),
-                        cfg.pub_conns,
-                        spec.name
-                    );
-                    let v = run_one(spec, "publish", &opts.workdir, &tuning, |t| {
-                        scenarios::publish_throughput(t, cfg)
-                    });
-                    eprintln!(
-                        "         {}",
-                        brief(
-                            &v,
-                            &["requests_per_sec", "last_over_first", "rss_after_kib"]
-                        )
-                    );
-                    results["scenarios"]["publish"][&spec.name] = v;
-                    save(&opts.out, &results);
-                }
-            }
+            "publish" => publish_rounds(opts, &tuning, started, &mut results),
             "slow" => {
                 for spec in &opts.servers {
                     eprintln!(
@@ -240,6 +220,137 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
     fs::write(opts.out.join("summary.md"), &summary)?;
     println!("{summary}");
     Ok(results)
+}
+
+/// The publish scenario, interleaved: every server is started once and
+/// stays up, and each of `cfg.pub_rounds` rounds gives every server a turn
+/// of `pub_secs / pub_rounds` seconds, in an order rotated each round.
+/// Noise on this shared machine lasts seconds, so back-to-back runs of
+/// one server each could land on different weather; interleaved, every
+/// round yields a ratio, and the summary reports their median beside the
+/// rates. Flatness is judged over each server's whole run (its turns
+/// joined), since the same process serves every round.
+fn publish_rounds(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &mut Value) {
+    let cfg = &opts.cfg;
+    let rounds = cfg.pub_rounds.max(1);
+    let secs = cfg.pub_secs / rounds as f64;
+    let mut running = Vec::new();
+    for spec in &opts.servers {
+        match server::start(spec, "publish", &opts.workdir, tuning) {
+            Ok(srv) => running.push((spec, srv, Vec::<Value>::new())),
+            Err(e) => {
+                eprintln!("  {}: cannot start: {e}", spec.name);
+                results["scenarios"]["publish"][&spec.name] =
+                    json!({"error": format!("start: {e}")});
+            }
+        }
+    }
+    let n = running.len();
+    for round in 0..rounds {
+        for k in 0..n {
+            let (spec, srv, turns) = &mut running[(k + round) % n];
+            eprintln!(
+                "[{:>5.0}s] publish round {}/{rounds}, {} connections, {secs:.0} s: {}",
+                started.elapsed().as_secs_f64(),
+                round + 1,
+                cfg.pub_conns,
+                spec.name
+            );
+            let target = Target {
+                proto: spec.proto,
+                addr: srv.addr,
+                pid: Some(srv.pid),
+                tls: None,
+            };
+            let v = scenarios::publish_throughput(&target, cfg, secs);
+            eprintln!(
+                "         {}",
+                brief(&v, &["requests_per_sec", "rss_after_kib"])
+            );
+            turns.push(v);
+        }
+    }
+    let rates: Vec<Vec<f64>> = running
+        .iter()
+        .map(|(_, _, turns)| {
+            turns
+                .iter()
+                .map(|t| t["requests_per_sec"].as_f64().unwrap_or(0.0))
+                .collect()
+        })
+        .collect();
+    let nchan_rates = running
+        .iter()
+        .position(|(spec, _, _)| spec.name == "nchan")
+        .map(|i| rates[i].clone());
+    for (i, (spec, srv, turns)) in running.iter_mut().enumerate() {
+        let crashed = !srv.alive();
+        let status = srv.stop();
+        let (log_counts, examples) = srv.log_summary();
+        let ratios: Vec<f64> = match &nchan_rates {
+            Some(base) => rates[i]
+                .iter()
+                .zip(base)
+                .filter(|(_, b)| **b > 0.0)
+                .map(|(a, b)| a / b)
+                .collect(),
+            None => Vec::new(),
+        };
+        // Each turn's per-second counts after its first second, joined.
+        let per_second: Vec<f64> = turns
+            .iter()
+            .flat_map(|t| t["per_second"].as_array().cloned().unwrap_or_default())
+            .filter(|s| s[0].as_f64().is_some_and(|t| t >= 1.0))
+            .filter_map(|s| s[1].as_f64())
+            .collect();
+        let third = (per_second.len() / 3).max(1);
+        let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+        let first = mean(&per_second[..third.min(per_second.len())]);
+        let last = mean(&per_second[per_second.len().saturating_sub(third)..]);
+        let sum_errors = |kind: &str| -> u64 {
+            turns
+                .iter()
+                .filter_map(|t| t["publisher"][kind].as_object())
+                .flat_map(|o| o.values().filter_map(Value::as_u64))
+                .sum()
+        };
+        results["scenarios"]["publish"][&spec.name] = json!({
+            "connections": cfg.pub_conns,
+            "rounds": rounds,
+            "secs_per_round": secs,
+            "requests_per_sec": mean(&rates[i]),
+            "requests_per_sec_by_round": rates[i],
+            "ratio_to_nchan_by_round": ratios,
+            "ratio_to_nchan_median": median(&ratios),
+            "first_third_per_sec": first,
+            "last_third_per_sec": last,
+            "last_over_first": if first > 0.0 { last / first } else { 0.0 },
+            "errors": sum_errors("status_errors") + sum_errors("io_errors"),
+            "rss_after_kib": turns.last().map(|t| t["rss_after_kib"].clone()),
+            "turns": turns,
+            "server": {
+                "crashed_during_run": crashed,
+                "exit": status.map(|s| s.to_string()),
+                "log_counts": log_counts.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
+                "log_examples": examples,
+                "log": srv.log.display().to_string(),
+            },
+        });
+        if crashed {
+            eprintln!("  {}: SERVER EXITED DURING THE RUN", spec.name);
+        }
+    }
+    save(&opts.out, results);
+}
+
+fn median(xs: &[f64]) -> Option<f64> {
+    let mut xs = xs.to_vec();
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(xs[n / 2]),
+        n => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
+    }
 }
 
 /// pubsubd's fan-out over plaintext and over TLS, back to back, at each
@@ -503,6 +614,13 @@ pub fn summary(results: &Value, servers: &[Spec]) -> String {
             check: Some(Box::new(|p, c| c.is_some_and(|c| p >= 1.5 * c))),
         });
         rows.push(Row {
+            figure: "  … median of the per-round ratios to nchan (rounds interleaved)".into(),
+            values: per(&|s| val(&["publish"], s, &["ratio_to_nchan_median"])),
+            digits: 2,
+            target: "≥ 1.5".into(),
+            check: Some(Box::new(|p, _| p >= 1.5)),
+        });
+        rows.push(Row {
             figure: "  … last third ÷ first third of the run (flat = 1.0)".into(),
             values: per(&|s| val(&["publish"], s, &["last_over_first"])),
             digits: 2,
@@ -511,20 +629,7 @@ pub fn summary(results: &Value, servers: &[Spec]) -> String {
         });
         rows.push(Row {
             figure: "  … publish errors (non-2xx + I/O)".into(),
-            values: per(&|s| {
-                let p = &sc["publish"][s]["publisher"];
-                let e1: u64 = p["status_errors"]
-                    .as_object()?
-                    .values()
-                    .filter_map(|v| v.as_u64())
-                    .sum();
-                let e2: u64 = p["io_errors"]
-                    .as_object()?
-                    .values()
-                    .filter_map(|v| v.as_u64())
-                    .sum();
-                Some((e1 + e2) as f64)
-            }),
+            values: per(&|s| val(&["publish"], s, &["errors"])),
             digits: 0,
             target: "0".into(),
             check: Some(Box::new(|p, _| p == 0.0)),

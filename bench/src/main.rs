@@ -197,7 +197,7 @@ fn run_main(a: &Args) -> Result<(), String> {
     let v = match a.req("scenario")? {
         "idle" => scenarios::idle(&target, &cfg, a.num("subs", cfg.idle_subs)?),
         "fanout" => scenarios::fanout(&target, &cfg, a.num("subs", 1000)?),
-        "publish" => scenarios::publish_throughput(&target, &cfg),
+        "publish" => scenarios::publish_throughput(&target, &cfg, cfg.pub_secs),
         "slow" => scenarios::slow_consumers(&target, &cfg),
         s => return Err(format!("unknown scenario '{s}'")),
     };

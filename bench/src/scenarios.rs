@@ -65,7 +65,9 @@ pub struct Cfg {
     pub tls_sweep: Vec<usize>,
     pub max_pubs: usize,
     pub pub_conns: usize,
+    /// Publishing time per server, split into `pub_rounds` turns.
     pub pub_secs: f64,
+    pub pub_rounds: usize,
     pub slow_healthy: usize,
     pub slow_stalled: usize,
     pub slow_rate: f64,
@@ -92,6 +94,7 @@ impl Cfg {
             max_pubs: 8,
             pub_conns: 32,
             pub_secs: 40.0,
+            pub_rounds: 5,
             slow_healthy: 100,
             slow_stalled: 10,
             slow_rate: 1000.0,
@@ -109,7 +112,8 @@ impl Cfg {
             tls_sweep: vec![1_000],
             lat_secs: 6.0,
             max_secs: 5.0,
-            pub_secs: 10.0,
+            pub_secs: 12.0,
+            pub_rounds: 4,
             slow_base_secs: 6.0,
             slow_stall_secs: 25.0,
             slow_window: 3.0,
@@ -358,8 +362,8 @@ pub fn fanout(t: &Target, cfg: &Cfg, n: usize) -> Value {
     out
 }
 
-/// `conns` keep-alive publishers, depth 1, nobody subscribed.
-pub fn publish_throughput(t: &Target, cfg: &Cfg) -> Value {
+/// `conns` keep-alive publishers, depth 1, nobody subscribed, for `secs`.
+pub fn publish_throughput(t: &Target, cfg: &Cfg, secs: f64) -> Value {
     let opts = PubOpts {
         proto: t.proto,
         addr: t.addr,
@@ -367,7 +371,7 @@ pub fn publish_throughput(t: &Target, cfg: &Cfg) -> Value {
         conns: cfg.pub_conns,
         size: cfg.size,
         mode: Mode::Max,
-        duration: Duration::from_secs_f64(cfg.pub_secs),
+        duration: Duration::from_secs_f64(secs),
         run: 1,
         tls: tls_config(t),
     };
@@ -382,7 +386,6 @@ pub fn publish_throughput(t: &Target, cfg: &Cfg) -> Value {
     let s1 = t.sample();
     match res {
         Ok(p) => {
-            let secs = cfg.pub_secs;
             let full: Vec<&(f64, u64, u64)> = p.per_second.iter().filter(|s| s.0 >= 1.0).collect();
             let third = (full.len() / 3).max(1);
             let avg = |xs: &[&(f64, u64, u64)]| {
