@@ -12,7 +12,7 @@
 //! is padded to the configured size, so a receiver can tell which phase,
 //! which publisher connection and which event it got, and how late.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -45,16 +45,18 @@ impl Proto {
         .into_bytes()
     }
 
-    /// The head of a publish request carrying `len` body bytes.
-    pub fn publish_head(self, chan: &str, len: usize) -> String {
-        match self {
-            Proto::Pubsubd => {
-                format!("PUT /{chan}/load HTTP/1.1\r\nHost: bench\r\nContent-Length: {len}\r\n\r\n")
-            }
-            Proto::Nchan => format!(
+    /// Appends the head of a publish request carrying `len` body bytes.
+    pub fn write_publish_head(self, chan: &str, len: usize, out: &mut Vec<u8>) {
+        let _ = match self {
+            Proto::Pubsubd => write!(
+                out,
+                "PUT /{chan}/load HTTP/1.1\r\nHost: bench\r\nContent-Length: {len}\r\n\r\n"
+            ),
+            Proto::Nchan => write!(
+                out,
                 "POST /pub?id={chan} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len}\r\n\r\n"
             ),
-        }
+        };
     }
 }
 
@@ -67,17 +69,22 @@ pub fn publish_request(proto: Proto, chan: &str, stamp: Stamp, size: usize, out:
         seq,
         t_ns,
     } = stamp;
-    let mut body = String::with_capacity(size + 8);
+    // Written straight into `out` (reused request after request): the
+    // generator must stay cheaper per request than the servers it drives.
+    let mut fields = [0u8; 96];
+    let mut w = std::io::Cursor::new(&mut fields[..]);
     let _ = write!(
-        body,
+        w,
         "{{\"r\":{run},\"p\":{publisher},\"s\":{seq},\"t\":{t_ns},\"pad\":\""
     );
-    let fill = size.saturating_sub(body.len() + 2);
-    body.extend(std::iter::repeat_n('x', fill));
-    body.push_str("\"}");
+    let used = w.position() as usize;
+    let fields = &fields[..used];
+    let fill = size.saturating_sub(fields.len() + 2);
     out.clear();
-    out.extend_from_slice(proto.publish_head(chan, body.len()).as_bytes());
-    out.extend_from_slice(body.as_bytes());
+    proto.write_publish_head(chan, fields.len() + fill + 2, out);
+    out.extend_from_slice(fields);
+    out.resize(out.len() + fill, b'x');
+    out.extend_from_slice(b"\"}");
 }
 
 /// What identifies an event: phase, publisher connection, its sequence
@@ -164,12 +171,17 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
                 close: resp.version == Some(0),
             };
             for h in resp.headers.iter() {
-                let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+                // Only the three headers that matter are looked at (this
+                // runs once per publish answer: no allocation for others).
+                let value = || String::from_utf8_lossy(h.value).to_ascii_lowercase();
                 if h.name.eq_ignore_ascii_case("content-length") {
-                    head.content_length = v.trim().parse().ok();
+                    head.content_length = std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    head.chunked = v.contains("chunked");
+                    head.chunked = value().contains("chunked");
                 } else if h.name.eq_ignore_ascii_case("connection") {
+                    let v = value();
                     if v.contains("close") {
                         head.close = true;
                     } else if v.contains("keep-alive") {

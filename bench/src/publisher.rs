@@ -136,6 +136,10 @@ pub fn publish(
     mut tick: impl FnMut(f64, &PubResult),
 ) -> io::Result<PubResult> {
     let mut poll = Poll::new()?;
+    let mut rbuf = ReadBuf {
+        raw: vec![0; 16 * 1024],
+        plain: Vec::new(),
+    };
     let mut conns: Vec<Conn> = Vec::new();
     for i in 0..opts.conns {
         conns.push(Conn {
@@ -163,7 +167,7 @@ pub fn publish(
             let i = ev.token().0;
             let c = &mut conns[i];
             if c.st == St::Handshaking && (ev.is_readable() || ev.is_read_closed()) {
-                read(c, i, &mut res);
+                read(c, i, &mut res, &mut rbuf);
             }
             advance_setup(c, ev.is_writable(), &mut res);
         }
@@ -262,7 +266,7 @@ pub fn publish(
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                 let before = res.ok;
                 let errs_before = res.status_errors.values().sum::<u64>();
-                read(c, i, &mut res);
+                read(c, i, &mut res, &mut rbuf);
                 sec_ok += res.ok - before;
                 sec_err += res.status_errors.values().sum::<u64>() - errs_before;
             }
@@ -335,12 +339,17 @@ fn flush(c: &mut Conn, res: &mut PubResult) {
     }
 }
 
-fn read(c: &mut Conn, i: usize, res: &mut PubResult) {
+/// Read space shared by every connection (zeroed once, not per read).
+struct ReadBuf {
+    raw: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+fn read(c: &mut Conn, i: usize, res: &mut PubResult, buf: &mut ReadBuf) {
     let Some(sock) = c.sock.as_mut() else { return };
-    let mut buf = [0u8; 16 * 1024];
-    let mut plain = Vec::new();
+    let ReadBuf { raw: buf, plain } = buf;
     loop {
-        match sock.recv(&mut buf, &mut plain) {
+        match sock.recv(buf, plain) {
             Ok(r) => {
                 c.inbuf.extend_from_slice(r.data);
                 if r.eof {
