@@ -326,6 +326,8 @@ fn publish_rounds(opts: &CompareOpts, tuning: &Tuning, started: Instant, results
             "last_third_per_sec": last,
             "last_over_first": if first > 0.0 { last / first } else { 0.0 },
             "errors": sum_errors("status_errors") + sum_errors("io_errors"),
+            "server_cpu_percent": mean(&turn_values(turns, &["server_cpu_percent"])),
+            "generator_cpu_percent": mean(&turn_values(turns, &["publisher", "cpu_percent"])),
             "rss_after_kib": turns.last().map(|t| t["rss_after_kib"].clone()),
             "turns": turns,
             "server": {
@@ -341,6 +343,14 @@ fn publish_rounds(opts: &CompareOpts, tuning: &Tuning, started: Instant, results
         }
     }
     save(&opts.out, results);
+}
+
+/// One number from each turn.
+fn turn_values(turns: &[Value], path: &[&str]) -> Vec<f64> {
+    turns
+        .iter()
+        .filter_map(|t| path.iter().fold(t, |v, k| &v[*k]).as_f64())
+        .collect()
 }
 
 fn median(xs: &[f64]) -> Option<f64> {
@@ -626,6 +636,20 @@ pub fn summary(results: &Value, servers: &[Spec]) -> String {
             digits: 2,
             target: "flat (≥ 0.9)".into(),
             check: Some(Box::new(|p, _| p >= 0.9)),
+        });
+        rows.push(Row {
+            figure: "  … server CPU % (mean of the turns)".into(),
+            values: per(&|s| val(&["publish"], s, &["server_cpu_percent"])),
+            digits: 0,
+            target: "".into(),
+            check: None,
+        });
+        rows.push(Row {
+            figure: "  … generator CPU % (its one core; near 100 = it is the limit)".into(),
+            values: per(&|s| val(&["publish"], s, &["generator_cpu_percent"])),
+            digits: 0,
+            target: "".into(),
+            check: None,
         });
         rows.push(Row {
             figure: "  … publish errors (non-2xx + I/O)".into(),
