@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[test]
 fn accepted_202_with_exact_text_and_headers() {
@@ -552,4 +552,49 @@ fn expect_continue_with_too_large_length_is_refused_without_the_body() {
     r.assert(400, MSG_TOO_LARGE);
     c.wait_closed(Duration::from_secs(5))
         .expect("closed after refusing an unread body");
+}
+
+/// A one-line body reaches subscribers as its own text with our four keys
+/// appended (spacing and key order kept), also when a nested object or a
+/// value says `pubsub_`; a top-level `pubsub_*` key is replaced by ours.
+#[test]
+fn events_keep_the_published_text_and_replace_only_top_level_keys_of_ours() {
+    let srv = Server::start("");
+    let mut sub = srv.subscribe("/t");
+    let body = r#"{"b": {"pubsub_path": "mine"},  "a" : "pubsub_x é"}"#;
+    srv.publish("/t", body).assert(202, MSG_ACCEPTED);
+    let chunk = loop {
+        let chunk = sub.next_chunk(T).expect("read").expect("an event");
+        if !chunk.starts_with(b"{\"stillalive\"") {
+            break String::from_utf8(chunk).expect("UTF-8");
+        }
+    };
+    let text = chunk.trim_end();
+    assert!(
+        text.starts_with(r#"{"b": {"pubsub_path": "mine"},  "a" : "pubsub_x é","pubsub_topics":["t"],"pubsub_path":"/t","#),
+        "{text}"
+    );
+    let ev: Value = serde_json::from_str(text).expect("JSON");
+    check_event_meta(&ev, &["t"], "/t");
+
+    srv.publish("/t", r#"{"pubsub_path": "forged", "n": 1}"#)
+        .assert(202, MSG_ACCEPTED);
+    let ev = sub.next_event(T);
+    assert_eq!(ev["n"], json!(1));
+    assert_eq!(ev["pubsub_path"], json!("/t"), "ours replaces theirs: {ev}");
+}
+
+/// Nesting is limited to 127 levels (serde_json's own limit), deeper is 400.
+#[test]
+fn nesting_deeper_than_127_is_400() {
+    let srv = Server::start("");
+    let nested = |depth: usize| {
+        format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    };
+    srv.publish("/a", &nested(127)).assert(202, MSG_ACCEPTED);
+    srv.publish("/a", &nested(128)).assert_bad_request();
 }
