@@ -122,6 +122,8 @@ fn main() -> std::io::Result<()> {
             for _ in 0..count {
                 out.extend_from_slice(RESPONSE);
             }
+            // Answers are small and clients wait for them, so the socket
+            // always takes them; a client that does not read is dropped.
             if conn.socket.write_all(&out).is_err() {
                 conns.remove(&key);
             }
