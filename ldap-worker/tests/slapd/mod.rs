@@ -192,8 +192,30 @@ impl Slapd {
         panic!("slapd did not start: {last_error}");
     }
 
+    /// Waits until this slapd has bound its ports. A port that accepts is
+    /// not enough: when slapd lost the race for it, the listener is another
+    /// test's (seen: a test's "hung" slapd was a zombie while another
+    /// slapd answered on its port). slapd writes its pid file only after it
+    /// has bound every listener, so that file must name our child first.
     fn wait_ready(&mut self, ports: &[u16]) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
+        let ours = self.pid();
+        let pid_file = self.dir.join("slapd.pid");
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("slapd exited: {status}"));
+                }
+            }
+            let written = fs::read_to_string(&pid_file).ok();
+            if written.and_then(|p| p.trim().parse().ok()) == ours {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no pid file after {START_TIMEOUT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for &port in ports {
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
             loop {
