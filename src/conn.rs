@@ -1,10 +1,11 @@
-//! One client connection: its protocol state, its input buffer and its
-//! output queue of shared frames.
+//! One client connection as the hub sees it: its protocol state, its input
+//! buffer and its output queue of shared frames. The socket itself belongs
+//! to the reactor.
 //!
 //! The output queue holds reference-counted frames (an event is framed once
 //! and shared by every subscriber that receives it) plus the offset into the
 //! first one, and is flushed with vectored writes of at most 64 slices.
-//! The reactor bounds it: a connection whose queue passes its cap, or whose
+//! The hub bounds it: a connection whose queue passes its cap, or whose
 //! socket takes nothing for the write timeout, is dropped.
 
 use std::collections::VecDeque;
@@ -15,7 +16,6 @@ use std::time::Instant;
 use crate::acl::Grant;
 use crate::event::{Event, Frame, Framing};
 use crate::http::{BodyDecoder, RequestHead};
-use crate::tls::Transport;
 use crate::topics::Subscription;
 
 /// Most slices handed to one `write_vectored` call.
@@ -182,7 +182,6 @@ impl Stream {
 /// One client connection.
 #[derive(Debug)]
 pub struct Conn {
-    pub socket: Transport,
     /// Distinguishes this connection from later ones that reuse its slab key.
     pub serial: u64,
     /// The peer address, IPv4-mapped IPv6 folded to IPv4.
@@ -201,9 +200,9 @@ pub struct Conn {
     pub stall_timer_armed: bool,
     /// Closing at the end of this turn; nothing more is queued or read.
     pub doomed: bool,
-    /// Already on the reactor's flush list this turn.
+    /// Already on the hub's flush list this turn.
     pub dirty: bool,
-    /// Already on the reactor's list of connections with work left over.
+    /// Already on the hub's list of connections with work left over.
     pub pending: bool,
     /// Input processing stopped until the output queue drains.
     pub paused: bool,
@@ -217,9 +216,8 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: Transport, serial: u64, peer: IpAddr, now: Instant) -> Conn {
+    pub fn new(serial: u64, peer: IpAddr, now: Instant) -> Conn {
         Conn {
-            socket,
             serial,
             peer,
             state: State::Head,

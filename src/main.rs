@@ -1,10 +1,11 @@
-//! The `pubsubd` command: arguments, logging, configuration, exit codes.
+//! The `pubsubd` command: arguments, logging, configuration, signals,
+//! binding the listeners, exit codes.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use log::{error, info, warn};
-use pubsubd::Config;
+use pubsubd::{AclFile, Config, Control, Server, StartError};
 
 const USAGE: &str = "\
 pubsubd - a pub/sub server compatible with Apache PyPubSub
@@ -70,15 +71,15 @@ fn parse_args() -> Result<Command, String> {
 }
 
 /// Reads the config file; the default file may be missing, a named one not.
-fn load_config(path: Option<&Path>) -> Result<(Config, Vec<String>, String), String> {
+fn load_config(path: Option<&Path>) -> Result<(Config, Vec<String>, String), StartError> {
     let (path, explicit) = match path {
         Some(p) => (p, true),
         None => (Path::new("pypubsub.yaml"), false),
     };
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            let (config, warnings) =
-                Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (config, warnings) = Config::parse(&text)
+                .map_err(|e| pubsubd::config::ConfigError(format!("{}: {e}", path.display())))?;
             Ok((
                 config,
                 warnings,
@@ -92,7 +93,10 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Vec<String>, String), Str
              (port 2069, publishing from loopback only)"
                 .into(),
         )),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(StartError::Config(pubsubd::config::ConfigError(format!(
+            "cannot read {}: {e}",
+            path.display()
+        )))),
     }
 }
 
@@ -134,13 +138,53 @@ fn main() -> ExitCode {
         warn!("{w}");
     }
     raise_fd_limit();
-    match pubsubd::run(config, args.acl) {
+    match serve(config, args.acl) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Signals, the ACL, the listeners, then the server until it is stopped.
+fn serve(config: Config, acl: PathBuf) -> Result<(), StartError> {
+    let control = Control::new();
+    handle_signals(&control).map_err(StartError::Io)?;
+    let acl = AclFile::load(acl)?;
+    let listeners = pubsubd::bind_configured(&config)?;
+    let server = Server::new(config, acl, listeners, control)?;
+    // Announced once signals are handled and everything has started, so a
+    // SIGTERM sent by whoever waited for this line ends the server cleanly.
+    for (addr, tls) in server.local_addrs() {
+        if tls {
+            info!("pubsubd listening for TLS on {addr}");
+        } else {
+            info!("pubsubd listening on {addr}");
+        }
+    }
+    server.run().map_err(StartError::Io)
+}
+
+/// SIGTERM/SIGINT stop the server, SIGUSR2 reloads the ACL file, SIGHUP the
+/// TLS certificate; a thread of their own turns them into `Control` calls.
+fn handle_signals(control: &Control) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR2, SIGHUP])?;
+    let control = control.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                match signal {
+                    SIGTERM | SIGINT => control.shutdown(),
+                    SIGUSR2 => control.reload_acl(),
+                    SIGHUP => control.reload_tls(),
+                    _ => {}
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// Lifts the soft open-files limit to the hard one: every subscriber is a

@@ -5,17 +5,15 @@
 //! order (pipelining), at most `REQUEST_BUDGET` per turn, and not at all
 //! while the client leaves too many responses unread.
 
-use std::time::Instant;
-
 use log::debug;
 
+use super::auth::Check;
+use super::{Hub, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER};
 use crate::acl::{self, Grant};
-use crate::auth::Check;
 use crate::backlog::Start;
 use crate::conn::{AfterAuth, BodyState, Pending, State, Stream};
 use crate::event::{self, Frame, Framing, PayloadError};
 use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
-use crate::reactor::{Reactor, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER};
 use crate::topics::{self, Subscription};
 
 pub const TEXT_RECEIVED: &str = "Payload received, thank you very much!\n";
@@ -32,9 +30,9 @@ enum After {
     Close,
 }
 
-impl Reactor {
+impl Hub {
     /// Handles every complete request in the connection's input buffer.
-    pub(crate) fn process_input(&mut self, key: usize) {
+    pub fn process_input(&mut self, key: usize) {
         for _ in 0..REQUEST_BUDGET {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -162,8 +160,9 @@ impl Reactor {
             self.finish_after_flush(key);
         } else {
             conn.state = State::Head;
-            self.set_request_deadline(key, Instant::now());
-            self.mark_dirty(key);
+            self.turn.mark_dirty(key, conn);
+            let now = self.clock.now();
+            self.set_request_deadline(key, now);
         }
     }
 
@@ -190,7 +189,7 @@ impl Reactor {
     }
 
     /// Authorizes the publish, then reads its body.
-    pub(crate) fn continue_publish(
+    pub(super) fn continue_publish(
         &mut self,
         key: usize,
         head: RequestHead,
@@ -216,12 +215,8 @@ impl Reactor {
                 return self.respond(key, 400, Some(TEXT_TOO_LARGE), After::Close);
             }
         }
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
         if head.expect_continue && head.http11 && head.body != BodyKind::None {
-            conn.out.push(http::CONTINUE.into());
-            self.mark_dirty(key);
+            self.queue(key, http::CONTINUE.into());
         }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -286,7 +281,7 @@ impl Reactor {
 
     /// Makes the connection a live subscriber, then sends the response head:
     /// any event accepted after the client has the head reaches it.
-    pub(crate) fn open_stream(
+    pub(super) fn open_stream(
         &mut self,
         key: usize,
         head: RequestHead,
@@ -305,28 +300,26 @@ impl Reactor {
             oldschool,
         };
         let (replay, cursor_status) = self.replay_start(&head);
-        let mut sub = sub;
-        self.index.insert(key, &mut sub);
-        self.subscribers += 1;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let stream = Box::new(Stream {
+            sub,
+            framing,
+            grant,
+            replay,
+        });
+        self.streams.start(key, conn, stream);
+        conn.request_deadline = None;
+        conn.inbuf = Vec::new();
+        conn.last_event_seen = self.last_seq;
+        // Built after the count went up: the head counts this subscriber.
         let extra: &[(&str, &str)] = match cursor_status {
             Some(status) => &[("X-Fetch-Since-Cursor-Status", status)],
             None => &[],
         };
         let stream_head = http::stream_head(&self.headers(), framing.chunked, extra);
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.state = State::Stream(Box::new(Stream {
-            sub,
-            framing,
-            grant,
-            replay,
-        }));
-        conn.request_deadline = None;
-        conn.inbuf = Vec::new();
-        conn.last_event_seen = self.last_seq;
-        conn.out.push(stream_head.into());
-        self.mark_dirty(key);
+        self.queue(key, stream_head.into());
         if replay.is_some() {
             self.pump_replay(key);
         }

@@ -12,19 +12,19 @@ use std::rc::Rc;
 
 use log::warn;
 
+use super::{Hub, Turn};
 use crate::conn::{Conn, State};
 use crate::event::{self, Event, Frame, Payload};
-use crate::reactor::Reactor;
 
 /// Events replayed to one subscriber per turn.
 const REPLAY_BUDGET: usize = 1024;
 /// Replay pauses while this much output waits, and resumes as it drains.
-pub(crate) const REPLAY_HIGH_WATER: usize = 256 * 1024;
+const REPLAY_HIGH_WATER: usize = 256 * 1024;
 
-impl Reactor {
+impl Hub {
     /// Turns a published object into the next event and accepts it; the
     /// path names its topics (`/private/...` makes it private).
-    pub(crate) fn publish(&mut self, path: &str, path_topics: Vec<String>, payload: Payload<'_>) {
+    pub fn publish(&mut self, path: &str, path_topics: Vec<String>, payload: Payload<'_>) {
         let (topics, private) = event::split_private(path_topics);
         self.last_seq += 1;
         let event = Event::publish(
@@ -33,14 +33,14 @@ impl Reactor {
             topics,
             private,
             payload,
-            event::epoch_now(),
+            self.clock.epoch(),
         );
         self.accept_event(Rc::new(event));
     }
 
     /// An event has been accepted: keep it for replay (and on disk), then
     /// send it to every subscriber that wants it.
-    pub(crate) fn accept_event(&mut self, event: Rc<Event>) {
+    fn accept_event(&mut self, event: Rc<Event>) {
         if self.backlog.is_enabled() {
             let evicted = self.backlog.push(event.clone());
             if let Some(p) = &mut self.persister {
@@ -52,9 +52,9 @@ impl Reactor {
     }
 
     /// Queues `event` for every live subscriber that wants it.
-    pub(crate) fn broadcast(&mut self, event: Rc<Event>) {
+    fn broadcast(&mut self, event: Rc<Event>) {
         let cap = self.config.server.max_queued_bytes;
-        for key in self.index.candidates(&event.topics) {
+        for key in self.streams.index.candidates(&event.topics) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -69,14 +69,14 @@ impl Reactor {
                 continue;
             }
             let frame = event.line.frame(stream.framing);
-            queue_frame(conn, key, frame, cap, &mut self.dirty, &mut self.doomed);
+            queue_frame(conn, key, frame, cap, &mut self.turn);
         }
     }
 
     /// Queues more of the backlog for a replaying subscriber, until its
     /// output passes the high-water mark (resumed when it drains) or it has
     /// caught up with the newest event (then it goes live).
-    pub(crate) fn pump_replay(&mut self, key: usize) {
+    pub(super) fn pump_replay(&mut self, key: usize) {
         let cap = self.config.server.max_queued_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -87,7 +87,7 @@ impl Reactor {
         let Some(mut next) = stream.replay else {
             return;
         };
-        let now = event::epoch_now();
+        let now = self.clock.epoch();
         let mut budget = REPLAY_BUDGET;
         while next <= self.last_seq {
             if conn.out.queued() >= REPLAY_HIGH_WATER.min(cap / 2) {
@@ -102,9 +102,7 @@ impl Reactor {
                     "dropping subscriber {} ({key}): its replay fell behind the backlog",
                     conn.peer
                 );
-                if conn.doom() {
-                    self.doomed.push(key);
-                }
+                self.turn.doom(key, conn);
                 return;
             };
             if stream.wants(event) && self.backlog.is_fresh(event, now) {
@@ -120,36 +118,29 @@ impl Reactor {
             stream.replay = Some(next);
         }
         let more = budget == 0 && stream.replay.is_some();
-        self.mark_dirty(key);
+        self.turn.mark_dirty(key, conn);
         if more {
-            self.push_pending(key);
+            self.turn.push_pending(key, conn);
         }
     }
 
     /// Sends the keep-alive line to every subscriber.
-    pub(crate) fn send_pings(&mut self) {
+    pub(super) fn send_pings(&mut self) {
         let cap = self.config.server.max_queued_bytes;
-        let line = event::ping(event::epoch_now());
+        let line = event::ping(self.clock.epoch());
         for (key, conn) in self.conns.iter_mut() {
             let State::Stream(stream) = &conn.state else {
                 continue;
             };
             let frame = line.frame(stream.framing);
-            queue_frame(conn, key, frame, cap, &mut self.dirty, &mut self.doomed);
+            queue_frame(conn, key, frame, cap, &mut self.turn);
         }
     }
 }
 
 /// Appends a frame to a subscriber's queue, or drops the subscriber if that
 /// would pass its cap.
-fn queue_frame(
-    conn: &mut Conn,
-    key: usize,
-    frame: Frame,
-    cap: usize,
-    dirty: &mut Vec<usize>,
-    doomed: &mut Vec<usize>,
-) {
+fn queue_frame(conn: &mut Conn, key: usize, frame: Frame, cap: usize, turn: &mut Turn) {
     if conn.doomed {
         return;
     }
@@ -160,13 +151,9 @@ fn queue_frame(
             conn.peer,
             conn.out.queued()
         );
-        conn.doom();
-        doomed.push(key);
+        turn.doom(key, conn);
         return;
     }
     conn.out.push(frame);
-    if !conn.dirty {
-        conn.dirty = true;
-        dirty.push(key);
-    }
+    turn.mark_dirty(key, conn);
 }

@@ -1,5 +1,5 @@
 //! Who a request's credentials make it: HTTP Basic auth checked against the
-//! ACL file on the reactor thread (cheap), or, for users not in the file,
+//! ACL file on the event loop's thread (cheap), or, for users not in the file,
 //! against LDAP on the `ldap-worker` pool while the connection is parked.
 //!
 //! A parked connection carries its serial number as the job's tag; a reply
@@ -11,16 +11,16 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ldap_worker::{LdapJob, LdapPool};
 use log::{info, warn};
 use mio::Waker;
 
+use super::Hub;
 use crate::acl::{self, Acl, AuthOutcome, Grant, LdapAclMap};
 use crate::conn::{AfterAuth, Pending, State};
 use crate::http::RequestHead;
-use crate::reactor::Reactor;
 
 /// The LDAP side: the pool, how its groups map to grants, and the parked
 /// connections by tag.
@@ -66,14 +66,17 @@ pub struct AclFile {
 impl AclFile {
     /// Loads the ACL at start-up: a missing file means no users; an
     /// unreadable or invalid one is an error.
-    pub fn load(path: PathBuf) -> Result<AclFile, String> {
+    pub fn load(path: PathBuf) -> Result<AclFile, crate::error::StartError> {
         if !path.exists() {
             info!(
                 "no ACL file at {}: no private access for anyone",
                 path.display()
             );
         }
-        let acl = Acl::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let acl = match Acl::load(&path) {
+            Ok(acl) => acl,
+            Err(source) => return Err(crate::error::StartError::Acl { path, source }),
+        };
         if !acl.is_empty() {
             info!("ACL: {} users from {}", acl.len(), path.display());
         }
@@ -81,17 +84,17 @@ impl AclFile {
     }
 }
 
-/// The outcome of checking a request's credentials on the reactor thread.
-pub enum Check {
+/// The outcome of checking a request's credentials on the event loop's thread.
+pub(super) enum Check {
     /// Decided: the grant, if any.
     Done(Option<Grant>),
     /// A user the ACL file does not know: ask LDAP.
     AskLdap(String, String),
 }
 
-impl Reactor {
+impl Hub {
     /// Checks Basic credentials against the ACL file.
-    pub(crate) fn check_credentials(&self, head: &RequestHead) -> Check {
+    pub(super) fn check_credentials(&self, head: &RequestHead) -> Check {
         let Some((user, password)) = head
             .authorization
             .as_deref()
@@ -109,7 +112,7 @@ impl Reactor {
 
     /// Hands the credentials to LDAP and parks the connection; if LDAP
     /// cannot take the job, the request goes on at once without a grant.
-    pub(crate) fn park_for_ldap(
+    pub(super) fn park_for_ldap(
         &mut self,
         key: usize,
         user: String,
@@ -129,8 +132,8 @@ impl Reactor {
                 ldap.waiting.insert(tag, key);
                 let wait = ldap.wait;
                 conn.state = State::Authenticating(Box::new(pending));
-                conn.request_deadline = Some(Instant::now() + wait);
-                self.arm_request_timer(key);
+                let deadline = self.clock.now() + wait;
+                self.set_deadline(key, deadline);
             }
             Err(job) => {
                 warn!(
@@ -143,7 +146,7 @@ impl Reactor {
     }
 
     /// Takes the LDAP pool's answers and resumes the connections they are for.
-    pub(crate) fn take_ldap_replies(&mut self) {
+    pub(super) fn take_ldap_replies(&mut self) {
         let Some(ldap) = &mut self.ldap else { return };
         let replies: Vec<_> = ldap.pool.replies().try_iter().collect();
         let mut ready = Vec::with_capacity(replies.len());
@@ -160,7 +163,7 @@ impl Reactor {
     }
 
     /// A parked connection whose wait is over (reply or deadline).
-    pub(crate) fn resume_parked(&mut self, key: usize, serial: u64, grant: Option<Grant>) {
+    pub(super) fn resume_parked(&mut self, key: usize, serial: u64, grant: Option<Grant>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -187,7 +190,7 @@ impl Reactor {
 
     /// SIGUSR2: re-reads the ACL file; an invalid file keeps the old ACL.
     /// Open streams keep the access they were granted.
-    pub(crate) fn reload_acl(&mut self) {
+    pub fn reload_acl(&mut self) {
         let path = self.acl.path.clone();
         match Acl::load(&path) {
             Ok(acl) => {

@@ -1,0 +1,66 @@
+//! Why the server could not start: one enum for every start-up failure,
+//! each naming what it was about (file, key, address) and keeping its
+//! cause as `source()`.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::acl::AclError;
+use crate::config::ConfigError;
+
+#[derive(Debug)]
+pub enum StartError {
+    /// `pypubsub.yaml` could not be read or is invalid.
+    Config(ConfigError),
+    /// The ACL file could not be read or is invalid.
+    Acl { path: PathBuf, source: AclError },
+    /// The TLS certificate or key could not be loaded.
+    Tls(String),
+    /// A listener could not be bound.
+    Listen { addr: SocketAddr, source: io::Error },
+    /// The LDAP pool could not start.
+    Ldap(String),
+    /// The SQS section or its pollers.
+    Sqs(String),
+    /// The backlog's storage writer could not start.
+    Backlog { path: PathBuf, source: io::Error },
+    /// Signals, the poll or the waker.
+    Io(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Acl { path, source } => write!(f, "{}: {source}", path.display()),
+            StartError::Tls(e) => write!(f, "TLS: {e}"),
+            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Ldap(e) => write!(f, "LDAP: {e}"),
+            StartError::Sqs(e) => write!(f, "sqs: {e}"),
+            StartError::Backlog { path, source } => {
+                write!(f, "backlog storage {}: {source}", path.display())
+            }
+            StartError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Config(e) => Some(e),
+            StartError::Acl { source, .. } => Some(source),
+            StartError::Listen { source, .. } | StartError::Backlog { source, .. } => Some(source),
+            StartError::Io(e) => Some(e),
+            StartError::Tls(_) | StartError::Ldap(_) | StartError::Sqs(_) => None,
+        }
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
