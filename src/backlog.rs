@@ -160,6 +160,40 @@ pub fn storage_line(event: &Event) -> String {
     )
 }
 
+/// Why a storage line cannot become an event (the line is skipped).
+#[derive(Debug)]
+pub enum LineError {
+    Json(serde_json::Error),
+    NotAnObject,
+    /// `timestamp` is missing or not a number.
+    Timestamp,
+    /// `topics` is missing or not a list of strings.
+    Topics,
+    /// `json` is missing or not an object.
+    Event,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LineError::Json(e) => write!(f, "invalid JSON: {e}"),
+            LineError::NotAnObject => f.write_str("not a JSON object"),
+            LineError::Timestamp => f.write_str("missing or non-numeric 'timestamp'"),
+            LineError::Topics => f.write_str("missing 'topics' list of strings"),
+            LineError::Event => f.write_str("missing 'json' object"),
+        }
+    }
+}
+
+impl std::error::Error for LineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LineError::Json(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Reads one storage line back into an event with sequence number `seq`.
 ///
 /// A line whose `json` already carries the four server keys loads byte for
@@ -170,22 +204,22 @@ pub fn storage_line(event: &Event) -> String {
 /// has, so every replayed event carries all four. The cursor given here is
 /// the event's for the life of the process, and the next save writes it
 /// back, so it also survives a restart.
-pub fn parse_storage_line(line: &str, seq: u64) -> Result<Event, String> {
-    let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+pub fn parse_storage_line(line: &str, seq: u64) -> Result<Event, LineError> {
+    let value: Value = serde_json::from_str(line).map_err(LineError::Json)?;
     let Value::Object(mut record) = value else {
-        return Err("not a JSON object".into());
+        return Err(LineError::NotAnObject);
     };
     let stamp = record.remove("timestamp").unwrap_or(Value::Null);
-    let timestamp = stamp.as_f64().ok_or("missing or non-numeric 'timestamp'")?;
+    let timestamp = stamp.as_f64().ok_or(LineError::Timestamp)?;
     let topics: Vec<String> = match record.remove("topics") {
         Some(Value::Array(items)) => items
             .into_iter()
             .map(|t| match t {
                 Value::String(s) => Ok(s),
-                _ => Err("'topics' must be a list of strings".to_string()),
+                _ => Err(LineError::Topics),
             })
             .collect::<Result<_, _>>()?,
-        _ => return Err("missing 'topics' list".into()),
+        _ => return Err(LineError::Topics),
     };
     let private = record
         .get("private")
@@ -193,7 +227,7 @@ pub fn parse_storage_line(line: &str, seq: u64) -> Result<Event, String> {
         .unwrap_or(false);
     let json: Map<String, Value> = match record.remove("json") {
         Some(Value::Object(m)) => m,
-        _ => return Err("missing 'json' object".into()),
+        _ => return Err(LineError::Event),
     };
     let raw = raw_json(line)?;
     let stored = Stored {
@@ -307,7 +341,7 @@ fn append_members(object: &str, members: &[(&str, Value)]) -> String {
 }
 
 /// The `json` member of a storage line, as the text it is written in.
-fn raw_json(line: &str) -> Result<String, String> {
+fn raw_json(line: &str) -> Result<String, LineError> {
     #[derive(serde::Deserialize)]
     struct Record<'a> {
         #[serde(borrow)]
@@ -315,7 +349,7 @@ fn raw_json(line: &str) -> Result<String, String> {
     }
     serde_json::from_str::<Record<'_>>(line)
         .map(|r| r.json.get().to_owned())
-        .map_err(|e| format!("invalid JSON: {e}"))
+        .map_err(LineError::Json)
 }
 
 #[cfg(test)]
@@ -582,19 +616,34 @@ mod tests {
     }
 
     #[test]
-    fn bad_lines_fail() {
-        for bad in [
-            "",
-            "{",
-            "[]",
-            r#"{"topics": []}"#,
-            r#"{"timestamp": "1", "topics": [], "json": {}}"#,
-            r#"{"timestamp": 1, "topics": [1], "json": {}}"#,
-            r#"{"timestamp": 1, "topics": "a", "json": {}}"#,
-            r#"{"timestamp": 1, "topics": [], "json": 3}"#,
-            r#"{"timestamp": 1, "topics": []}"#,
+    fn bad_lines_fail_and_say_why() {
+        for (bad, why) in [
+            ("", "invalid JSON"),
+            ("{", "invalid JSON"),
+            ("[]", "not a JSON object"),
+            (r#"{"topics": []}"#, "missing or non-numeric 'timestamp'"),
+            (
+                r#"{"timestamp": "1", "topics": [], "json": {}}"#,
+                "missing or non-numeric",
+            ),
+            (
+                r#"{"timestamp": 1, "topics": [1], "json": {}}"#,
+                "missing 'topics'",
+            ),
+            (
+                r#"{"timestamp": 1, "topics": "a", "json": {}}"#,
+                "missing 'topics'",
+            ),
+            (
+                r#"{"timestamp": 1, "topics": [], "json": 3}"#,
+                "missing 'json'",
+            ),
+            (r#"{"timestamp": 1, "topics": []}"#, "missing 'json'"),
         ] {
-            assert!(parse_storage_line(bad, 1).is_err(), "{bad}");
+            match parse_storage_line(bad, 1) {
+                Err(e) => assert!(e.to_string().starts_with(why), "{bad}: {e}"),
+                Ok(e) => panic!("{bad} loaded as {}", e.line.json()),
+            }
         }
     }
 }
