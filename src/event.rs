@@ -1,10 +1,10 @@
 //! Events: turning a published JSON object into the event every subscriber
 //! receives, and framing it once per wire format.
 //!
-//! An event is serialized exactly once; each of the (at most four) framings a
+//! An event is serialized exactly once; each of the (at most six) framings a
 //! subscriber can need — chunked or raw (HTTP/1.0), `\n` or old-school `\n\0`
-//! endings — is built on first use and then shared by reference between all
-//! subscribers that need it.
+//! endings, or Server-Sent Events — is built on first use and then shared by
+//! reference between all subscribers that need it.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
@@ -25,11 +25,18 @@ pub struct Framing {
     pub chunked: bool,
     /// `\n\0` line endings for `clients.oldschoolers`.
     pub oldschool: bool,
+    /// Server-Sent Events (`Accept: text/event-stream`): `id:` and `data:`
+    /// fields, pings as comments; line endings are SSE's own.
+    pub sse: bool,
 }
 
 impl Framing {
     fn slot(self) -> usize {
-        usize::from(self.chunked) * 2 + usize::from(self.oldschool)
+        if self.sse {
+            4 + usize::from(self.chunked)
+        } else {
+            usize::from(self.chunked) * 2 + usize::from(self.oldschool)
+        }
     }
 }
 
@@ -37,7 +44,7 @@ impl Framing {
 #[derive(Debug)]
 pub struct Line {
     json: Box<str>,
-    frames: [OnceCell<Frame>; 4],
+    frames: [OnceCell<Frame>; 6],
 }
 
 impl Line {
@@ -53,14 +60,21 @@ impl Line {
         &self.json
     }
 
-    /// The bytes one subscriber with this framing is sent.
-    pub fn frame(&self, framing: Framing) -> Frame {
+    /// The bytes one subscriber with this framing is sent; an SSE framing
+    /// carries `sse_id` as the event's `id:` (none for a ping line, which
+    /// SSE clients get as a comment).
+    pub fn frame(&self, framing: Framing, sse_id: Option<&str>) -> Frame {
         self.frames[framing.slot()]
             .get_or_init(|| {
-                let ending: &[u8] = if framing.oldschool { b"\n\0" } else { b"\n" };
-                let mut data = Vec::with_capacity(self.json.len() + 2);
-                data.extend_from_slice(self.json.as_bytes());
-                data.extend_from_slice(ending);
+                let data = if framing.sse {
+                    self.sse_text(sse_id)
+                } else {
+                    let ending: &[u8] = if framing.oldschool { b"\n\0" } else { b"\n" };
+                    let mut data = Vec::with_capacity(self.json.len() + 2);
+                    data.extend_from_slice(self.json.as_bytes());
+                    data.extend_from_slice(ending);
+                    data
+                };
                 if framing.chunked {
                     http::chunk(&data).into()
                 } else {
@@ -68,6 +82,33 @@ impl Line {
                 }
             })
             .clone()
+    }
+
+    /// `id: <cursor>` and `data: <json>` then a blank line; without an id,
+    /// the line as an SSE comment (what pings are).
+    fn sse_text(&self, id: Option<&str>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json.len() + 64);
+        match id {
+            Some(id) => {
+                out.extend_from_slice(b"id: ");
+                out.extend_from_slice(id.as_bytes());
+                out.push(b'\n');
+                // Event lines are one line; should one ever hold a line
+                // break, each part is its own data field.
+                for part in self.json.split('\n') {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(part.as_bytes());
+                    out.push(b'\n');
+                }
+            }
+            None => {
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(self.json.replace('\n', " ").as_bytes());
+                out.push(b'\n');
+            }
+        }
+        out.push(b'\n');
+        out
     }
 }
 
@@ -239,9 +280,29 @@ fn new_cursor() -> String {
 
 /// The keep-alive line `{"stillalive": <epoch>}`, spaced as the reference
 /// sends it.
-pub fn ping(now: f64) -> Line {
+pub fn ping(now: f64) -> Ping {
     let now = serde_json::to_string(&now).unwrap_or_else(|_| "0.0".into());
-    Line::new(format!("{{\"stillalive\": {now}}}"))
+    Ping {
+        line: Line::new(format!("{{\"stillalive\": {now}}}")),
+        comment: Line::new(format!("stillalive {now}")),
+    }
+}
+
+/// The keep-alive of one tick, in every framing: the JSON line, or for SSE
+/// subscribers the comment `: stillalive <time>`.
+pub struct Ping {
+    pub line: Line,
+    comment: Line,
+}
+
+impl Ping {
+    pub fn frame(&self, framing: Framing) -> Frame {
+        if framing.sse {
+            self.comment.frame(framing, None)
+        } else {
+            self.line.frame(framing, None)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -346,13 +407,53 @@ mod tests {
     #[test]
     fn framings() {
         let line = Line::new("{}");
-        let f = |chunked, oldschool| line.frame(Framing { chunked, oldschool });
+        let f = |chunked, oldschool| {
+            line.frame(
+                Framing {
+                    chunked,
+                    oldschool,
+                    sse: false,
+                },
+                None,
+            )
+        };
         assert_eq!(&*f(true, false), b"3\r\n{}\n\r\n");
         assert_eq!(&*f(true, true), b"4\r\n{}\n\0\r\n");
         assert_eq!(&*f(false, false), b"{}\n");
         assert_eq!(&*f(false, true), b"{}\n\0");
         // Built once, then shared.
         assert!(Rc::ptr_eq(&f(true, false), &f(true, false)));
-        assert_eq!(ping(12.0).json(), r#"{"stillalive": 12.0}"#);
+        assert_eq!(ping(12.0).line.json(), r#"{"stillalive": 12.0}"#);
+    }
+
+    #[test]
+    fn sse_framings() {
+        let sse = |chunked| Framing {
+            chunked,
+            oldschool: true,
+            sse: true,
+        };
+        let line = Line::new(r#"{"a":1}"#);
+        assert_eq!(
+            &*line.frame(sse(false), Some("c-1")),
+            b"id: c-1\ndata: {\"a\":1}\n\n"
+        );
+        assert_eq!(
+            &*line.frame(sse(true), Some("c-1")),
+            b"17\r\nid: c-1\ndata: {\"a\":1}\n\n\r\n"
+        );
+        let plain = line.frame(
+            Framing {
+                chunked: false,
+                oldschool: false,
+                sse: false,
+            },
+            None,
+        );
+        assert_eq!(
+            &*plain, b"{\"a\":1}\n",
+            "SSE frames do not displace the others"
+        );
+        assert_eq!(&*ping(12.5).frame(sse(false)), b": stillalive 12.5\n\n");
     }
 }

@@ -35,9 +35,27 @@ pub struct RequestHead {
     pub authorization: Option<Vec<u8>>,
     pub fetch_since: Option<String>,
     pub fetch_since_cursor: Option<String>,
+    /// `Accept` names `text/event-stream` (what `EventSource` sends).
+    pub accept_sse: bool,
+    /// `Last-Event-ID`: where an `EventSource` that reconnects left off.
+    pub last_event_id: Option<String>,
+    /// `Origin`, for CORS.
+    pub origin: Option<String>,
 }
 
 impl RequestHead {
+    /// The value of `name` in the query string, percent-decoded; `None`
+    /// when absent or not decodable.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let (_, query) = self.target.split_once('?')?;
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name)
+                .then(|| crate::topics::percent_decode(&value.replace('+', " ")).ok())
+                .flatten()
+        })
+    }
+
     /// The path part of the target (before any `?`).
     pub fn path(&self) -> &str {
         // A byte loop: `split` sets up a searcher, which costs more than
@@ -133,6 +151,9 @@ pub fn parse_head(
         authorization: None,
         fetch_since: None,
         fetch_since_cursor: None,
+        accept_sse: false,
+        last_event_id: None,
+        origin: None,
     };
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -171,6 +192,14 @@ pub fn parse_head(
             head.fetch_since = Some(String::from_utf8_lossy(value).into_owned());
         } else if name.eq_ignore_ascii_case("x-fetch-since-cursor") {
             head.fetch_since_cursor = Some(String::from_utf8_lossy(value).into_owned());
+        } else if name.eq_ignore_ascii_case("accept") {
+            head.accept_sse |= value
+                .split(|&b| b == b',')
+                .any(|item| media_type_is(item, b"text/event-stream"));
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            head.last_event_id = Some(String::from_utf8_lossy(value).into_owned());
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(String::from_utf8_lossy(value).into_owned());
         }
     }
     head.body = match (chunked, content_length) {
@@ -180,6 +209,12 @@ pub fn parse_head(
         (false, Some(n)) => BodyKind::Length(n),
     };
     Ok(Some((head, used)))
+}
+
+/// Whether one `Accept` item (`type/subtype;params`) is `media_type`.
+fn media_type_is(item: &[u8], media_type: &[u8]) -> bool {
+    let end = item.iter().position(|&b| b == b';').unwrap_or(item.len());
+    trim(&item[..end]).eq_ignore_ascii_case(media_type)
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -515,24 +550,45 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// The last chunk of a chunked stream.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// How long an `EventSource` waits before reconnecting (the `retry:` hint
+/// that starts every SSE stream), in milliseconds.
+pub const SSE_RETRY_MS: u32 = 3000;
+
 /// The head of an event stream. HTTP/1.0 clients get no chunk framing and
-/// the connection closes at the end of the stream.
-pub fn stream_head(headers: &ServerHeaders<'_>, chunked: bool, extra: &[(&str, &str)]) -> Vec<u8> {
+/// the connection closes at the end of the stream. An SSE stream says so
+/// in its content type and starts with the `retry:` hint.
+pub fn stream_head(
+    headers: &ServerHeaders<'_>,
+    chunked: bool,
+    sse: bool,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(320);
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     headers.write(&mut out);
     for (name, value) in extra {
         let _ = write!(out, "{name}: {value}\r\n");
     }
-    out.extend_from_slice(
-        b"Content-Type: application/vnd.pypubsub-stream\r\n\
-          Cache-Control: no-cache\r\n\
-          X-Accel-Buffering: no\r\n",
-    );
+    let content_type: &[u8] = if sse {
+        b"text/event-stream"
+    } else {
+        b"application/vnd.pypubsub-stream"
+    };
+    out.extend_from_slice(b"Content-Type: ");
+    out.extend_from_slice(content_type);
+    out.extend_from_slice(b"\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
     if chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
     } else {
         out.extend_from_slice(b"Connection: close\r\n\r\n");
+    }
+    if sse {
+        let retry = format!("retry: {SSE_RETRY_MS}\n\n");
+        if chunked {
+            out.extend_from_slice(&chunk(retry.as_bytes()));
+        } else {
+            out.extend_from_slice(retry.as_bytes());
+        }
     }
     out
 }
@@ -690,7 +746,7 @@ mod tests {
             "HTTP/1.1 202 Accepted\r\nServer: pubsubd/1\r\nX-Subscribers: 2\r\nX-Requests: 3\r\n"
         ));
         assert!(r.ends_with("Content-Length: 3\r\n\r\nok\n"));
-        let s = String::from_utf8(stream_head(&h, true, &[])).unwrap();
+        let s = String::from_utf8(stream_head(&h, true, false, &[])).unwrap();
         assert!(
             s.contains("Transfer-Encoding: chunked\r\n")
                 && s.contains("application/vnd.pypubsub-stream")

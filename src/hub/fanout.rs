@@ -68,7 +68,7 @@ impl Hub {
             if stream.replay.is_some() || !stream.wants(&event) {
                 continue;
             }
-            let frame = event.line.frame(stream.framing);
+            let frame = event.line.frame(stream.framing, Some(&event.cursor));
             queue_frame(conn, key, frame, cap, &mut self.turn);
         }
     }
@@ -106,7 +106,8 @@ impl Hub {
                 return;
             };
             if stream.wants(event) && self.backlog.is_fresh(event, now) {
-                conn.out.push(event.line.frame(stream.framing));
+                conn.out
+                    .push(event.line.frame(stream.framing, Some(&event.cursor)));
             }
             next += 1;
             budget -= 1;
@@ -127,12 +128,12 @@ impl Hub {
     /// Sends the keep-alive line to every subscriber.
     pub(super) fn send_pings(&mut self) {
         let cap = self.config.server.max_queued_bytes;
-        let line = event::ping(self.clock.epoch());
+        let ping = event::ping(self.clock.epoch());
         for (key, conn) in self.conns.iter_mut() {
             let State::Stream(stream) = &conn.state else {
                 continue;
             };
-            let frame = line.frame(stream.framing);
+            let frame = ping.frame(stream.framing);
             queue_frame(conn, key, frame, cap, &mut self.turn);
         }
     }

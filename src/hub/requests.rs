@@ -298,6 +298,7 @@ impl Hub {
         let framing = Framing {
             chunked: head.http11,
             oldschool,
+            sse: head.accept_sse,
         };
         let (replay, cursor_status) = self.replay_start(&head);
         let Some(conn) = self.conns.get_mut(key) else {
@@ -318,7 +319,7 @@ impl Hub {
             Some(status) => &[("X-Fetch-Since-Cursor-Status", status)],
             None => &[],
         };
-        let stream_head = http::stream_head(&self.headers(), framing.chunked, extra);
+        let stream_head = http::stream_head(&self.headers(), framing.chunked, framing.sse, extra);
         self.queue(key, stream_head.into());
         if replay.is_some() {
             self.pump_replay(key);
@@ -331,8 +332,8 @@ impl Hub {
         // An aged-out cursor must read as unknown.
         self.prune_backlog();
         let next_seq = self.last_seq + 1;
-        let start = if let Some(cursor) = &head.fetch_since_cursor {
-            match self.backlog.start_after_cursor(cursor) {
+        let start = if let Some(cursor) = resume_cursor(head) {
+            match self.backlog.start_after_cursor(&cursor) {
                 Start::From(seq) => (Some(seq), Some("found")),
                 Start::UnknownCursor => (None, Some("unknown")),
             }
@@ -344,6 +345,16 @@ impl Hub {
         };
         (start.0.filter(|&s| s < next_seq), start.1)
     }
+}
+
+/// The cursor a subscriber resumes after: `Last-Event-ID` (an
+/// `EventSource` reconnecting), else `?lastEventID=` (its first connection:
+/// it cannot set headers), else `X-Fetch-Since-Cursor`.
+fn resume_cursor(head: &RequestHead) -> Option<String> {
+    head.last_event_id
+        .clone()
+        .or_else(|| head.query_param("lastEventID"))
+        .or_else(|| head.fetch_since_cursor.clone())
 }
 
 fn keep_alive(head: &RequestHead) -> After {

@@ -486,6 +486,116 @@ fn a_closed_subscriber_leaves_the_index() {
     assert!(h.take(next).is_empty());
 }
 
+/// The `(id, data)` of each SSE event in a chunked SSE stream, and the
+/// comments (pings) and `retry:` fields seen.
+fn sse_fields(output: &str) -> (Vec<(String, Value)>, Vec<String>, Vec<String>) {
+    let mut rest = output.split_once("\r\n\r\n").map_or(output, |(_, r)| r);
+    let mut text = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size, 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        text.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    let (mut events, mut comments, mut retries) = (Vec::new(), Vec::new(), Vec::new());
+    for block in text.split("\n\n").filter(|b| !b.is_empty()) {
+        let mut id = None;
+        let mut data = None;
+        for line in block.lines() {
+            if let Some(c) = line.strip_prefix(": ") {
+                comments.push(c.to_owned());
+            } else if let Some(v) = line.strip_prefix("retry: ") {
+                retries.push(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(serde_json::from_str(v).expect("JSON data"));
+            } else {
+                panic!("unexpected SSE line {line:?}");
+            }
+        }
+        if let (Some(id), Some(data)) = (id, data) {
+            events.push((id, data));
+        }
+    }
+    (events, comments, retries)
+}
+
+const SSE: (&str, &str) = ("Accept", "text/event-stream");
+
+#[test]
+fn sse_subscribers_get_ids_data_and_comment_pings() {
+    let mut h = Harness::new("server: {ping_interval: 5s}");
+    let key = h.subscribe("/a", &[SSE]);
+    let plain = h.subscribe("/a", &[]);
+    let head = h.take(key);
+    assert_eq!(header(&head, "Content-Type"), Some("text/event-stream"));
+    let plain_head = h.take(plain);
+    assert_eq!(
+        header(&plain_head, "Content-Type"),
+        Some("application/vnd.pypubsub-stream")
+    );
+    h.publish("/a/b", r#"{"n": 1}"#);
+    h.advance(Duration::from_secs(5));
+    let out = head + &h.take(key);
+    let (events, comments, retries) = sse_fields(&out);
+    assert_eq!(retries, ["3000"]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1["n"], 1);
+    assert_eq!(events[0].0, events[0].1["pubsub_cursor"].as_str().unwrap());
+    assert_eq!(comments, ["stillalive 1800000005.0"]);
+    // The plain subscriber's stream is unchanged: JSON lines.
+    let lines = stream_lines(&h.take(plain));
+    assert_eq!(lines[0]["n"], 1);
+    assert_eq!(lines[1]["stillalive"], START + 5.0);
+}
+
+#[test]
+fn last_event_id_resumes_like_a_cursor() {
+    let mut h = Harness::new("server: {backlog: {size: 10}}");
+    let watcher = h.subscribe("/a", &[SSE]);
+    for n in 1..=3 {
+        h.publish("/a", &format!(r#"{{"n": {n}}}"#));
+    }
+    let (seen, _, _) = sse_fields(&h.take(watcher));
+    let first = seen[0].0.clone();
+    let second = seen[1].0.clone();
+
+    // EventSource reconnecting: the header wins over the URL's first cursor.
+    let key = h.subscribe(
+        &format!("/a?lastEventID={first}"),
+        &[SSE, ("Last-Event-ID", &second)],
+    );
+    h.publish("/a", r#"{"n": 4}"#);
+    let out = h.take(key);
+    assert_eq!(header(&out, "X-Fetch-Since-Cursor-Status"), Some("found"));
+    let ns: Vec<i64> = sse_fields(&out)
+        .0
+        .iter()
+        .map(|(_, e)| e["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, [3, 4]);
+
+    // A first connection can only use the URL.
+    let key = h.subscribe(&format!("/a?x=1&lastEventID={first}"), &[SSE]);
+    let ns: Vec<i64> = sse_fields(&h.take(key))
+        .0
+        .iter()
+        .map(|(_, e)| e["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, [2, 3, 4]);
+
+    // Plain subscribers may use Last-Event-ID too.
+    let key = h.subscribe("/a", &[("Last-Event-ID", &second)]);
+    let ns: Vec<i64> = events(&h.take(key))
+        .iter()
+        .map(|e| e["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, [3, 4]);
+}
+
 /// Basic-auth encoding for requests built by these tests.
 mod base64_for_tests {
     pub fn encode(input: &[u8]) -> String {
