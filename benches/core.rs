@@ -152,18 +152,19 @@ fn events(c: &mut Criterion) {
     let chunked = Framing {
         chunked: true,
         oldschool: false,
+        sse: false,
     };
     g.bench_function("frame chunked (first use)", |b| {
         b.iter_batched(
             || Line::new(json.clone()),
-            |line| line.frame(chunked),
+            |line| line.frame(chunked, None),
             BatchSize::SmallInput,
         )
     });
     let line = Line::new(json.clone());
-    let _ = line.frame(chunked);
+    let _ = line.frame(chunked, None);
     g.bench_function("frame chunked (shared, per subscriber)", |b| {
-        b.iter(|| black_box(&line).frame(chunked))
+        b.iter(|| black_box(&line).frame(chunked, None))
     });
     g.bench_function(
         "uuid::Uuid::new_v4 alone (one getrandom; pubsubd buffers randomness)",
