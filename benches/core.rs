@@ -175,7 +175,7 @@ fn events(c: &mut Criterion) {
             let o = parse_payload(black_box(&body)).expect("object");
             let (t, p) = split_private(parse_topics("/bench/load").expect("topics"));
             let e = Event::publish(1, "/bench/load", t, p, o, 1.5);
-            e.line.frame(chunked)
+            e.line.frame(chunked, Some(&e.cursor))
         })
     });
     g.finish();
