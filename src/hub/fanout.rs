@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use log::warn;
 
+use super::stats::{Drop, Source, Stats};
 use super::{Hub, Turn};
 use crate::conn::{Conn, State};
 use crate::event::{self, Event, Frame, Payload};
@@ -24,7 +25,14 @@ const REPLAY_HIGH_WATER: usize = 256 * 1024;
 impl Hub {
     /// Turns a published object into the next event and accepts it; the
     /// path names its topics (`/private/...` makes it private).
-    pub fn publish(&mut self, path: &str, path_topics: Vec<String>, payload: Payload<'_>) {
+    pub fn publish(
+        &mut self,
+        source: Source,
+        path: &str,
+        path_topics: Vec<String>,
+        payload: Payload<'_>,
+    ) {
+        self.stats.published(source);
         let (topics, private) = event::split_private(path_topics);
         self.last_seq += 1;
         let event = Event::publish(
@@ -54,6 +62,7 @@ impl Hub {
     /// Queues `event` for every live subscriber that wants it.
     fn broadcast(&mut self, event: Rc<Event>) {
         let cap = self.config.server.max_queued_bytes;
+        let mut delivered = 0;
         for key in self.streams.index.candidates(&event.topics) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -69,8 +78,11 @@ impl Hub {
                 continue;
             }
             let frame = event.line.frame(stream.framing, Some(&event.cursor));
-            queue_frame(conn, key, frame, cap, &mut self.turn);
+            if queue_frame(conn, key, frame, cap, &mut self.turn, &mut self.stats) {
+                delivered += 1;
+            }
         }
+        self.stats.deliveries += delivered;
     }
 
     /// Queues more of the backlog for a replaying subscriber, until its
@@ -103,6 +115,7 @@ impl Hub {
                     conn.peer
                 );
                 self.turn.doom(key, conn);
+                self.stats.dropped(Drop::ReplayBehind);
                 return;
             };
             if stream.wants(event) && self.backlog.is_fresh(event, now) {
@@ -134,16 +147,23 @@ impl Hub {
                 continue;
             };
             let frame = ping.frame(stream.framing);
-            queue_frame(conn, key, frame, cap, &mut self.turn);
+            queue_frame(conn, key, frame, cap, &mut self.turn, &mut self.stats);
         }
     }
 }
 
-/// Appends a frame to a subscriber's queue, or drops the subscriber if that
-/// would pass its cap.
-fn queue_frame(conn: &mut Conn, key: usize, frame: Frame, cap: usize, turn: &mut Turn) {
+/// Appends a frame to a subscriber's queue (true), or drops the subscriber
+/// if that would pass its cap.
+fn queue_frame(
+    conn: &mut Conn,
+    key: usize,
+    frame: Frame,
+    cap: usize,
+    turn: &mut Turn,
+    stats: &mut Stats,
+) -> bool {
     if conn.doomed {
-        return;
+        return false;
     }
     // One frame always fits an empty queue, however large it is.
     if !conn.out.is_empty() && conn.out.queued() + frame.len() > cap {
@@ -153,8 +173,10 @@ fn queue_frame(conn: &mut Conn, key: usize, frame: Frame, cap: usize, turn: &mut
             conn.out.queued()
         );
         turn.doom(key, conn);
-        return;
+        stats.dropped(Drop::QueueFull);
+        return false;
     }
     conn.out.push(frame);
     turn.mark_dirty(key, conn);
+    true
 }

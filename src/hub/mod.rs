@@ -23,6 +23,7 @@
 mod auth;
 mod fanout;
 mod requests;
+pub mod stats;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -44,6 +45,7 @@ use crate::persist::Persister;
 use crate::topics::TopicIndex;
 
 pub use auth::{AclFile, Ldap};
+use stats::{Source, Stats};
 use timers::Timers;
 
 #[cfg(feature = "sqs")]
@@ -165,6 +167,7 @@ pub struct Hub {
     shutdown_deadline: Option<Instant>,
     /// Where responses are written before they are queued (reused).
     response_buf: Vec<u8>,
+    stats: Stats,
 }
 
 impl Hub {
@@ -191,6 +194,7 @@ impl Hub {
             timers: Timers::default(),
             shutdown_deadline: None,
             response_buf: Vec::with_capacity(256),
+            stats: Stats::default(),
         }
     }
 
@@ -206,6 +210,11 @@ impl Hub {
     /// Open connections, subscribers included.
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// What has been counted so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     pub fn max_connections(&self) -> usize {
@@ -372,6 +381,7 @@ impl Hub {
                 Ok(flushed) => {
                     if flushed.written > 0 {
                         conn.last_progress = now;
+                        self.stats.bytes_sent += flushed.written as u64;
                     }
                     if flushed.blocked {
                         if !conn.stall_timer_armed {
@@ -487,7 +497,7 @@ impl Hub {
                 continue;
             };
             let payload = crate::event::Payload::Object(event.object);
-            self.publish(&event.path, topics, payload);
+            self.publish(Source::Sqs, &event.path, topics, payload);
         }
     }
 

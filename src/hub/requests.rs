@@ -8,6 +8,7 @@
 use log::debug;
 
 use super::auth::Check;
+use super::stats::Source;
 use super::{Hub, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER};
 use crate::acl::{self, Grant};
 use crate::backlog::Start;
@@ -144,6 +145,7 @@ impl Hub {
     /// Queues a complete response; afterwards the connection waits for the
     /// next request or closes.
     fn respond(&mut self, key: usize, status: u16, body: Option<&str>, after: After) {
+        self.stats.responded(status);
         let shutting_down = self.is_shutting_down();
         let close = after == After::Close || shutting_down;
         let mut bytes = std::mem::take(&mut self.response_buf);
@@ -247,7 +249,7 @@ impl Hub {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after)
             }
         };
-        self.publish(body.head.path(), body.path_topics, object);
+        self.publish(Source::Http, body.head.path(), body.path_topics, object);
         self.respond(key, 202, Some(TEXT_RECEIVED), after);
     }
 

@@ -136,6 +136,7 @@ impl Hub {
                             conn.out.queued()
                         );
                         self.turn.doom(key, conn);
+                        self.stats.dropped(super::stats::Drop::WriteTimeout);
                     }
                 }
             }
