@@ -23,8 +23,10 @@
 //! Layout: [`worker`] is one LDAP conversation, [`cache`] the credential cache.
 
 pub mod cache;
+mod stats;
 pub mod worker;
 
+pub use stats::StatsSnapshot;
 pub use worker::filter_is_valid;
 
 use std::fmt;
@@ -151,9 +153,11 @@ pub struct LdapPool {
     jobs: Option<Sender<LdapJob>>,
     replies: Receiver<LdapReply>,
     threads: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 struct Shared {
+    stats: stats::PoolStats,
     settings: LdapSettings,
     tls: Arc<rustls::ClientConfig>,
     cache: Mutex<CredentialCache>,
@@ -177,6 +181,7 @@ impl LdapPool {
                 settings.cache_ttl,
                 settings.cache_entries,
             )),
+            stats: stats::PoolStats::default(),
             settings,
             tls,
             notify,
@@ -185,6 +190,7 @@ impl LdapPool {
             jobs: Some(job_tx),
             replies: reply_rx,
             threads: Vec::with_capacity(workers),
+            shared: Arc::clone(&shared),
         };
         for i in 0..workers {
             let shared = Arc::clone(&shared);
@@ -225,6 +231,11 @@ impl LdapPool {
     /// Jobs queued and not yet picked up by a worker.
     pub fn queued(&self) -> usize {
         self.jobs.as_ref().map_or(0, |j| j.len())
+    }
+
+    /// The pool's counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot(self.queued())
     }
 
     /// Close the job queue and wait for every worker to finish its current job
@@ -271,11 +282,21 @@ fn handle(shared: &Shared, job: &LdapJob) -> Option<Vec<String>> {
         let cached = lock(&shared.cache).get(&job.user, &job.password, Instant::now());
         if let Some(groups) = cached {
             log::debug!("LDAP: user {:?} answered from the cache", job.user);
+            shared.stats.cache_hit();
             return Some(groups);
         }
     }
     let started = Instant::now();
-    match worker::lookup(&shared.settings, &shared.tls, &job.user, &job.password) {
+    let result = worker::lookup(&shared.settings, &shared.tls, &job.user, &job.password);
+    let reached = match &result {
+        Err(worker::Failure::Connect(_)) => Some(false),
+        Err(worker::Failure::Refused(_)) => None,
+        _ => Some(true),
+    };
+    shared
+        .stats
+        .lookup(started.elapsed(), result.is_ok(), reached);
+    match result {
         Ok(groups) => {
             log::info!(
                 "LDAP: user {:?} authenticated, {} group entries, {:?}",

@@ -30,6 +30,8 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub enum Failure {
     /// Empty user name or password: refused without contacting the server.
     Refused(&'static str),
+    /// The server could not be reached (connect, TLS handshake).
+    Connect(ldap3::LdapError),
     /// The server answered, but the bind or a search failed (bad credentials,
     /// unknown user, no such base, ...).
     Ldap(ldap3::LdapError),
@@ -41,6 +43,7 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Refused(why) => write!(f, "refused: {why}"),
+            Failure::Connect(e) => write!(f, "cannot reach the server: {e}"),
             Failure::Ldap(e) => write!(f, "{e}"),
             Failure::Limit(why) => write!(f, "{why}"),
         }
@@ -115,7 +118,8 @@ pub fn lookup(
     let conn_settings = LdapConnSettings::new()
         .set_conn_timeout(timeout)
         .set_config(Arc::clone(tls));
-    let mut conn = LdapConn::with_settings(conn_settings, &settings.uri)?;
+    let mut conn =
+        LdapConn::with_settings(conn_settings, &settings.uri).map_err(Failure::Connect)?;
     let result = bind_and_search(&mut conn, settings, user, password);
     // Be polite, but never wait long for it: unbind sends and does not read.
     let _ = conn.with_timeout(timeout).unbind();
