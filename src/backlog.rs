@@ -65,6 +65,11 @@ impl Backlog {
         self.events.is_empty()
     }
 
+    /// The JSON bytes of the events kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Adds the newest event; returns how many old ones were evicted.
     pub fn push(&mut self, event: Rc<Event>) -> usize {
         if !self.is_enabled() {

@@ -508,6 +508,7 @@ fn reason(status: u16) -> &'static str {
         204 => "No Content",
         400 => "Bad Request",
         403 => "Forbidden",
+        404 => "Not Found",
         408 => "Request Timeout",
         503 => "Service Unavailable",
         _ => "Unknown",
@@ -523,6 +524,20 @@ pub fn response(
     headers: &ServerHeaders<'_>,
     close: bool,
 ) {
+    let body = body.map(|b| ("text/plain; charset=utf-8", b.as_bytes()));
+    typed_response(out, status, body, headers, &[], close);
+}
+
+/// A complete response whose body has its own content type, with extra
+/// headers, written over `out`.
+pub fn typed_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    body: Option<(&str, &[u8])>,
+    headers: &ServerHeaders<'_>,
+    extra: &[(&str, &str)],
+    close: bool,
+) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(status));
@@ -530,8 +545,13 @@ pub fn response(
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
     headers.write(out);
-    if let Some(body) = body {
-        out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    for (name, value) in extra {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if let Some((content_type, body)) = body {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
         push_decimal(out, body.len() as u64);
         out.extend_from_slice(b"\r\n");
     }
@@ -539,8 +559,8 @@ pub fn response(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if let Some(body) = body {
-        out.extend_from_slice(body.as_bytes());
+    if let Some((_, body)) = body {
+        out.extend_from_slice(body);
     }
 }
 

@@ -22,6 +22,7 @@ pub mod event;
 pub mod http;
 pub mod hub;
 mod json_check;
+pub mod metrics;
 mod persist;
 mod reactor;
 #[cfg(feature = "sqs")]
