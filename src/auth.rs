@@ -17,7 +17,9 @@ use ldap_worker::{LdapJob, LdapPool};
 use log::{info, warn};
 use mio::Waker;
 
-use crate::acl::{self, Acl, AuthOutcome, Grant, LdapAclMap};
+use crate::acl::{Acl, AuthOutcome, Grant, LdapAclMap};
+use crate::basic_auth::parse_basic_auth;
+use crate::config::LdapConfig;
 use crate::conn::{AfterAuth, Pending, State};
 use crate::http::RequestHead;
 use crate::reactor::Reactor;
@@ -34,14 +36,10 @@ pub struct Ldap {
 
 impl Ldap {
     /// Starts the pool from `clients.ldap`; `None` when not configured.
-    pub fn start(
-        section: Option<&serde_yaml::Value>,
-        waker: Arc<Waker>,
-    ) -> Result<Option<Ldap>, String> {
-        let Some(section) = section else {
+    pub fn start(config: Option<&LdapConfig>, waker: Arc<Waker>) -> Result<Option<Ldap>, String> {
+        let Some(LdapConfig { settings, map }) = config.cloned() else {
             return Ok(None);
         };
-        let (settings, map) = acl::parse_ldap_section(section)?;
         let wait = settings.max_job_time() + Duration::from_secs(1);
         info!("LDAP: {} with {} workers", settings.uri, settings.workers);
         let notify = Box::new(move || {
@@ -92,10 +90,7 @@ pub enum Check {
 impl Reactor {
     /// Checks Basic credentials against the ACL file.
     pub(crate) fn check_credentials(&self, head: &RequestHead) -> Check {
-        let Some((user, password)) = head
-            .authorization
-            .as_deref()
-            .and_then(acl::parse_basic_auth)
+        let Some((user, password)) = head.authorization.as_deref().and_then(parse_basic_auth)
         else {
             return Check::Done(None);
         };

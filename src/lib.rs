@@ -9,6 +9,7 @@
 pub mod acl;
 mod auth;
 pub mod backlog;
+pub mod basic_auth;
 pub mod config;
 pub mod conn;
 pub mod event;
@@ -18,8 +19,6 @@ mod json_check;
 mod persist;
 pub mod reactor;
 mod requests;
-#[cfg(feature = "sqs")]
-mod sqs;
 pub mod tls;
 pub mod topics;
 

@@ -75,25 +75,21 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Vec<String>, String), Str
         Some(p) => (p, true),
         None => (Path::new("pypubsub.yaml"), false),
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let (config, warnings) =
-                Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok((
-                config,
-                warnings,
-                format!("configuration from {}", path.display()),
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok((
+    if !explicit && !path.exists() {
+        return Ok((
             Config::default(),
             Vec::new(),
             "no pypubsub.yaml found: using the built-in default configuration \
              (port 2069, publishing from loopback only)"
                 .into(),
-        )),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        ));
     }
+    let (config, warnings) = Config::load(path).map_err(|e| e.to_string())?;
+    Ok((
+        config,
+        warnings,
+        format!("configuration from {}", path.display()),
+    ))
 }
 
 fn init_logging(level: Option<&str>) {

@@ -105,7 +105,7 @@ pub struct Reactor {
     pub(crate) response_buf: Vec<u8>,
     /// Events taken from SQS queues by the poller threads.
     #[cfg(feature = "sqs")]
-    sqs: Option<crossbeam_channel::Receiver<crate::sqs::SqsEvent>>,
+    sqs: Option<crossbeam_channel::Receiver<sqs_feed::SqsEvent>>,
 }
 
 /// Listener sockets bound before the reactor starts (so tests and `main`
@@ -147,7 +147,7 @@ impl Reactor {
         #[cfg(feature = "sqs")]
         let sqs = start_sqs(&config, &waker)?;
         #[cfg(not(feature = "sqs"))]
-        if config.sqs.is_some() {
+        if !config.sqs.is_empty() {
             warn!("the sqs section is ignored: this build has no SQS support");
         }
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR2, SIGHUP])?;
@@ -170,7 +170,7 @@ impl Reactor {
         let now = Instant::now();
         let next_ping = now + config.server.ping_interval;
         let (backlog, persister) = open_backlog(&config)?;
-        let ldap = Ldap::start(config.ldap.as_ref(), waker).map_err(io::Error::other)?;
+        let ldap = Ldap::start(config.clients.ldap.as_ref(), waker).map_err(io::Error::other)?;
         Ok(Reactor {
             server_name: format!("pubsubd/{}", env!("CARGO_PKG_VERSION")),
             config,
@@ -765,18 +765,14 @@ fn open_backlog(config: &Config) -> io::Result<(Backlog, Option<Persister>)> {
 fn start_sqs(
     config: &Config,
     waker: &Arc<Waker>,
-) -> io::Result<Option<crossbeam_channel::Receiver<crate::sqs::SqsEvent>>> {
-    let Some(section) = &config.sqs else {
-        return Ok(None);
-    };
-    let queues = crate::sqs::parse_config(section)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    if queues.is_empty() {
+) -> io::Result<Option<crossbeam_channel::Receiver<sqs_feed::SqsEvent>>> {
+    if config.sqs.is_empty() {
         return Ok(None);
     }
+    let queues = config.sqs.iter().map(sqs_settings).collect();
     let (tx, rx) = crossbeam_channel::bounded(1024);
     let waker = waker.clone();
-    crate::sqs::start(
+    sqs_feed::start(
         queues,
         tx,
         Arc::new(move || {
@@ -784,6 +780,28 @@ fn start_sqs(
         }),
     );
     Ok(Some(rx))
+}
+
+/// The validated `sqs` entry as the feed's settings.
+#[cfg(feature = "sqs")]
+fn sqs_settings(q: &crate::config::SqsQueueConfig) -> sqs_feed::QueueSettings {
+    sqs_feed::QueueSettings {
+        name: q.name.clone(),
+        queue: q.queue.clone(),
+        region: q.region.clone(),
+        delete: q.delete,
+        credentials: q.credentials.as_ref().map(|c| sqs_feed::Credentials {
+            access_key: c.access_key.clone(),
+            secret_key: c.secret_key.clone(),
+            session_token: None,
+        }),
+        endpoint: sqs_feed::Endpoint {
+            https: q.endpoint.https,
+            authority: q.endpoint.authority.clone(),
+            path: q.endpoint.path.clone(),
+        },
+        wait_time: q.wait_time,
+    }
 }
 
 #[cfg(feature = "sqs")]
@@ -794,7 +812,7 @@ impl Reactor {
         let Some(rx) = &self.sqs else {
             return;
         };
-        let events: Vec<crate::sqs::SqsEvent> = rx.try_iter().collect();
+        let events: Vec<sqs_feed::SqsEvent> = rx.try_iter().collect();
         for event in events {
             let Ok(topics) = crate::topics::parse_topics(&event.path) else {
                 warn!(
