@@ -13,6 +13,7 @@
 
 pub mod acl;
 pub mod backlog;
+pub mod basic_auth;
 pub mod clock;
 pub mod config;
 pub mod conn;
@@ -25,8 +26,6 @@ mod json_check;
 pub mod metrics;
 mod persist;
 mod reactor;
-#[cfg(feature = "sqs")]
-mod sqs;
 pub mod tls;
 pub mod topics;
 

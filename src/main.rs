@@ -76,28 +76,21 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Vec<String>, String), Sta
         Some(p) => (p, true),
         None => (Path::new("pypubsub.yaml"), false),
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let (config, warnings) = Config::parse(&text)
-                .map_err(|e| pubsubd::config::ConfigError(format!("{}: {e}", path.display())))?;
-            Ok((
-                config,
-                warnings,
-                format!("configuration from {}", path.display()),
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok((
+    if !explicit && !path.exists() {
+        return Ok((
             Config::default(),
             Vec::new(),
             "no pypubsub.yaml found: using the built-in default configuration \
              (port 2069, publishing from loopback only)"
                 .into(),
-        )),
-        Err(e) => Err(StartError::Config(pubsubd::config::ConfigError(format!(
-            "cannot read {}: {e}",
-            path.display()
-        )))),
+        ));
     }
+    let (config, warnings) = Config::load(path)?;
+    Ok((
+        config,
+        warnings,
+        format!("configuration from {}", path.display()),
+    ))
 }
 
 fn init_logging(level: Option<&str>) {

@@ -284,9 +284,11 @@ mod tests {
 
     #[test]
     fn renders_names_labels_and_process_figures() {
-        let mut stats = Stats::default();
-        stats.published_http = 3;
-        stats.deliveries = 7;
+        let mut stats = Stats {
+            published_http: 3,
+            deliveries: 7,
+            ..Stats::default()
+        };
         stats.responded(202);
         stats.responded(202);
         let text = render(&Snapshot {

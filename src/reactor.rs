@@ -90,12 +90,12 @@ impl Reactor {
         #[cfg(feature = "sqs")]
         let sqs = start_sqs(&config, &waker)?;
         #[cfg(not(feature = "sqs"))]
-        if config.sqs.is_some() {
+        if !config.sqs.is_empty() {
             warn!("the sqs section is ignored: this build has no SQS support");
         }
         let max_connections = max_connections(config.server.max_connections);
         let (backlog, persister) = open_backlog(&config)?;
-        let ldap = Ldap::start(config.ldap.as_ref(), waker).map_err(StartError::Ldap)?;
+        let ldap = Ldap::start(config.clients.ldap.as_ref(), waker).map_err(StartError::Ldap)?;
         let hub = Hub::new(HubParts {
             config,
             acl,
@@ -419,17 +419,14 @@ fn open_backlog(config: &Config) -> Result<(Backlog, Option<Persister>), StartEr
 fn start_sqs(
     config: &Config,
     waker: &Arc<Waker>,
-) -> Result<Option<crossbeam_channel::Receiver<crate::sqs::SqsEvent>>, StartError> {
-    let Some(section) = &config.sqs else {
-        return Ok(None);
-    };
-    let queues = crate::sqs::parse_config(section).map_err(StartError::Sqs)?;
-    if queues.is_empty() {
+) -> Result<Option<crossbeam_channel::Receiver<sqs_feed::SqsEvent>>, StartError> {
+    if config.sqs.is_empty() {
         return Ok(None);
     }
+    let queues = config.sqs.iter().map(sqs_settings).collect();
     let (tx, rx) = crossbeam_channel::bounded(1024);
     let waker = waker.clone();
-    crate::sqs::start(
+    sqs_feed::start(
         queues,
         tx,
         Arc::new(move || {
@@ -437,6 +434,28 @@ fn start_sqs(
         }),
     );
     Ok(Some(rx))
+}
+
+/// The validated `sqs` entry as the feed's settings.
+#[cfg(feature = "sqs")]
+fn sqs_settings(q: &crate::config::SqsQueueConfig) -> sqs_feed::QueueSettings {
+    sqs_feed::QueueSettings {
+        name: q.name.clone(),
+        queue: q.queue.clone(),
+        region: q.region.clone(),
+        delete: q.delete,
+        credentials: q.credentials.as_ref().map(|c| sqs_feed::Credentials {
+            access_key: c.access_key.clone(),
+            secret_key: c.secret_key.clone(),
+            session_token: None,
+        }),
+        endpoint: sqs_feed::Endpoint {
+            https: q.endpoint.https,
+            authority: q.endpoint.authority.clone(),
+            path: q.endpoint.path.clone(),
+        },
+        wait_time: q.wait_time,
+    }
 }
 
 fn is_out_of_fds(e: &io::Error) -> bool {

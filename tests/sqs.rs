@@ -233,7 +233,7 @@ impl Server {
             .arg("--acl")
             .arg(dir.join("no-acl.yaml"))
             .current_dir(dir)
-            .env("RUST_LOG", "info,pubsubd::sqs=debug")
+            .env("RUST_LOG", "info,sqs_feed=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

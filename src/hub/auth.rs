@@ -18,7 +18,9 @@ use log::{info, warn};
 use mio::Waker;
 
 use super::Hub;
-use crate::acl::{self, Acl, AuthOutcome, Grant, LdapAclMap};
+use crate::acl::{Acl, AuthOutcome, Grant, LdapAclMap};
+use crate::basic_auth::parse_basic_auth;
+use crate::config::LdapConfig;
 use crate::conn::{AfterAuth, Pending, State};
 use crate::http::RequestHead;
 
@@ -34,14 +36,10 @@ pub struct Ldap {
 
 impl Ldap {
     /// Starts the pool from `clients.ldap`; `None` when not configured.
-    pub fn start(
-        section: Option<&serde_yaml::Value>,
-        waker: Arc<Waker>,
-    ) -> Result<Option<Ldap>, String> {
-        let Some(section) = section else {
+    pub fn start(config: Option<&LdapConfig>, waker: Arc<Waker>) -> Result<Option<Ldap>, String> {
+        let Some(LdapConfig { settings, map }) = config.cloned() else {
             return Ok(None);
         };
-        let (settings, map) = acl::parse_ldap_section(section)?;
         let wait = settings.max_job_time() + Duration::from_secs(1);
         info!("LDAP: {} with {} workers", settings.uri, settings.workers);
         let notify = Box::new(move || {
@@ -95,10 +93,7 @@ pub(super) enum Check {
 impl Hub {
     /// Checks Basic credentials against the ACL file.
     pub(super) fn check_credentials(&self, head: &RequestHead) -> Check {
-        let Some((user, password)) = head
-            .authorization
-            .as_deref()
-            .and_then(acl::parse_basic_auth)
+        let Some((user, password)) = head.authorization.as_deref().and_then(parse_basic_auth)
         else {
             return Check::Done(None);
         };

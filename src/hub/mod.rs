@@ -32,7 +32,7 @@ use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use slab::Slab;
 
 use crate::backlog::{self, Backlog};
@@ -45,11 +45,11 @@ use crate::persist::Persister;
 use crate::topics::TopicIndex;
 
 pub use auth::{AclFile, Ldap};
-use stats::{Source, Stats};
+use stats::Stats;
 use timers::Timers;
 
 #[cfg(feature = "sqs")]
-use crate::sqs::SqsEvent;
+use sqs_feed::SqsEvent;
 
 /// Requests handled from one connection's buffer per turn.
 const REQUEST_BUDGET: usize = 64;
@@ -490,14 +490,14 @@ impl Hub {
         let events: Vec<SqsEvent> = rx.try_iter().collect();
         for event in events {
             let Ok(topics) = crate::topics::parse_topics(&event.path) else {
-                warn!(
+                log::warn!(
                     "sqs: message with unusable pubsub_path {:?} skipped",
                     event.path
                 );
                 continue;
             };
             let payload = crate::event::Payload::Object(event.object);
-            self.publish(Source::Sqs, &event.path, topics, payload);
+            self.publish(stats::Source::Sqs, &event.path, topics, payload);
         }
     }
 

@@ -1,27 +1,41 @@
-//! `pypubsub.yaml`: the typed configuration, its defaults, and the parser.
+//! `pypubsub.yaml`: the one typed configuration schema, its defaults, and
+//! the start-up validation of every section.
 //!
 //! The raw YAML is walked by hand (rather than derived) so that every problem
 //! names its key: an unknown key is a warning, a value of the wrong type is an
-//! error that stops start-up. Durations accept `45s`, `30m`, `12h`, `7d`,
-//! `200ms` or a plain number of seconds.
+//! error ([`ConfigError`]: file, key, message) that stops start-up. Every
+//! section is validated here, before the server starts, into plain typed
+//! structs: nothing downstream sees YAML.
+//!
+//! Layout: this file holds the schema and the `server` and `clients`
+//! sections; [`yaml`] the one set of helpers and the one duration grammar
+//! (`45s 30m 12h 7d 200ms` or a number of seconds); [`ldap`] the
+//! `clients.ldap` section; [`sqs`] the `sqs` section.
+
+pub mod ldap;
+pub mod sqs;
+pub mod yaml;
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde_yaml::{Mapping, Value};
+use serde_yaml::Value;
+
+pub use ldap::LdapConfig;
+pub use sqs::{SqsCredentials, SqsEndpoint, SqsQueueConfig};
+pub use yaml::parse_duration;
+use yaml::{entries, err, positive, positive_duration, section, string, string_list, uint};
 
 /// Everything the server needs to know, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
     pub clients: ClientsConfig,
-    /// The raw `sqs:` section, if any (interpreted by the SQS feed).
-    pub sqs: Option<Value>,
-    /// The raw `clients.ldap:` section, if any (interpreted by the ACL module).
-    pub ldap: Option<Value>,
+    /// The `sqs:` queues (validated even when the `sqs` feature is off).
+    pub sqs: Vec<SqsQueueConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +87,8 @@ pub struct ClientsConfig {
     pub payloaders: Vec<IpNet>,
     pub oldschoolers: Vec<String>,
     pub secure_topics: Vec<String>,
+    /// `clients.ldap`: the worker pool's settings and the group → grant map.
+    pub ldap: Option<LdapConfig>,
 }
 
 impl Default for Config {
@@ -108,68 +124,83 @@ impl Default for Config {
                 ],
                 oldschoolers: Vec::new(),
                 secure_topics: Vec::new(),
+                ldap: None,
             },
-            sqs: None,
-            ldap: None,
+            sqs: Vec::new(),
         }
     }
 }
 
-/// A configuration problem; the message names the key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError(pub String);
+/// A configuration problem: which file (when loaded from one), which key
+/// (dotted, e.g. `server.port` or `clients.ldap.timeout`; empty for the
+/// document as a whole) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `key`, not yet tied to a file.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: None,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn in_file(mut self, path: &Path) -> ConfigError {
+        self.file = Some(path.to_owned());
+        self
+    }
+}
 
 impl fmt::Display for ConfigError {
+    /// `file: key: message`, leaving out what is not known.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for ConfigError {}
 
-fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(msg.into()))
-}
-
 impl Config {
-    /// Parses YAML text. Returns the config and the warnings (unknown keys).
+    /// Parses YAML text. Returns the config and the warnings (unknown keys,
+    /// suspicious values).
     pub fn parse(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
-        let root: Value =
-            serde_yaml::from_str(text).map_err(|e| ConfigError(format!("invalid YAML: {e}")))?;
+        let root: Value = serde_yaml::from_str(text)
+            .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?;
         let mut warnings = Vec::new();
         let mut config = Config::default();
         let root = match root {
             Value::Null => return Ok((config, warnings)),
             Value::Mapping(m) => m,
-            _ => return err("the configuration must be a YAML mapping"),
+            _ => return err("", "the configuration must be a YAML mapping"),
         };
-        for (key, value) in &root {
-            match key_str(key, "")? {
+        for (name, key, value) in entries(&root, "")? {
+            match name.as_str() {
                 "server" => parse_server(value, &mut config.server, &mut warnings)?,
-                "clients" => parse_clients(value, &mut config, &mut warnings)?,
-                "sqs" => config.sqs = non_null(value),
-                other => warnings.push(format!("unknown configuration key '{other}' ignored")),
+                "clients" => parse_clients(value, &mut config.clients, &mut warnings)?,
+                "sqs" => config.sqs = sqs::parse(value, &mut warnings)?,
+                _ => warnings.push(format!("unknown configuration key '{key}' ignored")),
             }
         }
         Ok((config, warnings))
     }
-}
 
-fn non_null(v: &Value) -> Option<Value> {
-    (!v.is_null()).then(|| v.clone())
-}
-
-fn key_str<'a>(key: &'a Value, prefix: &str) -> Result<&'a str, ConfigError> {
-    key.as_str()
-        .ok_or_else(|| ConfigError(format!("{prefix}: keys must be strings, found {key:?}")))
-}
-
-/// A section that may be absent (`~`) or a mapping.
-fn section<'a>(v: &'a Value, name: &str) -> Result<Option<&'a Mapping>, ConfigError> {
-    match v {
-        Value::Null => Ok(None),
-        Value::Mapping(m) => Ok(Some(m)),
-        _ => err(format!("{name} must be a mapping")),
+    /// Reads and parses `path`; the error names the file.
+    pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read: {e}")).in_file(path))?;
+        Config::parse(&text).map_err(|e| e.in_file(path))
     }
 }
 
@@ -181,29 +212,26 @@ fn parse_server(
     let Some(map) = section(v, "server")? else {
         return Ok(());
     };
-    for (key, value) in map {
-        let name = key_str(key, "server")?;
-        let path = format!("server.{name}");
-        match name {
-            "bind" => s.bind = parse_bind(value, &path)?,
-            "port" => s.port = uint(value, &path, u16::MAX as u64)? as u16,
-            "max_payload_size" => {
-                s.max_payload_size = uint(value, &path, u32::MAX as u64)? as usize
-            }
+    for (name, path, value) in entries(map, "server")? {
+        let path = path.as_str();
+        match name.as_str() {
+            "bind" => s.bind = parse_bind(value, path)?,
+            "port" => s.port = uint(value, path, u16::MAX as u64)? as u16,
+            "max_payload_size" => s.max_payload_size = uint(value, path, u32::MAX as u64)? as usize,
             "backlog" => parse_backlog(value, &mut s.backlog, warnings)?,
             "tls" => s.tls = parse_tls(value)?,
             "max_connections" => {
                 s.max_connections =
-                    Some(uint(value, &path, 100_000_000)? as usize).filter(|&n| n > 0)
+                    Some(uint(value, path, 100_000_000)? as usize).filter(|&n| n > 0)
             }
-            "max_queued_bytes" => s.max_queued_bytes = positive(value, &path, 1 << 40)? as usize,
-            "write_timeout" => s.write_timeout = positive_duration(value, &path)?,
-            "request_timeout" => s.request_timeout = positive_duration(value, &path)?,
-            "max_head_size" => s.max_head_size = positive(value, &path, 1 << 24)? as usize,
-            "max_headers" => s.max_headers = positive(value, &path, 1024)? as usize,
-            "ping_interval" => s.ping_interval = positive_duration(value, &path)?,
-            "listen_backlog" => s.listen_backlog = positive(value, &path, 65_535)? as i32,
-            "log_level" => s.log_level = Some(string(value, &path)?),
+            "max_queued_bytes" => s.max_queued_bytes = positive(value, path, 1 << 40)? as usize,
+            "write_timeout" => s.write_timeout = positive_duration(value, path)?,
+            "request_timeout" => s.request_timeout = positive_duration(value, path)?,
+            "max_head_size" => s.max_head_size = positive(value, path, 1 << 24)? as usize,
+            "max_headers" => s.max_headers = positive(value, path, 1024)? as usize,
+            "ping_interval" => s.ping_interval = positive_duration(value, path)?,
+            "listen_backlog" => s.listen_backlog = positive(value, path, 65_535)? as i32,
+            "log_level" => s.log_level = Some(string(value, path)?),
             _ => warnings.push(format!("unknown configuration key '{path}' ignored")),
         }
     }
@@ -218,7 +246,7 @@ fn parse_bind(v: &Value, path: &str) -> Result<IpAddr, ConfigError> {
         "" => Ok(IpAddr::from([0, 0, 0, 0])),
         _ => text
             .parse()
-            .map_err(|_| ConfigError(format!("{path} must be an IP address, found '{text}'"))),
+            .or_else(|_| err(path, format!("must be an IP address, found '{text}'"))),
     }
 }
 
@@ -230,17 +258,16 @@ fn parse_backlog(
     let Some(map) = section(v, "server.backlog")? else {
         return Ok(());
     };
-    for (key, value) in map {
-        let name = key_str(key, "server.backlog")?;
-        let path = format!("server.backlog.{name}");
-        match name {
-            "size" => b.size = uint(value, &path, 100_000_000)? as usize,
-            "max_age" => b.max_age = Some(duration(value, &path)?).filter(|d| !d.is_zero()),
-            "max_bytes" => b.max_bytes = positive(value, &path, 1 << 40)? as usize,
+    for (name, path, value) in entries(map, "server.backlog")? {
+        let path = path.as_str();
+        match name.as_str() {
+            "size" => b.size = uint(value, path, 100_000_000)? as usize,
+            "max_age" => b.max_age = Some(yaml::duration(value, path)?).filter(|d| !d.is_zero()),
+            "max_bytes" => b.max_bytes = positive(value, path, 1 << 40)? as usize,
             "storage" => {
                 b.storage = match value {
                     Value::Null => None,
-                    _ => Some(PathBuf::from(string(value, &path)?))
+                    _ => Some(PathBuf::from(string(value, path)?))
                         .filter(|p| !p.as_os_str().is_empty()),
                 }
             }
@@ -254,19 +281,22 @@ fn parse_tls(v: &Value) -> Result<Option<TlsConfig>, ConfigError> {
     let Some(map) = section(v, "server.tls")? else {
         return Ok(None);
     };
-    let get = |k: &str| map.get(Value::String(k.into()));
-    let port = match get("port") {
+    let port = match map.get("port") {
         Some(p) => uint(p, "server.tls.port", u16::MAX as u64)? as u16,
-        None => return err("server.tls.port is required when server.tls is set"),
+        None => return err("server.tls.port", "is required when server.tls is set"),
     };
     let path_of = |k: &str| -> Result<Option<PathBuf>, ConfigError> {
-        match get(k) {
-            None | Some(Value::Null) => Ok(None),
+        match yaml::present(map, k) {
+            None => Ok(None),
             Some(v) => Ok(Some(PathBuf::from(string(v, &format!("server.tls.{k}"))?))),
         }
     };
-    let cert = path_of("cert")?.ok_or_else(|| ConfigError("server.tls.cert is required".into()))?;
-    let key = path_of("key")?.ok_or_else(|| ConfigError("server.tls.key is required".into()))?;
+    let Some(cert) = path_of("cert")? else {
+        return err("server.tls.cert", "is required");
+    };
+    let Some(key) = path_of("key")? else {
+        return err("server.tls.key", "is required");
+    };
     Ok(Some(TlsConfig {
         port,
         cert,
@@ -277,26 +307,24 @@ fn parse_tls(v: &Value) -> Result<Option<TlsConfig>, ConfigError> {
 
 fn parse_clients(
     v: &Value,
-    config: &mut Config,
+    c: &mut ClientsConfig,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     let Some(map) = section(v, "clients")? else {
         return Ok(());
     };
-    let c = &mut config.clients;
-    for (key, value) in map {
-        let name = key_str(key, "clients")?;
-        let path = format!("clients.{name}");
-        match name {
+    for (name, path, value) in entries(map, "clients")? {
+        let path = path.as_str();
+        match name.as_str() {
             "payloaders" => {
-                c.payloaders = string_list(value, &path)?
+                c.payloaders = string_list(value, path)?
                     .iter()
-                    .map(|s| parse_net(s, &path))
+                    .map(|s| parse_net(s, path))
                     .collect::<Result<_, _>>()?
             }
-            "oldschoolers" => c.oldschoolers = string_list(value, &path)?,
-            "secure_topics" => c.secure_topics = string_list(value, &path)?,
-            "ldap" => config.ldap = non_null(value),
+            "oldschoolers" => c.oldschoolers = string_list(value, path)?,
+            "secure_topics" => c.secure_topics = string_list(value, path)?,
+            "ldap" => c.ldap = ldap::parse(value, warnings)?,
             _ => warnings.push(format!("unknown configuration key '{path}' ignored")),
         }
     }
@@ -312,109 +340,15 @@ fn parse_net(s: &str, path: &str) -> Result<IpNet, ConfigError> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(IpNet::from(ip));
     }
-    err(format!(
-        "{path}: '{s}' is not an IP network like 127.0.0.1/32"
-    ))
-}
-
-fn string(v: &Value, path: &str) -> Result<String, ConfigError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        _ => err(format!("{path} must be a string")),
-    }
-}
-
-/// A list of strings; `~` is the empty list.
-fn string_list(v: &Value, path: &str) -> Result<Vec<String>, ConfigError> {
-    match v {
-        Value::Null => Ok(Vec::new()),
-        Value::Sequence(items) => items.iter().map(|item| string(item, path)).collect(),
-        _ => err(format!("{path} must be a list")),
-    }
-}
-
-fn uint(v: &Value, path: &str, max: u64) -> Result<u64, ConfigError> {
-    let n = match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    match n {
-        Some(n) if n <= max => Ok(n),
-        _ => err(format!("{path} must be a whole number from 0 to {max}")),
-    }
-}
-
-fn positive(v: &Value, path: &str, max: u64) -> Result<u64, ConfigError> {
-    match uint(v, path, max)? {
-        0 => err(format!("{path} must be greater than 0")),
-        n => Ok(n),
-    }
-}
-
-fn positive_duration(v: &Value, path: &str) -> Result<Duration, ConfigError> {
-    let d = duration(v, path)?;
-    if d.is_zero() {
-        return err(format!("{path} must be greater than 0"));
-    }
-    Ok(d)
-}
-
-fn duration(v: &Value, path: &str) -> Result<Duration, ConfigError> {
-    let parsed = match v {
-        Value::Number(n) => n.as_f64().and_then(seconds),
-        Value::String(s) => parse_duration(s),
-        _ => None,
-    };
-    parsed.ok_or_else(|| {
-        ConfigError(format!(
-            "{path} must be a duration like 45s, 30m, 12h, 7d, 200ms or a number of seconds"
-        ))
-    })
-}
-
-fn seconds(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && (0.0..=1e10).contains(&secs)).then(|| Duration::from_secs_f64(secs))
-}
-
-/// `45s`, `30m`, `12h`, `7d`, `200ms`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        "w" => 7.0 * 86_400.0,
-        _ => return None,
-    };
-    seconds(number * scale)
+    err(
+        path,
+        format!("'{s}' is not an IP network like 127.0.0.1/32"),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("45s"), Some(Duration::from_secs(45)));
-        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(43_200)));
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
-        assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
-        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("-5s"), None);
-    }
 
     #[test]
     fn reference_config_parses() {
@@ -448,7 +382,8 @@ sqs:
         assert_eq!(c.clients.payloaders.len(), 2);
         assert_eq!(c.clients.oldschoolers, vec!["svnwcsub".to_string()]);
         assert!(c.clients.secure_topics.is_empty());
-        assert!(c.sqs.is_some());
+        assert_eq!(c.sqs.len(), 1);
+        assert_eq!(c.sqs[0].name, "myqueue");
     }
 
     #[test]
@@ -457,13 +392,13 @@ sqs:
         assert_eq!(warnings.len(), 2);
         assert!(warnings[0].contains("server.colour"));
         let e = Config::parse("server:\n  port: [1]\n").unwrap_err();
-        assert!(e.0.contains("server.port"), "{e}");
+        assert_eq!(e.key, "server.port", "{e}");
         let e = Config::parse("server:\n  port: 70000\n").unwrap_err();
-        assert!(e.0.contains("server.port"), "{e}");
+        assert_eq!(e.key, "server.port", "{e}");
         let e = Config::parse("clients:\n  payloaders: [nonsense]\n").unwrap_err();
-        assert!(e.0.contains("clients.payloaders"), "{e}");
+        assert_eq!(e.key, "clients.payloaders", "{e}");
         let e = Config::parse("server:\n  ping_interval: 0\n").unwrap_err();
-        assert!(e.0.contains("server.ping_interval"), "{e}");
+        assert_eq!(e.key, "server.ping_interval", "{e}");
     }
 
     #[test]
@@ -471,6 +406,37 @@ sqs:
         let (c, _) = Config::parse("").unwrap();
         assert_eq!(c.server.port, 2069);
         assert_eq!(c.server.backlog, Config::default().server.backlog);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let e = Config::parse("server:\n  port: [1]\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "server.port: must be a whole number from 0 to 65535"
+        );
+        let e = Config::parse("[1]").unwrap_err();
+        assert_eq!(e.to_string(), "the configuration must be a YAML mapping");
+        let dir = std::env::temp_dir().join(format!("config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("pypubsub.yaml");
+        std::fs::write(&file, "server:\n  ping_interval: soon\n").expect("write");
+        let e = Config::load(&file).unwrap_err();
+        assert_eq!(e.file.as_deref(), Some(file.as_path()));
+        assert_eq!(e.key, "server.ping_interval");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{}: server.ping_interval: must be a duration",
+                file.display()
+            )),
+            "{e}"
+        );
+        std::fs::write(&file, "server:\n  ping_interval: 1d\n").expect("write");
+        let (c, _) = Config::load(&file).expect("loads");
+        assert_eq!(c.server.ping_interval, Duration::from_secs(86_400));
+        let e = Config::load(&dir.join("missing.yaml")).unwrap_err();
+        assert!(e.to_string().contains("missing.yaml: cannot read"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
