@@ -83,6 +83,26 @@ impl Backlog {
             .insert(event.cursor.as_str().into(), event.seq);
         self.bytes += event.line.json().len();
         self.events.push_back(event);
+        self.trim()
+    }
+
+    /// New limits (a configuration reload); returns how many old events
+    /// they evicted. A backlog that was off stays empty until events come.
+    pub fn set_limits(
+        &mut self,
+        size: usize,
+        max_age: Option<Duration>,
+        max_bytes: usize,
+    ) -> usize {
+        self.size = size;
+        self.max_age = max_age;
+        self.max_bytes = max_bytes;
+        self.trim()
+    }
+
+    /// Drops the oldest events until the count and byte limits hold (the
+    /// newest event always stays while the backlog is on).
+    fn trim(&mut self) -> usize {
         let mut evicted = 0;
         while self.events.len() > self.size
             || (self.bytes > self.max_bytes && self.events.len() > 1)

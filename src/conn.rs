@@ -213,6 +213,11 @@ pub struct Conn {
     pub last_event_seen: u64,
     /// Bytes received while streaming (ignored, but bounded).
     pub stream_input: usize,
+    /// Accepted on the admin listener: only the admin endpoints answer.
+    pub admin: bool,
+    /// The current request's `Origin` is in `clients.cors_origins` (its
+    /// index there): responses carry the CORS headers.
+    pub cors: Option<u16>,
 }
 
 impl Conn {
@@ -234,6 +239,8 @@ impl Conn {
             read_closed: false,
             last_event_seen: 0,
             stream_input: 0,
+            admin: false,
+            cors: None,
         }
     }
 

@@ -10,7 +10,7 @@ use mio::Waker;
 
 const SHUTDOWN: u8 = 1;
 const RELOAD_ACL: u8 = 2;
-const RELOAD_TLS: u8 = 4;
+const RELOAD_CONFIG: u8 = 4;
 
 /// A cloneable, thread-safe handle on one server.
 #[derive(Clone, Default)]
@@ -29,7 +29,7 @@ struct Inner {
 pub(crate) struct Asked {
     pub shutdown: bool,
     pub reload_acl: bool,
-    pub reload_tls: bool,
+    pub reload_config: bool,
 }
 
 impl Control {
@@ -48,9 +48,10 @@ impl Control {
         self.ask(RELOAD_ACL);
     }
 
-    /// Re-read the TLS certificate and key; bad files keep the old (SIGHUP).
-    pub fn reload_tls(&self) {
-        self.ask(RELOAD_TLS);
+    /// Re-read the configuration file and the TLS files; an invalid file
+    /// keeps the running configuration (SIGHUP).
+    pub fn reload_config(&self) {
+        self.ask(RELOAD_CONFIG);
     }
 
     fn ask(&self, what: u8) {
@@ -71,7 +72,7 @@ impl Control {
         Asked {
             shutdown: asked & SHUTDOWN != 0,
             reload_acl: asked & RELOAD_ACL != 0,
-            reload_tls: asked & RELOAD_TLS != 0,
+            reload_config: asked & RELOAD_CONFIG != 0,
         }
     }
 }

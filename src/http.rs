@@ -469,10 +469,25 @@ pub struct ServerHeaders<'a> {
     pub server: &'a str,
     pub subscribers: usize,
     pub requests: u64,
+    /// CORS: the allowed origin to name (`*` or the request's), when the
+    /// request's `Origin` is allowed.
+    pub cors: Option<&'a str>,
 }
 
 impl ServerHeaders<'_> {
     fn write(&self, out: &mut Vec<u8>) {
+        if let Some(origin) = self.cors {
+            out.extend_from_slice(b"Access-Control-Allow-Origin: ");
+            out.extend_from_slice(origin.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            if origin != "*" {
+                // A named origin may send credentials (Basic auth for
+                // private events); `*` never may.
+                out.extend_from_slice(
+                    b"Access-Control-Allow-Credentials: true\r\nVary: Origin\r\n",
+                );
+            }
+        }
         // Written for every response: plain byte pushes, no formatter.
         out.extend_from_slice(b"Server: ");
         out.extend_from_slice(self.server.as_bytes());
@@ -506,6 +521,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         202 => "Accepted",
         204 => "No Content",
+        405 => "Method Not Allowed",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
@@ -758,6 +774,7 @@ mod tests {
             server: "pubsubd/1",
             subscribers: 2,
             requests: 3,
+            cors: None,
         };
         let mut out = b"left over".to_vec();
         response(&mut out, 202, Some("ok\n"), &h, false);

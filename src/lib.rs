@@ -42,6 +42,17 @@ pub struct Listeners {
     pub plain: std::net::TcpListener,
     /// Needs `server.tls` in the configuration.
     pub tls: Option<std::net::TcpListener>,
+    /// `/metrics`, `/healthz`, `/readyz` and the status page; never
+    /// subscriptions or publishes.
+    pub admin: Option<std::net::TcpListener>,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Plain,
+    Tls,
+    Admin,
 }
 
 /// A listening socket through socket2: an explicit accept backlog, and
@@ -59,8 +70,10 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener>
     Ok(socket.into())
 }
 
-/// Binds the listeners `config.server` names (the TLS one if configured).
-pub fn bind_configured(config: &Config) -> Result<Listeners, StartError> {
+/// Binds the listeners `config.server` names (TLS and admin if
+/// configured). With `admin_optional`, an admin port that cannot be bound
+/// is logged and skipped (the embedded default's 2099 may be taken).
+pub fn bind_configured(config: &Config, admin_optional: bool) -> Result<Listeners, StartError> {
     let server = &config.server;
     let listen = |port: u16| {
         let addr = SocketAddr::new(server.bind, port);
@@ -71,6 +84,20 @@ pub fn bind_configured(config: &Config) -> Result<Listeners, StartError> {
         tls: match &server.tls {
             Some(tls) => Some(listen(tls.port)?),
             None => None,
+        },
+        admin: match &server.admin {
+            None => None,
+            Some(admin) => {
+                let addr = SocketAddr::new(admin.bind, admin.port);
+                match bind(addr, server.listen_backlog) {
+                    Ok(l) => Some(l),
+                    Err(e) if admin_optional => {
+                        log::warn!("no admin listener: cannot listen on {addr}: {e}");
+                        None
+                    }
+                    Err(source) => return Err(StartError::Listen { addr, source }),
+                }
+            }
         },
     })
 }
@@ -88,21 +115,31 @@ impl Server {
         listeners: Listeners,
         control: Control,
     ) -> Result<Server, StartError> {
-        let mut sockets = vec![(listeners.plain, false)];
+        let mut sockets = vec![(listeners.plain, ListenerKind::Plain)];
         if let Some(tls) = listeners.tls {
             if config.server.tls.is_none() {
                 return Err(StartError::Tls(
                     "a TLS listener needs server.tls in the configuration".into(),
                 ));
             }
-            sockets.push((tls, true));
+            sockets.push((tls, ListenerKind::Tls));
+        }
+        if let Some(admin) = listeners.admin {
+            sockets.push((admin, ListenerKind::Admin));
         }
         let reactor = reactor::Reactor::new(config, acl, sockets, control)?;
         Ok(Server { reactor })
     }
 
-    /// Where it listens, and whether each address speaks TLS.
-    pub fn local_addrs(&self) -> Vec<(SocketAddr, bool)> {
+    /// Where SIGHUP (`Control::reload_config`) re-reads the configuration
+    /// from; without it, a reload only re-reads the TLS files.
+    pub fn reload_config_from(mut self, path: std::path::PathBuf) -> Server {
+        self.reactor.set_config_file(path);
+        self
+    }
+
+    /// Where it listens, and what each address speaks.
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, ListenerKind)> {
         self.reactor.local_addrs()
     }
 
@@ -110,6 +147,63 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         self.reactor.run()
     }
+}
+
+/// Sets the log level (`server.log_level`: `error` … `trace`, `off`);
+/// `None` is `info`.
+pub fn set_log_level(level: Option<&str>) {
+    let level = match level.map(str::trim) {
+        None | Some("") => log::LevelFilter::Info,
+        Some(text) => match text.parse() {
+            Ok(level) => level,
+            Err(_) => {
+                log::warn!("server.log_level {text:?} is not a level; using info");
+                log::LevelFilter::Info
+            }
+        },
+    };
+    log::set_max_level(level);
+}
+
+/// What `--check-config` checks beyond parsing: the files a start would
+/// read (TLS, the LDAP CA), without binding or connecting; one line per
+/// part that is set up.
+pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
+    let server = &config.server;
+    let mut lines = vec![format!("listening on {}:{}", server.bind, server.port)];
+    if let Some(tls) = &server.tls {
+        tls::load_config(tls).map_err(StartError::Tls)?;
+        lines.push(format!(
+            "TLS on port {} with {}",
+            tls.port,
+            tls.cert.display()
+        ));
+    }
+    if let Some(admin) = &server.admin {
+        lines.push(format!("admin listener on {}:{}", admin.bind, admin.port));
+    }
+    if server.backlog.size > 0 {
+        lines.push(format!(
+            "backlog of {} events{}",
+            server.backlog.size,
+            match &server.backlog.storage {
+                Some(path) => format!(", stored in {}", path.display()),
+                None => String::new(),
+            }
+        ));
+    }
+    if let Some(ldap) = &config.clients.ldap {
+        ldap_worker::worker::tls_config(ldap.settings.ca_file.as_deref())
+            .map_err(StartError::Ldap)?;
+        lines.push(format!("LDAP: {}", ldap.settings.uri));
+    }
+    for queue in &config.sqs {
+        lines.push(format!("SQS queue {} ({})", queue.name, queue.queue));
+    }
+    if !cfg!(feature = "sqs") && !config.sqs.is_empty() {
+        lines.push("warning: this build has no SQS support; the sqs section is ignored".into());
+    }
+    Ok(lines)
 }
 
 /// Builds a server on `listeners` and serves until `control` stops it.

@@ -1,30 +1,35 @@
 //! The `pubsubd` command: arguments, logging, configuration, signals,
-//! binding the listeners, exit codes.
+//! binding the listeners, systemd readiness, exit codes.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use log::{error, info, warn};
-use pubsubd::{AclFile, Config, Control, Server, StartError};
+use pubsubd::{AclFile, Config, Control, ListenerKind, Server, StartError};
 
 const USAGE: &str = "\
 pubsubd - a pub/sub server compatible with Apache PyPubSub
 
-Usage: pubsubd [--config FILE] [--acl FILE]
+Usage: pubsubd [--config FILE] [--acl FILE] [--check-config]
 
 Options:
-  --config FILE   configuration (default: pypubsub.yaml; built-in defaults
-                  when the default file does not exist)
-  --acl FILE      access control list (default: pypubsub_acl.yaml)
-  -h, --help      show this help
-  -V, --version   show the version
+  --config FILE    configuration (default: pypubsub.yaml; built-in defaults
+                   when the default file does not exist)
+  --acl FILE       access control list (default: pypubsub_acl.yaml)
+  --check-config   load and check the configuration, the ACL file and the
+                   TLS files without starting (exit 0 if usable, else 1)
+  -h, --help       show this help
+  -V, --version    show the version
 
+Signals: SIGTERM/SIGINT stop, SIGHUP reloads the configuration (and TLS
+files), SIGUSR2 reloads the ACL file.
 Logging: server.log_level in the config, or RUST_LOG (e.g. RUST_LOG=debug).
 ";
 
 struct Args {
     config: Option<PathBuf>,
     acl: PathBuf,
+    check: bool,
 }
 
 enum Command {
@@ -36,6 +41,7 @@ fn parse_args() -> Result<Command, String> {
     let mut args = Args {
         config: None,
         acl: PathBuf::from("pypubsub_acl.yaml"),
+        check: false,
     };
     let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
@@ -64,45 +70,75 @@ fn parse_args() -> Result<Command, String> {
             }
             "--config" => args.config = Some(value("--config")?),
             "--acl" => args.acl = value("--acl")?,
+            "--check-config" => args.check = true,
             _ => return Err(format!("unknown argument '{arg}'")),
         }
     }
     Ok(Command::Run(args))
 }
 
-/// Reads the config file; the default file may be missing, a named one not.
-fn load_config(path: Option<&Path>) -> Result<(Config, Vec<String>, String), StartError> {
+/// A configuration and where it came from.
+struct Loaded {
+    config: Config,
+    warnings: Vec<String>,
+    /// The file, or `None` for the embedded default.
+    file: Option<PathBuf>,
+}
+
+/// Reads the config file; the default file may be missing (then the
+/// embedded default applies), a named one not.
+fn load_config(path: Option<&Path>) -> Result<Loaded, StartError> {
     let (path, explicit) = match path {
         Some(p) => (p, true),
         None => (Path::new("pypubsub.yaml"), false),
     };
     if !explicit && !path.exists() {
-        return Ok((
-            Config::default(),
-            Vec::new(),
-            "no pypubsub.yaml found: using the built-in default configuration \
-             (port 2069, publishing from loopback only)"
-                .into(),
-        ));
+        return Ok(Loaded {
+            config: Config::embedded(),
+            warnings: Vec::new(),
+            file: None,
+        });
     }
     let (config, warnings) = Config::load(path)?;
-    Ok((
+    Ok(Loaded {
         config,
         warnings,
-        format!("configuration from {}", path.display()),
-    ))
+        file: Some(path.to_owned()),
+    })
 }
 
+impl Loaded {
+    fn origin(&self) -> String {
+        match &self.file {
+            Some(path) => format!("configuration from {}", path.display()),
+            None => "no pypubsub.yaml found: using the built-in default configuration \
+                     (port 2069, publishing from loopback only, admin on 127.0.0.1:2099)"
+                .into(),
+        }
+    }
+}
+
+/// Everything passes through the `log` crate; `server.log_level` (which
+/// SIGHUP may change) sets the level unless RUST_LOG takes over.
 fn init_logging(level: Option<&str>) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(log::LevelFilter::Info);
-    if let Some(level) = level {
-        builder.parse_filters(level);
+    match std::env::var("RUST_LOG") {
+        Ok(env) => {
+            builder.filter_level(log::LevelFilter::Info);
+            if let Some(level) = level {
+                builder.parse_filters(level);
+            }
+            builder.parse_filters(&env);
+            builder.init();
+        }
+        Err(_) => {
+            // The filter lets everything through; the global maximum,
+            // which a reload can move, decides.
+            builder.filter_level(log::LevelFilter::Trace);
+            builder.init();
+            pubsubd::set_log_level(level);
+        }
     }
-    if let Ok(env) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&env);
-    }
-    builder.init();
 }
 
 fn main() -> ExitCode {
@@ -117,7 +153,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (config, warnings, origin) = match load_config(args.config.as_deref()) {
+    if args.check {
+        return check_config(&args);
+    }
+    let loaded = match load_config(args.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
             init_logging(None);
@@ -125,13 +164,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(config.server.log_level.as_deref());
-    info!("{origin}");
-    for w in warnings {
+    init_logging(loaded.config.server.log_level.as_deref());
+    info!("{}", loaded.origin());
+    for w in &loaded.warnings {
         warn!("{w}");
     }
     raise_fd_limit();
-    match serve(config, args.acl) {
+    match serve(loaded, args.acl) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -140,27 +179,69 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--check-config`: everything a start would load, nothing it would
+/// connect to or bind; a summary on stdout, or `file: key: what is wrong`.
+fn check_config(args: &Args) -> ExitCode {
+    let report = || -> Result<Vec<String>, StartError> {
+        let loaded = load_config(args.config.as_deref())?;
+        let mut lines = vec![loaded.origin()];
+        lines.extend(loaded.warnings.iter().map(|w| format!("warning: {w}")));
+        let acl = AclFile::load(args.acl.clone())?;
+        lines.push(format!(
+            "ACL: {} users from {}",
+            acl.acl.len(),
+            args.acl.display()
+        ));
+        lines.extend(pubsubd::check(&loaded.config)?);
+        Ok(lines)
+    };
+    match report() {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            println!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Signals, the ACL, the listeners, then the server until it is stopped.
-fn serve(config: Config, acl: PathBuf) -> Result<(), StartError> {
+fn serve(loaded: Loaded, acl: PathBuf) -> Result<(), StartError> {
     let control = Control::new();
     handle_signals(&control).map_err(StartError::Io)?;
     let acl = AclFile::load(acl)?;
-    let listeners = pubsubd::bind_configured(&config)?;
-    let server = Server::new(config, acl, listeners, control)?;
+    let embedded = loaded.file.is_none();
+    let listeners = pubsubd::bind_configured(&loaded.config, embedded)?;
+    let reload_from = loaded
+        .file
+        .unwrap_or_else(|| PathBuf::from("pypubsub.yaml"));
+    let server =
+        Server::new(loaded.config, acl, listeners, control)?.reload_config_from(reload_from);
     // Announced once signals are handled and everything has started, so a
     // SIGTERM sent by whoever waited for this line ends the server cleanly.
-    for (addr, tls) in server.local_addrs() {
-        if tls {
-            info!("pubsubd listening for TLS on {addr}");
-        } else {
-            info!("pubsubd listening on {addr}");
+    for (addr, kind) in server.local_addrs() {
+        match kind {
+            ListenerKind::Plain => info!("pubsubd listening on {addr}"),
+            ListenerKind::Tls => info!("pubsubd listening for TLS on {addr}"),
+            ListenerKind::Admin => info!(
+                "pubsubd admin listener on http://{addr}/ (status page, /metrics, /healthz, /readyz)"
+            ),
         }
     }
-    server.run().map_err(StartError::Io)
+    notify_systemd("READY=1");
+    let result = server.run().map_err(StartError::Io);
+    notify_systemd("STOPPING=1");
+    result
 }
 
-/// SIGTERM/SIGINT stop the server, SIGUSR2 reloads the ACL file, SIGHUP the
-/// TLS certificate; a thread of their own turns them into `Control` calls.
+/// SIGTERM/SIGINT stop the server, SIGHUP reloads the configuration,
+/// SIGUSR2 the ACL file; a thread of their own turns them into `Control`
+/// calls.
 fn handle_signals(control: &Control) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR2, SIGHUP])?;
@@ -172,12 +253,35 @@ fn handle_signals(control: &Control) -> std::io::Result<()> {
                 match signal {
                     SIGTERM | SIGINT => control.shutdown(),
                     SIGUSR2 => control.reload_acl(),
-                    SIGHUP => control.reload_tls(),
+                    SIGHUP => control.reload_config(),
                     _ => {}
                 }
             }
         })?;
     Ok(())
+}
+
+/// Tells systemd (Type=notify) how the service is doing, if it asked.
+fn notify_systemd(state: &str) {
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name.as_bytes())
+        }
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|addr| {
+        let socket = UnixDatagram::unbound()?;
+        socket.send_to_addr(state.as_bytes(), &addr)
+    });
+    if let Err(e) = sent {
+        warn!("could not notify systemd ({state}): {e}");
+    }
 }
 
 /// Lifts the soft open-files limit to the hard one: every subscriber is a

@@ -30,6 +30,7 @@ use crate::error::StartError;
 use crate::hub::{AclFile, Admission, Hub, HubParts, Ldap};
 use crate::persist::{self, Persister};
 use crate::tls::Transport;
+use crate::ListenerKind;
 
 const WAKER: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENER_BASE - i`.
@@ -46,11 +47,13 @@ const PERSIST_INTERVAL: Duration = Duration::from_secs(2);
 /// The event loop and the hub it drives.
 pub struct Reactor {
     poll: Poll,
-    /// Each listener, and whether it speaks TLS.
-    listeners: Vec<(TcpListener, bool)>,
+    /// Each listener, and what it speaks.
+    listeners: Vec<(TcpListener, ListenerKind)>,
     /// The certificate and key for TLS listeners (swapped on reload).
     tls: Option<Arc<rustls::ServerConfig>>,
     control: Control,
+    /// Where SIGHUP re-reads the configuration from.
+    config_file: Option<std::path::PathBuf>,
     /// Each connection's socket, at the hub's key for it.
     sockets: Vec<Option<Transport>>,
     hub: Hub,
@@ -64,11 +67,11 @@ pub struct Reactor {
 }
 
 impl Reactor {
-    /// `listeners`: bound sockets, each marked true if it speaks TLS.
+    /// `listeners`: bound sockets, each with what it speaks.
     pub fn new(
         config: Config,
         acl: AclFile,
-        listeners: Vec<(std::net::TcpListener, bool)>,
+        listeners: Vec<(std::net::TcpListener, ListenerKind)>,
         control: Control,
     ) -> Result<Reactor, StartError> {
         let tls = match &config.server.tls {
@@ -77,13 +80,13 @@ impl Reactor {
         };
         let poll = Poll::new().map_err(StartError::Io)?;
         let mut mio_listeners = Vec::new();
-        for (i, (l, is_tls)) in listeners.into_iter().enumerate() {
+        for (i, (l, kind)) in listeners.into_iter().enumerate() {
             l.set_nonblocking(true).map_err(StartError::Io)?;
             let mut l = TcpListener::from_std(l);
             poll.registry()
                 .register(&mut l, Token(LISTENER_BASE - i), Interest::READABLE)
                 .map_err(StartError::Io)?;
-            mio_listeners.push((l, is_tls));
+            mio_listeners.push((l, kind));
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Io)?);
         control.attach(waker.clone());
@@ -112,6 +115,7 @@ impl Reactor {
             listeners: mio_listeners,
             tls,
             control,
+            config_file: None,
             sockets: Vec::new(),
             hub,
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
@@ -122,11 +126,16 @@ impl Reactor {
         })
     }
 
-    /// The addresses the listeners are bound to, and whether each is TLS.
-    pub fn local_addrs(&self) -> Vec<(SocketAddr, bool)> {
+    /// Where a configuration reload reads from.
+    pub fn set_config_file(&mut self, path: std::path::PathBuf) {
+        self.config_file = Some(path);
+    }
+
+    /// The addresses the listeners are bound to, and what each speaks.
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, ListenerKind)> {
         self.listeners
             .iter()
-            .filter_map(|(l, is_tls)| Some((l.local_addr().ok()?, *is_tls)))
+            .filter_map(|(l, kind)| Some((l.local_addr().ok()?, *kind)))
             .collect()
     }
 
@@ -188,8 +197,8 @@ impl Reactor {
         if asked.reload_acl {
             self.hub.reload_acl();
         }
-        if asked.reload_tls {
-            self.reload_tls();
+        if asked.reload_config {
+            self.reload_config();
         }
         if asked.shutdown && !self.hub.is_shutting_down() {
             for (mut l, _) in self.listeners.drain(..) {
@@ -232,6 +241,36 @@ impl Reactor {
         Some(next.saturating_duration_since(now) + Duration::from_micros(500))
     }
 
+    /// SIGHUP: re-reads the configuration file and applies what can change
+    /// live (the rest is logged as needing a restart), then the TLS files.
+    /// An invalid file keeps the running configuration.
+    fn reload_config(&mut self) {
+        match &self.config_file {
+            Some(path) if path.exists() => match Config::load(path) {
+                Ok((new, warnings)) => {
+                    for w in warnings {
+                        warn!("SIGHUP: {w}");
+                    }
+                    let (next, notes) = crate::config::reload::merge(self.hub.config(), new);
+                    for note in notes {
+                        warn!("SIGHUP: {note}");
+                    }
+                    crate::set_log_level(next.server.log_level.as_deref());
+                    let max = max_connections(next.server.max_connections);
+                    self.hub.reconfigure(next, max);
+                    info!("SIGHUP: reloaded {}", path.display());
+                }
+                Err(e) => warn!("SIGHUP: keeping the running configuration: {e}"),
+            },
+            Some(path) => info!(
+                "SIGHUP: {} does not exist; keeping the running configuration",
+                path.display()
+            ),
+            None => info!("SIGHUP: no configuration file to reload"),
+        }
+        self.reload_tls();
+    }
+
     /// Re-reads the certificate and key; connections already open keep
     /// theirs, new ones get the new pair. A bad pair keeps the old one.
     fn reload_tls(&mut self) {
@@ -253,12 +292,12 @@ impl Reactor {
             return;
         }
         loop {
-            let Some((l, is_tls)) = self.listeners.get(listener) else {
+            let Some((l, kind)) = self.listeners.get(listener) else {
                 return;
             };
-            let is_tls = *is_tls;
+            let kind = *kind;
             match l.accept() {
-                Ok((socket, peer)) => self.admit(socket, peer, is_tls),
+                Ok((socket, peer)) => self.admit(socket, peer, kind),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_out_of_fds(&e) => {
@@ -282,9 +321,10 @@ impl Reactor {
     }
 
     /// Takes on a new connection, or refuses it with a 503 when full.
-    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, is_tls: bool) {
+    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, kind: ListenerKind) {
         let _ = socket.set_nodelay(true);
-        let key = match self.hub.open(peer.ip()) {
+        let is_tls = kind == ListenerKind::Tls;
+        let key = match self.hub.open(peer.ip(), kind == ListenerKind::Admin) {
             Admission::Open(key) => key,
             Admission::Refused(response) => {
                 self.refused += 1;

@@ -13,6 +13,7 @@
 //! `clients.ldap` section; [`sqs`] the `sqs` section.
 
 pub mod ldap;
+pub mod reload;
 pub mod sqs;
 pub mod yaml;
 
@@ -60,6 +61,16 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     pub listen_backlog: i32,
     pub log_level: Option<String>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`, the status
+    /// page); `None`: none.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `server.admin`: where the admin listener binds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub bind: IpAddr,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,13 +98,30 @@ pub struct ClientsConfig {
     pub payloaders: Vec<IpNet>,
     pub oldschoolers: Vec<String>,
     pub secure_topics: Vec<String>,
+    /// Origins whose browser pages may publish and subscribe (`*`: any);
+    /// empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
     /// `clients.ldap`: the worker pool's settings and the group → grant map.
     pub ldap: Option<LdapConfig>,
 }
 
+impl Config {
+    /// What the server runs with when there is no `pypubsub.yaml`: the
+    /// defaults, plus the admin listener on 127.0.0.1:2099 so a newcomer
+    /// sees `/metrics` and the status page.
+    pub fn embedded() -> Config {
+        let mut config = Config::default();
+        config.server.admin = Some(AdminConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: DEFAULT_ADMIN_PORT,
+        });
+        config
+    }
+}
+
 impl Default for Config {
-    /// The built-in configuration: port 2069 on all addresses, publishing from
-    /// loopback only.
+    /// The defaults every key falls back to: port 2069 on all addresses,
+    /// publishing from loopback only, no admin listener.
     fn default() -> Self {
         Config {
             server: ServerConfig {
@@ -116,6 +144,7 @@ impl Default for Config {
                 ping_interval: Duration::from_secs(5),
                 listen_backlog: 1024,
                 log_level: None,
+                admin: None,
             },
             clients: ClientsConfig {
                 payloaders: vec![
@@ -124,6 +153,7 @@ impl Default for Config {
                 ],
                 oldschoolers: Vec::new(),
                 secure_topics: Vec::new(),
+                cors_origins: Vec::new(),
                 ldap: None,
             },
             sqs: Vec::new(),
@@ -232,10 +262,32 @@ fn parse_server(
             "ping_interval" => s.ping_interval = positive_duration(value, path)?,
             "listen_backlog" => s.listen_backlog = positive(value, path, 65_535)? as i32,
             "log_level" => s.log_level = Some(string(value, path)?),
+            "admin" => s.admin = parse_admin(value)?,
             _ => warnings.push(format!("unknown configuration key '{path}' ignored")),
         }
     }
     Ok(())
+}
+
+/// The admin port a configuration gets when it names none.
+pub const DEFAULT_ADMIN_PORT: u16 = 2099;
+
+fn parse_admin(v: &Value) -> Result<Option<AdminConfig>, ConfigError> {
+    let Some(map) = section(v, "server.admin")? else {
+        return Ok(None);
+    };
+    let mut admin = AdminConfig {
+        bind: IpAddr::from([127, 0, 0, 1]),
+        port: DEFAULT_ADMIN_PORT,
+    };
+    for (name, path, value) in entries(map, "server.admin")? {
+        match name.as_str() {
+            "bind" => admin.bind = parse_bind(value, &path)?,
+            "port" => admin.port = uint(value, &path, u16::MAX as u64)? as u16,
+            _ => return err(&path, "unknown key (bind and port are allowed)"),
+        }
+    }
+    Ok(Some(admin))
 }
 
 fn parse_bind(v: &Value, path: &str) -> Result<IpAddr, ConfigError> {
@@ -324,6 +376,7 @@ fn parse_clients(
             }
             "oldschoolers" => c.oldschoolers = string_list(value, path)?,
             "secure_topics" => c.secure_topics = string_list(value, path)?,
+            "cors_origins" => c.cors_origins = string_list(value, path)?,
             "ldap" => c.ldap = ldap::parse(value, warnings)?,
             _ => warnings.push(format!("unknown configuration key '{path}' ignored")),
         }

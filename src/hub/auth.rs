@@ -35,6 +35,11 @@ pub struct Ldap {
 }
 
 impl Ldap {
+    /// The pool's counters.
+    pub fn stats(&self) -> ldap_worker::StatsSnapshot {
+        self.pool.stats()
+    }
+
     /// Starts the pool from `clients.ldap`; `None` when not configured.
     pub fn start(config: Option<&LdapConfig>, waker: Arc<Waker>) -> Result<Option<Ldap>, String> {
         let Some(LdapConfig { settings, map }) = config.cloned() else {
@@ -191,8 +196,12 @@ impl Hub {
             Ok(acl) => {
                 info!("SIGUSR2: reloaded {} ({} users)", path.display(), acl.len());
                 self.acl.acl = acl;
+                self.acl_ok = true;
             }
-            Err(e) => warn!("SIGUSR2: keeping the old ACL: {}: {e}", path.display()),
+            Err(e) => {
+                warn!("SIGUSR2: keeping the old ACL: {}: {e}", path.display());
+                self.acl_ok = false;
+            }
         }
     }
 }

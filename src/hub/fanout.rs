@@ -34,6 +34,9 @@ impl Hub {
     ) {
         self.stats.published(source);
         let (topics, private) = event::split_private(path_topics);
+        if !private {
+            self.activity.count_topic(&topics);
+        }
         self.last_seq += 1;
         let event = Event::publish(
             self.last_seq,

@@ -20,6 +20,7 @@
 //! - a doomed connection queues and reads nothing more, and is removed
 //!   from the table only by [`Hub::close_doomed`] at the end of the turn.
 
+mod admin;
 mod auth;
 mod fanout;
 mod requests;
@@ -168,12 +169,23 @@ pub struct Hub {
     /// Where responses are written before they are queued (reused).
     response_buf: Vec<u8>,
     stats: Stats,
+    /// The status page's chart samples and topic counts.
+    activity: admin::Activity,
+    /// When the hub started (epoch seconds).
+    started: f64,
+    /// The ACL file in force is the one on disk (false after a failed
+    /// reload): `/readyz` says so.
+    acl_ok: bool,
 }
 
 impl Hub {
     pub fn new(parts: HubParts) -> Hub {
         let now = parts.clock.now();
+        let started = parts.clock.epoch();
         Hub {
+            activity: admin::Activity::default(),
+            started,
+            acl_ok: true,
             server_name: format!("pubsubd/{}", env!("CARGO_PKG_VERSION")),
             next_ping: now + parts.config.server.ping_interval,
             config: parts.config,
@@ -227,11 +239,41 @@ impl Hub {
             server: &self.server_name,
             subscribers: self.streams.count,
             requests: self.requests,
+            cors: None,
         }
     }
 
-    /// Takes on a new connection from `peer`, or refuses it when full.
-    pub fn open(&mut self, peer: IpAddr) -> Admission {
+    /// The values a response to connection `key` carries: CORS headers
+    /// too when its request came from an allowed origin.
+    fn headers_for(&self, key: usize) -> ServerHeaders<'_> {
+        let cors = self
+            .conns
+            .get(key)
+            .and_then(|c| c.cors)
+            .and_then(|i| self.config.clients.cors_origins.get(usize::from(i)))
+            .map(String::as_str);
+        ServerHeaders {
+            cors,
+            ..self.headers()
+        }
+    }
+
+    /// Which `clients.cors_origins` entry allows `origin`, if any.
+    fn cors_match(&self, origin: Option<&str>) -> Option<u16> {
+        let origin = origin?.trim();
+        let i = self
+            .config
+            .clients
+            .cors_origins
+            .iter()
+            .position(|o| o == "*" || o.eq_ignore_ascii_case(origin))?;
+        u16::try_from(i).ok()
+    }
+
+    /// Takes on a new connection from `peer` (on the admin listener if
+    /// `admin`), or refuses it when full: admin clients count against the
+    /// same limit as any other.
+    pub fn open(&mut self, peer: IpAddr, admin: bool) -> Admission {
         if self.conns.len() >= self.max_connections {
             let body = "Too many connections, please try again later.\n";
             let mut response = Vec::new();
@@ -241,9 +283,9 @@ impl Hub {
         let now = self.clock.now();
         let serial = self.next_serial;
         self.next_serial += 1;
-        let key = self
-            .conns
-            .insert(Conn::new(serial, peer.to_canonical(), now));
+        let mut conn = Conn::new(serial, peer.to_canonical(), now);
+        conn.admin = admin;
+        let key = self.conns.insert(conn);
         self.set_request_deadline(key, now);
         Admission::Open(key)
     }
@@ -471,6 +513,32 @@ impl Hub {
             next = next.min(t);
         }
         next
+    }
+
+    /// A reloaded configuration (only keys that may change live differ):
+    /// new limits apply to what happens next, the backlog is trimmed to its
+    /// new limits, and the ping tick moves to the new interval.
+    pub fn reconfigure(&mut self, config: Config, max_connections: usize) {
+        let b = &config.server.backlog;
+        let evicted = self.backlog.set_limits(b.size, b.max_age, b.max_bytes);
+        if let Some(p) = &mut self.persister {
+            p.evict(evicted);
+        }
+        let now = self.clock.now();
+        self.next_ping = self.next_ping.min(now + config.server.ping_interval);
+        self.max_connections = max_connections;
+        self.config = config;
+        self.prune_backlog();
+    }
+
+    /// The LDAP pool's counters, when LDAP is configured.
+    fn ldap_stats(&self) -> Option<ldap_worker::StatsSnapshot> {
+        self.ldap.as_ref().map(Ldap::stats)
+    }
+
+    /// The SQS feed's counters, when it runs.
+    fn sqs_counts(&self) -> Option<crate::metrics::SqsCounts> {
+        None
     }
 
     /// The waker fired: take what the helper threads sent.

@@ -26,7 +26,7 @@ pub const TEXT_BAD_REQUEST: &str = "I could not understand your request, sorry! 
 
 /// Whether the connection stays open after a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
+pub(super) enum After {
     KeepAlive,
     Close,
 }
@@ -124,6 +124,14 @@ impl Hub {
     }
 
     fn dispatch(&mut self, key: usize, head: RequestHead) {
+        let cors = self.cors_match(head.origin.as_deref());
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.cors = cors;
+        if conn.admin {
+            return self.dispatch_admin(key, head);
+        }
         match head.method {
             Method::Head => {
                 // A body on a HEAD is not read: the connection cannot go on.
@@ -135,6 +143,11 @@ impl Hub {
             }
             Method::Get => self.subscribe(key, head),
             Method::Put | Method::Post => self.begin_publish(key, head),
+            Method::Other(ref m)
+                if m == "OPTIONS" && !self.config.clients.cors_origins.is_empty() =>
+            {
+                self.preflight(key, &head)
+            }
             Method::Other(_) => {
                 // The body of an unknown method cannot be skipped reliably.
                 self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
@@ -142,14 +155,58 @@ impl Hub {
         }
     }
 
+    /// A CORS preflight (`OPTIONS`, with `clients.cors_origins` set): 204
+    /// with the methods and headers a page may use, the CORS headers only
+    /// for an allowed origin.
+    fn preflight(&mut self, key: usize, head: &RequestHead) {
+        let after = match head.body {
+            BodyKind::None => keep_alive(head),
+            _ => After::Close,
+        };
+        let allowed = self.conns.get(key).is_some_and(|c| c.cors.is_some());
+        let extra: &[(&str, &str)] = if allowed {
+            &[
+                ("Access-Control-Allow-Methods", "GET, PUT, POST, OPTIONS"),
+                (
+                    "Access-Control-Allow-Headers",
+                    "Authorization, Content-Type, Last-Event-ID, X-Fetch-Since, X-Fetch-Since-Cursor",
+                ),
+                ("Access-Control-Max-Age", "86400"),
+            ]
+        } else {
+            &[]
+        };
+        self.respond_typed(key, 204, None, extra, after);
+    }
+
     /// Queues a complete response; afterwards the connection waits for the
     /// next request or closes.
     fn respond(&mut self, key: usize, status: u16, body: Option<&str>, after: After) {
+        let body = body.map(|b| ("text/plain; charset=utf-8", b.as_bytes()));
+        self.respond_typed(key, status, body, &[], after);
+    }
+
+    /// `respond` with a body of any content type and extra headers.
+    pub(super) fn respond_typed(
+        &mut self,
+        key: usize,
+        status: u16,
+        body: Option<(&str, &[u8])>,
+        extra: &[(&str, &str)],
+        after: After,
+    ) {
         self.stats.responded(status);
         let shutting_down = self.is_shutting_down();
         let close = after == After::Close || shutting_down;
         let mut bytes = std::mem::take(&mut self.response_buf);
-        http::response(&mut bytes, status, body, &self.headers(), close);
+        http::typed_response(
+            &mut bytes,
+            status,
+            body,
+            &self.headers_for(key),
+            extra,
+            close,
+        );
         // One allocation of the exact size; the buffer is reused.
         let frame: Frame = bytes.as_slice().into();
         self.response_buf = bytes;
@@ -321,7 +378,8 @@ impl Hub {
             Some(status) => &[("X-Fetch-Since-Cursor-Status", status)],
             None => &[],
         };
-        let stream_head = http::stream_head(&self.headers(), framing.chunked, framing.sse, extra);
+        let stream_head =
+            http::stream_head(&self.headers_for(key), framing.chunked, framing.sse, extra);
         self.queue(key, stream_head.into());
         if replay.is_some() {
             self.pump_replay(key);
@@ -359,7 +417,7 @@ fn resume_cursor(head: &RequestHead) -> Option<String> {
         .or_else(|| head.fetch_since_cursor.clone())
 }
 
-fn keep_alive(head: &RequestHead) -> After {
+pub(super) fn keep_alive(head: &RequestHead) -> After {
     if head.keep_alive {
         After::KeepAlive
     } else {

@@ -72,7 +72,7 @@ impl Harness {
 
     fn connect(&mut self, ip: &str) -> usize {
         let ip: IpAddr = ip.parse().expect("test address");
-        match self.hub.open(ip) {
+        match self.hub.open(ip, false) {
             Admission::Open(key) => key,
             Admission::Refused(_) => panic!("refused"),
         }
@@ -446,7 +446,7 @@ fn connections_past_the_limit_are_refused_with_a_503() {
     for _ in 0..8 {
         h.connect("127.0.0.1");
     }
-    match h.hub.open("127.0.0.1".parse().unwrap()) {
+    match h.hub.open("127.0.0.1".parse().unwrap(), false) {
         Admission::Refused(bytes) => {
             let text = String::from_utf8(bytes).unwrap();
             assert!(text.starts_with("HTTP/1.1 503"), "{text}");

@@ -92,6 +92,8 @@ impl Hub {
             }
         }
         if self.next_ping <= now {
+            let (epoch, events) = (self.clock.epoch(), self.stats.published_total());
+            self.activity.sample(epoch, events, self.stats.deliveries);
             self.send_pings();
             self.next_ping = now + self.config.server.ping_interval;
         }

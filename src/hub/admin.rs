@@ -1,0 +1,245 @@
+//! The admin listener's endpoints, answered by the event loop itself (so a
+//! wedged loop fails `/healthz`): `/healthz`, `/readyz`, `/metrics`, the
+//! status page `/` with its `/stats` JSON and its `/events` feed of public
+//! events (SSE). It never serves subscriptions or publishes, and its
+//! clients are ordinary connections with the same limits as any other.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde_json::json;
+
+use super::requests::{keep_alive, After};
+use super::Hub;
+use crate::conn::State;
+use crate::http::{BodyKind, Method, RequestHead};
+use crate::metrics::{self, Snapshot};
+use crate::topics::Subscription;
+
+/// The status page: one self-contained file, no external resources.
+const STATUS_PAGE: &str = include_str!("status.html");
+/// Samples kept for the page's chart (one per ping tick: 10 minutes at 5 s).
+const HISTORY: usize = 120;
+/// Distinct top-level topics counted for "busiest topics"; later new ones
+/// are not counted, so a flood of random topics costs nothing more.
+const TOPICS_COUNTED: usize = 1024;
+
+/// What the status page shows over time.
+#[derive(Debug, Default)]
+pub(super) struct Activity {
+    /// (epoch, events published, deliveries) at each ping tick.
+    history: VecDeque<(f64, u64, u64)>,
+    /// Public events by their first topic.
+    topics: HashMap<Box<str>, u64>,
+}
+
+impl Activity {
+    pub(super) fn sample(&mut self, now: f64, events: u64, deliveries: u64) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back((now, events, deliveries));
+    }
+
+    /// A public event with these topics was accepted.
+    pub(super) fn count_topic(&mut self, topics: &[String]) {
+        let first = topics.first().map_or("/", String::as_str);
+        if let Some(n) = self.topics.get_mut(first) {
+            *n += 1;
+        } else if self.topics.len() < TOPICS_COUNTED {
+            self.topics.insert(first.into(), 1);
+        }
+    }
+
+    fn busiest(&self, n: usize) -> Vec<(&str, u64)> {
+        let mut all: Vec<(&str, u64)> = self.topics.iter().map(|(t, n)| (&**t, *n)).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        all.truncate(n);
+        all
+    }
+}
+
+impl Hub {
+    pub(super) fn dispatch_admin(&mut self, key: usize, mut head: RequestHead) {
+        let after = match head.body {
+            BodyKind::None => keep_alive(&head),
+            // A body on an admin request is not read: close after answering.
+            _ => After::Close,
+        };
+        let get = matches!(head.method, Method::Get | Method::Head);
+        let path = head.path().to_owned();
+        match (get, path.as_str()) {
+            (true, "/healthz") => self.admin_reply(key, &head, 200, TEXT, b"ok\n", after),
+            (true, "/readyz") => {
+                let (ready, body) = self.readiness();
+                let status = if ready { 200 } else { 503 };
+                self.admin_reply(key, &head, status, JSON, body.as_bytes(), after);
+            }
+            (true, "/metrics") => {
+                let text = self.render_metrics();
+                self.admin_reply(
+                    key,
+                    &head,
+                    200,
+                    metrics::CONTENT_TYPE,
+                    text.as_bytes(),
+                    after,
+                );
+            }
+            (true, "/" | "/index.html") => {
+                self.admin_reply(key, &head, 200, HTML, STATUS_PAGE.as_bytes(), after)
+            }
+            (true, "/stats") => {
+                let body = self.stats_json();
+                self.admin_reply(key, &head, 200, JSON, body.as_bytes(), after);
+            }
+            (true, "/events") if head.method == Method::Get && head.body == BodyKind::None => {
+                // Every public event, as SSE; no credentials are looked
+                // at, so private events never match.
+                head.accept_sse = true;
+                head.authorization = None;
+                match Subscription::parse("/") {
+                    Ok(sub) => self.open_stream(key, head, sub, None),
+                    Err(_) => self.admin_reply(key, &head, 500, TEXT, b"", After::Close),
+                }
+            }
+            (true, _) => self.admin_reply(key, &head, 404, TEXT, b"Not found.\n", after),
+            (false, _) => self.admin_reply(
+                key,
+                &head,
+                405,
+                TEXT,
+                b"The admin listener serves GET only.\n",
+                After::Close,
+            ),
+        }
+    }
+
+    fn admin_reply(
+        &mut self,
+        key: usize,
+        head: &RequestHead,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        after: After,
+    ) {
+        let body = (head.method != Method::Head).then_some((content_type, body));
+        let extra = [("Cache-Control", "no-store")];
+        self.respond_typed(key, status, body, &extra, after);
+    }
+
+    /// Whether this server should get traffic, and why not.
+    fn readiness(&self) -> (bool, String) {
+        let mut checks = serde_json::Map::new();
+        let mut not_ready = Vec::new();
+        let mut check = |name: &str, state: &str, ok: bool| {
+            checks.insert(name.into(), state.into());
+            if !ok {
+                not_ready.push(name.to_owned());
+            }
+        };
+        let stopping = self.is_shutting_down();
+        check(
+            "listeners",
+            if stopping { "shutting down" } else { "ok" },
+            !stopping,
+        );
+        check(
+            "acl",
+            if self.acl_ok {
+                "ok"
+            } else {
+                "last reload failed"
+            },
+            self.acl_ok,
+        );
+        match self.ldap_stats() {
+            None => check("ldap", "not configured", true),
+            Some(stats) => match stats.reachable {
+                Some(false) => check("ldap", "unreachable", false),
+                Some(true) => check("ldap", "ok", true),
+                None => check("ldap", "no lookup yet", true),
+            },
+        }
+        let ready = not_ready.is_empty();
+        let body = json!({"ready": ready, "not_ready": not_ready, "checks": checks});
+        (ready, body.to_string() + "\n")
+    }
+
+    /// The open connections by protocol state.
+    fn connections_by_state(&self) -> [(&'static str, usize); 5] {
+        let mut counts = [
+            ("head", 0),
+            ("body", 0),
+            ("authenticating", 0),
+            ("stream", 0),
+            ("closing", 0),
+        ];
+        for (_, conn) in &self.conns {
+            let i = match conn.state {
+                State::Head => 0,
+                State::Body(_) => 1,
+                State::Authenticating(_) => 2,
+                State::Stream(_) => 3,
+                State::Closing => 4,
+            };
+            counts[i].1 += 1;
+        }
+        counts
+    }
+
+    fn replays_in_progress(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|(_, c)| matches!(&c.state, State::Stream(s) if s.replay.is_some()))
+            .count()
+    }
+
+    fn render_metrics(&self) -> String {
+        let connections = self.connections_by_state();
+        metrics::render(&Snapshot {
+            stats: &self.stats,
+            subscribers: self.streams.count,
+            connections: &connections,
+            backlog_events: self.backlog.len(),
+            backlog_bytes: self.backlog.bytes(),
+            replays: self.replays_in_progress(),
+            ldap: self.ldap_stats(),
+            sqs: self.sqs_counts(),
+        })
+    }
+
+    /// What the status page polls.
+    fn stats_json(&self) -> String {
+        let history: Vec<_> = self
+            .activity
+            .history
+            .iter()
+            .map(|(t, e, d)| json!([t, e, d]))
+            .collect();
+        let topics: Vec<_> = self
+            .activity
+            .busiest(10)
+            .into_iter()
+            .map(|(t, n)| json!([t, n]))
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "now": self.clock.epoch(),
+            "uptime": self.clock.epoch() - self.started,
+            "subscribers": self.streams.count,
+            "connections": self.conns.len(),
+            "events_published": self.stats.published_total(),
+            "deliveries": self.stats.deliveries,
+            "bytes_sent": self.stats.bytes_sent,
+            "backlog_events": self.backlog.len(),
+            "history": history,
+            "topics": topics,
+        })
+        .to_string()
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+const HTML: &str = "text/html; charset=utf-8";
