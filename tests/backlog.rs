@@ -39,7 +39,7 @@ fn n_of(v: &Value) -> i64 {
 }
 
 /// The `n` of each event; an end marker (see `replay`) counts as -1.
-fn ns(events: &[Value]) -> Vec<i64> {
+fn ns_or_marker(events: &[Value]) -> Vec<i64> {
     events
         .iter()
         .map(|v| if is_marker(v) { -1 } else { n_of(v) })
@@ -315,7 +315,7 @@ fn replay_since_time_includes_the_boundary_and_filters_topics() {
     }
     let [a1, a2, o3, a4] = [0, 1, 2, 3].map(|i| parse(&raws[i]));
     assert_eq!(
-        ns(&[a1.clone(), a2.clone(), o3.clone(), a4.clone()]),
+        ns_or_marker(&[a1.clone(), a2.clone(), o3.clone(), a4.clone()]),
         [1, 2, 3, 4]
     );
 
@@ -446,7 +446,7 @@ fn private_events_are_kept_but_not_replayed_to_anonymous_clients() {
         ],
         "/sec/end",
     );
-    assert_eq!(ns(&got[..2]), [2, 4], "{got:?}");
+    assert_eq!(ns_or_marker(&got[..2]), [2, 4], "{got:?}");
     assert!(got[2..].iter().all(is_marker), "{got:?}");
 
     // the private events are in the backlog all the same
@@ -483,7 +483,7 @@ fn size_limit_keeps_only_the_newest() {
         "/sz",
     );
     assert_eq!(s.head.header(STATUS), Some("found"));
-    assert_eq!(ns(&got), [5, -1], "{got:?}");
+    assert_eq!(ns_or_marker(&got), [5, -1], "{got:?}");
     assert_eq!(got[0], e[4]);
     // now kept: e5 and two markers; e3 and e4 are gone
     for gone in [&e[2], &e[3]] {
@@ -938,7 +938,7 @@ fn backlog_file_is_complete_and_parses_after_sigkill() {
         "events after n=5 and a marker"
     );
     assert_eq!(
-        ns(&got[..got.len() - 1]),
+        ns_or_marker(&got[..got.len() - 1]),
         (6..stored.len() as i64).collect::<Vec<_>>()
     );
 }
@@ -989,11 +989,11 @@ fn corrupt_lines_are_skipped_with_a_warning_naming_the_line() {
     }
 
     let (_s, got) = replay(&srv, "/q", &[("X-Fetch-Since", "0")], "/q");
-    assert_eq!(ns(&got), [1, 3, 5], "{got:?}");
+    assert_eq!(ns_or_marker(&got), [1, 3, 5], "{got:?}");
     assert_same_event(&got[0], &j1);
     let (s, got) = replay(&srv, "/q", &[("X-Fetch-Since-Cursor", c1)], "/q");
     assert_eq!(s.head.header(STATUS), Some("found"));
-    assert_eq!(ns(&got), [3, 5, -1]);
+    assert_eq!(ns_or_marker(&got), [3, 5, -1]);
 }
 
 /// Three events in the reference's format: public, private, public.

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{
-    signal_child, wait_child, wait_until, Conn, Response, Subscriber, TempDir, BIN, MSG_ACCEPTED, T,
+    basic_auth, signal_child, wait_child, wait_until, Conn, Response, Subscriber, TempDir, BIN,
+    MSG_ACCEPTED, T,
 };
 
 /// Builds a `pypubsub.yaml` and starts the server with it.
@@ -421,6 +422,11 @@ impl Server {
 
     pub fn subscribe_with(&self, path: &str, headers: &[(&str, &str)]) -> Subscriber {
         Subscriber::open(self.addr, path, headers)
+    }
+
+    /// Subscribes with Basic credentials for `user`.
+    pub fn subscribe_as(&self, path: &str, user: &str, pass: &str) -> Subscriber {
+        self.subscribe_with(path, &[("Authorization", &basic_auth(user, pass))])
     }
 }
 
