@@ -300,15 +300,19 @@ fn stop(srv: &mut Server) {
 fn replay_since_time_includes_the_boundary_and_filters_topics() {
     let srv = server("backlog: {size: 100}");
     let mut w = srv.subscribe("/");
-    let mut raws = Vec::new();
+    let mut raws: Vec<String> = Vec::new();
     for (n, path) in [
         (1, "/fruit/apple"),
         (2, "/fruit/apple/red"),
         (3, "/fruit/orange"),
         (4, "/apple/fruit"),
     ] {
-        if n > 1 {
-            thread::sleep(Duration::from_millis(5));
+        if let Some(prev) = raws.last() {
+            // Distinct timestamps, so that "since event 2" can exclude event 1:
+            // wait until the clock is past the previous one (1 ms of margin
+            // in case the server's clock is coarser than ours).
+            let prev: f64 = raw_timestamp(prev).parse().expect("numeric timestamp");
+            assert!(wait_until(T, || now_epoch() > prev + 0.001));
         }
         srv.publish_ok(path, &json!({ "n": n }));
         raws.push(next_raw(&mut w));
@@ -498,6 +502,18 @@ fn size_limit_keeps_only_the_newest() {
     }
 }
 
+/// Waits until the clock is past `event`'s `pubsub_timestamp` + `age`.
+fn wait_older_than(event: &Value, age: Duration) {
+    let ts = event["pubsub_timestamp"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no timestamp in {event}"));
+    let at = ts + age.as_secs_f64();
+    assert!(
+        wait_until(age + T, || now_epoch() > at),
+        "the clock never passed {at}"
+    );
+}
+
 #[test]
 fn max_age_drops_old_events() {
     let srv = server("backlog: {size: 100, max_age: 1s}");
@@ -507,7 +523,9 @@ fn max_age_drops_old_events() {
     let (_s, got) = replay(&srv, "/age", &[("X-Fetch-Since", "0")], "/age/end");
     assert_eq!(got, vec![e1.clone(), e2.clone()], "fresh events replay");
 
-    thread::sleep(Duration::from_millis(1500));
+    // Await the age limit itself: once the clock is past e2's timestamp plus
+    // max_age, e1 and e2 are too old (the server reads the same clock).
+    wait_older_than(&e2, Duration::from_secs(1));
     let e3 = publish_seen(&srv, &mut w, "/age", &json!({"n": 3}));
     let (_s, got) = replay(&srv, "/age", &[("X-Fetch-Since", "0")], "/age/end");
     assert_eq!(got, vec![e3.clone()], "only the event younger than 1 s");
@@ -521,7 +539,7 @@ fn max_age_drops_old_events() {
     assert!(got.is_empty(), "{got:?}");
 
     // once everything is older than 1 s, nothing at all
-    thread::sleep(Duration::from_millis(1500));
+    wait_older_than(&e3, Duration::from_secs(1));
     let (_s, got) = replay(&srv, "/", &[("X-Fetch-Since", "0")], "/age/end");
     assert!(got.is_empty(), "replayed {got:?}");
 }
@@ -584,6 +602,8 @@ fn replay_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
                 let r = c.publish("/seam/live", &json!({ "n": n, "pad": pad }).to_string());
                 r.assert(202, MSG_ACCEPTED);
                 progress.fetch_add(1, Ordering::SeqCst);
+                // Pacing, not waiting: spreads the live publishes over more
+                // than a second so that the subscribers below join mid-stream.
                 thread::sleep(Duration::from_millis(3));
             }
         })
@@ -591,7 +611,12 @@ fn replay_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
     let mut readers = Vec::new();
     let mut joined_at = Vec::new();
     for i in 0..5 {
-        thread::sleep(Duration::from_millis(if i == 0 { 100 } else { 200 }));
+        // join at fixed points of the live stream: after 30, 100, ... events
+        let at = 30 + 70 * i;
+        assert!(
+            wait_until(T, || progress.load(Ordering::SeqCst) >= at),
+            "the publisher stalled before {at} events"
+        );
         let by_cursor = i % 2 == 0;
         joined_at.push(progress.load(Ordering::SeqCst));
         let mut s = if by_cursor {
@@ -664,7 +689,8 @@ fn large_replay_streams_fully_and_does_not_delay_live_events() {
                 bytes += v.to_string().len();
                 progress.store(i + 1, Ordering::SeqCst);
                 if i % 20 == 19 {
-                    // a reader slower than the loopback: the replay takes a while
+                    // A reader slower than the loopback, so the replay takes a
+                    // while: this pause is the behaviour under test, not a wait.
                     thread::sleep(Duration::from_millis(1));
                 }
             }
@@ -692,6 +718,7 @@ fn large_replay_streams_fully_and_does_not_delay_live_events() {
         if before > 0 && !done.load(Ordering::SeqCst) {
             during += 1;
         }
+        // Pacing, not waiting: spread the live probes over the replay.
         thread::sleep(Duration::from_millis(20));
     }
     let (mut big, bytes) = reader.join().expect("replay reader");
@@ -862,16 +889,18 @@ fn backlog_file_is_complete_and_parses_after_sigkill() {
 
     // keep publishing and kill the server in the middle of it
     let stop_flag = Arc::new(AtomicBool::new(false));
+    let live_acks = Arc::new(AtomicUsize::new(0));
     let publisher = {
-        let (addr, stop_flag) = (srv.addr, stop_flag.clone());
+        let (addr, stop_flag, live_acks) = (srv.addr, stop_flag.clone(), live_acks.clone());
         thread::spawn(move || {
             let mut c = Conn::connect(addr);
             let mut acked = 0;
-            // paced, so that the backlog (10 000) never evicts
             for n in 20..9_000 {
                 if stop_flag.load(Ordering::SeqCst) {
                     break;
                 }
+                // Pacing, not waiting: at most ~1 000 events a second, so
+                // that the backlog (10 000) never evicts before the kill.
                 thread::sleep(Duration::from_millis(1));
                 let body = json!({ "n": n }).to_string();
                 let req = format!(
@@ -882,7 +911,10 @@ fn backlog_file_is_complete_and_parses_after_sigkill() {
                     break;
                 }
                 match c.read_response(false, T) {
-                    Ok(r) if r.status == 202 => acked += 1,
+                    Ok(r) if r.status == 202 => {
+                        acked += 1;
+                        live_acks.store(acked, Ordering::SeqCst);
+                    }
                     _ => break,
                 }
             }
@@ -892,7 +924,12 @@ fn backlog_file_is_complete_and_parses_after_sigkill() {
     assert!(wait_until(Duration::from_secs(5), || {
         std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() > 20)
     }));
-    thread::sleep(Duration::from_millis(300));
+    // kill only once publishing has demonstrably gone on past that write
+    let flushed_at = live_acks.load(Ordering::SeqCst);
+    assert!(
+        wait_until(T, || live_acks.load(Ordering::SeqCst) >= flushed_at + 100),
+        "the publisher stalled"
+    );
     srv.signal("KILL");
     let st = srv.wait_exit(T).expect("killed server exits");
     stop_flag.store(true, Ordering::SeqCst);
