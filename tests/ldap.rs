@@ -13,7 +13,7 @@ mod common;
 mod slapd;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -332,6 +332,7 @@ fn ldap_login_storm_does_not_delay_others() {
     let addr = srv.addr;
     let mut anon = srv.subscribe("/lat");
     let stop = AtomicBool::new(false);
+    let probes = AtomicUsize::new(0);
 
     let (latencies, mut subs, storm_time) = thread::scope(|scope| {
         let prober = scope.spawn(|| {
@@ -344,13 +345,19 @@ fn ldap_login_storm_does_not_delay_others() {
                 let ev = anon.next_event(T);
                 assert_eq!(ev["i"], json!(i), "{ev}");
                 out.push(t0.elapsed());
+                probes.fetch_add(1, Ordering::SeqCst);
                 i += 1;
+                // Pacing, not waiting: a probe every ~10 ms samples the
+                // latency without adding load of its own.
                 thread::sleep(Duration::from_millis(10));
             }
             out
         });
         // let the prober get going, then open everything without reading heads
-        thread::sleep(Duration::from_millis(50));
+        assert!(
+            wait_until(T, || probes.load(Ordering::SeqCst) >= 1),
+            "the first probe never came back"
+        );
         let t0 = Instant::now();
         let conns: Vec<(usize, Conn)> = (0..STORM)
             .map(|i| {

@@ -150,16 +150,14 @@ fn sigusr2_reloads_the_acl_without_dropping_connections() {
     )
     .expect("rewrite acl");
     srv.signal("USR2");
-    let mut n = 2;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !user_gets_private(&srv, "bob", "b0b", n) {
-        assert!(
-            Instant::now() < deadline,
-            "bob never got access after SIGUSR2"
-        );
-        n += 1;
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut n = 1;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            n += 1;
+            user_gets_private(&srv, "bob", "b0b", n)
+        }),
+        "bob never got access after SIGUSR2"
+    );
 
     // an invalid file is refused; the loaded ACL stays
     let before = srv.log().len();

@@ -16,6 +16,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
+        // poll interval
         thread::sleep(Duration::from_millis(10));
     }
 }
@@ -32,6 +33,7 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
         if Instant::now() >= deadline {
             return None;
         }
+        // poll interval
         thread::sleep(Duration::from_millis(10));
     }
 }
