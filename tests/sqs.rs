@@ -117,11 +117,12 @@ impl Moto {
     }
 }
 
-/// The real `pubsubd` with `config`, logging the SQS poller at debug level.
+/// The real `pubsubd` with `config`, logging the SQS poller at debug level
+/// (under `pubsubd::sqs`, or the `sqs_feed` crate once it moves there).
 fn start_server(config: &str) -> Server {
     Server::builder()
         .raw_config(config)
-        .env("RUST_LOG", "info,pubsubd::sqs=debug")
+        .env("RUST_LOG", "info,pubsubd::sqs=debug,sqs_feed=debug")
         .start()
 }
 

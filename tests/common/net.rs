@@ -14,6 +14,7 @@ pub fn have_ipv6_loopback() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
+/// A connection to the server from the loopback address `local` (e.g.
 /// `127.0.0.2`: outside the payloaders `127.0.0.1/32`).
 pub fn conn_from(srv: &Server, local: &str) -> Conn {
     use socket2::{Domain, Socket, Type};
