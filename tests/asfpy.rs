@@ -4,94 +4,37 @@
 //! published events.
 //!
 //! The interpreter is `$PUBSUBD_PYTHON`, else `.venv/bin/python` in the
-//! package root. With neither, the test fails under `CI` and is skipped
-//! otherwise.
+//! package root (see `common::python_with`). Without one that imports
+//! asfpy, the test fails under `CI` and is skipped otherwise.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
 
-fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PUBSUBD_PYTHON") {
-        let p = PathBuf::from(p);
-        assert!(p.exists(), "PUBSUBD_PYTHON={} does not exist", p.display());
-        return Some(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no Python for the asfpy test: set PUBSUBD_PYTHON or create {} with asfpy installed",
-        venv.display()
-    );
-    eprintln!("skipped: no PUBSUBD_PYTHON and no {}", venv.display());
-    None
-}
-
-/// The Python child, killed by PID and reaped on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the asfpy script against `url`; returns the child and its stdout lines.
-fn spawn_client(
-    py: &PathBuf,
-    url: &str,
-    mode: &str,
-    count: u32,
-) -> (Reaped, mpsc::Receiver<String>) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_asfpy.py");
-    let mut child = Command::new(py)
-        .arg("-u")
-        .arg(&script)
-        .args([
-            "--url",
-            url,
-            "--mode",
-            mode,
-            "--count",
-            &count.to_string(),
-            "--timeout",
-            "25",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", py.display()));
-    let out = child.stdout.take().expect("stdout");
-    let err = child.stderr.take().expect("stderr");
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("[asfpy] {line}");
-        }
-    });
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (Reaped(child), rx)
+fn spawn_client(py: &Path, url: &str, mode: &str, count: u32) -> (Reaped, mpsc::Receiver<String>) {
+    spawn_lines(
+        Command::new(py)
+            .arg("-u")
+            .arg(python_script("test_asfpy.py"))
+            .args([
+                "--url",
+                url,
+                "--mode",
+                mode,
+                "--count",
+                &count.to_string(),
+                "--timeout",
+                "25",
+            ]),
+        "asfpy",
+    )
 }
 
 fn recv_json(rx: &mpsc::Receiver<String>, deadline: Instant) -> Value {
@@ -130,7 +73,9 @@ fn finish(mut child: Reaped) {
 
 #[test]
 fn asfpy_listen_receives_events() {
-    let Some(py) = python() else { return };
+    let Some(py) = python_with("asfpy_listen_receives_events", &["asfpy"]) else {
+        return;
+    };
     let srv = Server::start("ping_interval: 1");
     let (mut child, rx) = spawn_client(&py, &srv.url("/asf/topic"), "listen", 2);
     wait_subscribed(&srv, &mut child, &py);
@@ -149,7 +94,9 @@ fn asfpy_listen_receives_events() {
 
 #[test]
 fn asfpy_deprecated_listener_receives_payloads() {
-    let Some(py) = python() else { return };
+    let Some(py) = python_with("asfpy_deprecated_listener_receives_payloads", &["asfpy"]) else {
+        return;
+    };
     let srv = Server::start("ping_interval: 1");
     let (mut child, rx) = spawn_client(&py, &srv.url("/legacy"), "listener", 1);
     wait_subscribed(&srv, &mut child, &py);

@@ -39,7 +39,7 @@ fn n_of(v: &Value) -> i64 {
 }
 
 /// The `n` of each event; an end marker (see `replay`) counts as -1.
-fn ns(events: &[Value]) -> Vec<i64> {
+fn ns_or_marker(events: &[Value]) -> Vec<i64> {
     events
         .iter()
         .map(|v| if is_marker(v) { -1 } else { n_of(v) })
@@ -300,22 +300,26 @@ fn stop(srv: &mut Server) {
 fn replay_since_time_includes_the_boundary_and_filters_topics() {
     let srv = server("backlog: {size: 100}");
     let mut w = srv.subscribe("/");
-    let mut raws = Vec::new();
+    let mut raws: Vec<String> = Vec::new();
     for (n, path) in [
         (1, "/fruit/apple"),
         (2, "/fruit/apple/red"),
         (3, "/fruit/orange"),
         (4, "/apple/fruit"),
     ] {
-        if n > 1 {
-            thread::sleep(Duration::from_millis(5));
+        if let Some(prev) = raws.last() {
+            // Distinct timestamps, so that "since event 2" can exclude event 1:
+            // wait until the clock is past the previous one (1 ms of margin
+            // in case the server's clock is coarser than ours).
+            let prev: f64 = raw_timestamp(prev).parse().expect("numeric timestamp");
+            assert!(wait_until(T, || now_epoch() > prev + 0.001));
         }
         srv.publish_ok(path, &json!({ "n": n }));
         raws.push(next_raw(&mut w));
     }
     let [a1, a2, o3, a4] = [0, 1, 2, 3].map(|i| parse(&raws[i]));
     assert_eq!(
-        ns(&[a1.clone(), a2.clone(), o3.clone(), a4.clone()]),
+        ns_or_marker(&[a1.clone(), a2.clone(), o3.clone(), a4.clone()]),
         [1, 2, 3, 4]
     );
 
@@ -446,7 +450,7 @@ fn private_events_are_kept_but_not_replayed_to_anonymous_clients() {
         ],
         "/sec/end",
     );
-    assert_eq!(ns(&got[..2]), [2, 4], "{got:?}");
+    assert_eq!(ns_or_marker(&got[..2]), [2, 4], "{got:?}");
     assert!(got[2..].iter().all(is_marker), "{got:?}");
 
     // the private events are in the backlog all the same
@@ -483,7 +487,7 @@ fn size_limit_keeps_only_the_newest() {
         "/sz",
     );
     assert_eq!(s.head.header(STATUS), Some("found"));
-    assert_eq!(ns(&got), [5, -1], "{got:?}");
+    assert_eq!(ns_or_marker(&got), [5, -1], "{got:?}");
     assert_eq!(got[0], e[4]);
     // now kept: e5 and two markers; e3 and e4 are gone
     for gone in [&e[2], &e[3]] {
@@ -498,6 +502,17 @@ fn size_limit_keeps_only_the_newest() {
     }
 }
 
+/// Waits until everything published before `since` (epoch seconds, read
+/// after the publishes were acknowledged) is older than `age`: the server
+/// stamps events with the same clock.
+fn wait_aged(since: f64, age: Duration) {
+    let at = since + age.as_secs_f64();
+    assert!(
+        wait_until(age + T, || now_epoch() > at),
+        "the clock never passed {at}"
+    );
+}
+
 #[test]
 fn max_age_drops_old_events() {
     let srv = server("backlog: {size: 100, max_age: 1s}");
@@ -507,7 +522,9 @@ fn max_age_drops_old_events() {
     let (_s, got) = replay(&srv, "/age", &[("X-Fetch-Since", "0")], "/age/end");
     assert_eq!(got, vec![e1.clone(), e2.clone()], "fresh events replay");
 
-    thread::sleep(Duration::from_millis(1500));
+    // Await the age limit itself rather than a guessed sleep: e1, e2 and the
+    // replay's end marker are all older than this.
+    wait_aged(now_epoch(), Duration::from_secs(1));
     let e3 = publish_seen(&srv, &mut w, "/age", &json!({"n": 3}));
     let (_s, got) = replay(&srv, "/age", &[("X-Fetch-Since", "0")], "/age/end");
     assert_eq!(got, vec![e3.clone()], "only the event younger than 1 s");
@@ -520,8 +537,8 @@ fn max_age_drops_old_events() {
     assert_eq!(s.head.header(STATUS), Some("unknown"), "e1 aged out");
     assert!(got.is_empty(), "{got:?}");
 
-    // once everything is older than 1 s, nothing at all
-    thread::sleep(Duration::from_millis(1500));
+    // once everything (e3 and the end markers) is older than 1 s, nothing at all
+    wait_aged(now_epoch(), Duration::from_secs(1));
     let (_s, got) = replay(&srv, "/", &[("X-Fetch-Since", "0")], "/age/end");
     assert!(got.is_empty(), "replayed {got:?}");
 }
@@ -584,6 +601,8 @@ fn replay_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
                 let r = c.publish("/seam/live", &json!({ "n": n, "pad": pad }).to_string());
                 r.assert(202, MSG_ACCEPTED);
                 progress.fetch_add(1, Ordering::SeqCst);
+                // Pacing, not waiting: spreads the live publishes over more
+                // than a second so that the subscribers below join mid-stream.
                 thread::sleep(Duration::from_millis(3));
             }
         })
@@ -591,7 +610,12 @@ fn replay_seam_has_no_gap_or_duplicate_under_concurrent_publishing() {
     let mut readers = Vec::new();
     let mut joined_at = Vec::new();
     for i in 0..5 {
-        thread::sleep(Duration::from_millis(if i == 0 { 100 } else { 200 }));
+        // join at fixed points of the live stream: after 30, 100, ... events
+        let at = 30 + 70 * i;
+        assert!(
+            wait_until(T, || progress.load(Ordering::SeqCst) >= at),
+            "the publisher stalled before {at} events"
+        );
         let by_cursor = i % 2 == 0;
         joined_at.push(progress.load(Ordering::SeqCst));
         let mut s = if by_cursor {
@@ -664,7 +688,8 @@ fn large_replay_streams_fully_and_does_not_delay_live_events() {
                 bytes += v.to_string().len();
                 progress.store(i + 1, Ordering::SeqCst);
                 if i % 20 == 19 {
-                    // a reader slower than the loopback: the replay takes a while
+                    // A reader slower than the loopback, so the replay takes a
+                    // while: this pause is the behaviour under test, not a wait.
                     thread::sleep(Duration::from_millis(1));
                 }
             }
@@ -692,6 +717,7 @@ fn large_replay_streams_fully_and_does_not_delay_live_events() {
         if before > 0 && !done.load(Ordering::SeqCst) {
             during += 1;
         }
+        // Pacing, not waiting: spread the live probes over the replay.
         thread::sleep(Duration::from_millis(20));
     }
     let (mut big, bytes) = reader.join().expect("replay reader");
@@ -862,16 +888,18 @@ fn backlog_file_is_complete_and_parses_after_sigkill() {
 
     // keep publishing and kill the server in the middle of it
     let stop_flag = Arc::new(AtomicBool::new(false));
+    let live_acks = Arc::new(AtomicUsize::new(0));
     let publisher = {
-        let (addr, stop_flag) = (srv.addr, stop_flag.clone());
+        let (addr, stop_flag, live_acks) = (srv.addr, stop_flag.clone(), live_acks.clone());
         thread::spawn(move || {
             let mut c = Conn::connect(addr);
             let mut acked = 0;
-            // paced, so that the backlog (10 000) never evicts
             for n in 20..9_000 {
                 if stop_flag.load(Ordering::SeqCst) {
                     break;
                 }
+                // Pacing, not waiting: at most ~1 000 events a second, so
+                // that the backlog (10 000) never evicts before the kill.
                 thread::sleep(Duration::from_millis(1));
                 let body = json!({ "n": n }).to_string();
                 let req = format!(
@@ -882,7 +910,10 @@ fn backlog_file_is_complete_and_parses_after_sigkill() {
                     break;
                 }
                 match c.read_response(false, T) {
-                    Ok(r) if r.status == 202 => acked += 1,
+                    Ok(r) if r.status == 202 => {
+                        acked += 1;
+                        live_acks.store(acked, Ordering::SeqCst);
+                    }
                     _ => break,
                 }
             }
@@ -892,7 +923,12 @@ fn backlog_file_is_complete_and_parses_after_sigkill() {
     assert!(wait_until(Duration::from_secs(5), || {
         std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() > 20)
     }));
-    thread::sleep(Duration::from_millis(300));
+    // kill only once publishing has demonstrably gone on past that write
+    let flushed_at = live_acks.load(Ordering::SeqCst);
+    assert!(
+        wait_until(T, || live_acks.load(Ordering::SeqCst) >= flushed_at + 100),
+        "the publisher stalled"
+    );
     srv.signal("KILL");
     let st = srv.wait_exit(T).expect("killed server exits");
     stop_flag.store(true, Ordering::SeqCst);
@@ -938,7 +974,7 @@ fn backlog_file_is_complete_and_parses_after_sigkill() {
         "events after n=5 and a marker"
     );
     assert_eq!(
-        ns(&got[..got.len() - 1]),
+        ns_or_marker(&got[..got.len() - 1]),
         (6..stored.len() as i64).collect::<Vec<_>>()
     );
 }
@@ -989,11 +1025,11 @@ fn corrupt_lines_are_skipped_with_a_warning_naming_the_line() {
     }
 
     let (_s, got) = replay(&srv, "/q", &[("X-Fetch-Since", "0")], "/q");
-    assert_eq!(ns(&got), [1, 3, 5], "{got:?}");
+    assert_eq!(ns_or_marker(&got), [1, 3, 5], "{got:?}");
     assert_same_event(&got[0], &j1);
     let (s, got) = replay(&srv, "/q", &[("X-Fetch-Since-Cursor", c1)], "/q");
     assert_eq!(s.head.header(STATUS), Some("found"));
-    assert_eq!(ns(&got), [3, 5, -1]);
+    assert_eq!(ns_or_marker(&got), [3, 5, -1]);
 }
 
 /// Three events in the reference's format: public, private, public.

@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -30,39 +27,17 @@ fn have_curl() -> bool {
     ok
 }
 
-/// A child process killed (by PID) and reaped on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs curl to completion, bounded by `--max-time` and a wait deadline.
 fn curl(args: &[&str]) -> Output {
-    let child = Command::new("curl")
-        .args(["--max-time", "15"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn curl");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(out) => out.expect("curl output"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("curl did not finish");
-        }
+    let (status, stdout, stderr) = output_within(
+        Command::new("curl").args(["--max-time", "15"]).args(args),
+        Duration::from_secs(20),
+    );
+    let status = status.unwrap_or_else(|| panic!("curl {args:?} did not finish: {stderr}"));
+    Output {
+        status,
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
     }
 }
 
@@ -72,25 +47,10 @@ fn curl_subscriber_receives_events() {
         return;
     }
     let srv = Server::start("");
-    let mut child = Reaped(
-        Command::new("curl")
-            .args(["-sN", "--max-time", "20", &srv.url("/curl/topic")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn curl"),
+    let (_curl, rx) = spawn_lines(
+        Command::new("curl").args(["-sN", "--max-time", "20", &srv.url("/curl/topic")]),
+        "curl",
     );
-    let out = child.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     srv.wait_subscribers(1, T);
     srv.publish_ok("/curl/topic/x", &json!({"n": 1, "s": "ü"}));
     srv.publish_ok("/curl/topic", &json!({"n": 2}));

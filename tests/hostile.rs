@@ -160,7 +160,8 @@ fn slowloris_head_is_closed_after_request_timeout() {
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let writer = thread::spawn(move || {
-        // one byte every 100 ms: the server sees steady progress, never a full head
+        // One byte every 100 ms: the server sees steady progress, never a
+        // full head. The slow writer is the behaviour under test, not a wait.
         for _ in 0..60 {
             if stop2.load(Ordering::Relaxed) || w.write_all(b"a").is_err() {
                 return;

@@ -13,8 +13,7 @@ mod common;
 mod slapd;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -62,14 +61,6 @@ fn start_server(ldap: &Slapd, extra: &str) -> Server {
     Server::builder()
         .clients(&ldap_section(&ldap.uri, extra))
         .start()
-}
-
-/// The `n` of each event of `sub` up to the sentinel (which must come).
-fn ns(sub: &mut Subscriber) -> Vec<u64> {
-    sub.events_until_sentinel(T)
-        .iter()
-        .map(|e| e["n"].as_u64().unwrap_or_else(|| panic!("no n in {e}")))
-        .collect()
 }
 
 /// Sends `GET path` with Basic credentials and does not wait for the head.
@@ -146,17 +137,6 @@ fn public_latency(srv: &Server, sub: &mut Subscriber, path: &str, n: u64) -> Dur
     t0.elapsed()
 }
 
-fn signal_pid(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 // ---------------------------------------------------------------------------
 
 #[test]
@@ -193,9 +173,9 @@ fn ldap_groups_open_their_mapped_segments_only() {
     srv.publish_ok("/public", &json!({"n": 7}));
     srv.publish_ok("/s", &sentinel());
     for ((user, pass, want), s) in tries.iter().zip(&mut subs) {
-        assert_eq!(ns(s), want.to_vec(), "{user} with {pass:?}");
+        assert_eq!(s.ns_until_sentinel(), want.to_vec(), "{user} with {pass:?}");
     }
-    assert_eq!(ns(&mut anon), vec![7]);
+    assert_eq!(anon.ns_until_sentinel(), vec![7]);
 
     // the private event's metadata, as seen by an LDAP user
     let (mut alice, _) = timed_sub(&srv, "/code", "alice", "alicepw", bound);
@@ -222,13 +202,17 @@ fn acl_file_users_are_not_looked_up_in_ldap() {
     srv.publish_ok("/private/hr", &json!({"n": 2}));
     srv.publish_ok("/private/code", &json!({"n": 3}));
     srv.publish_ok("/s", &sentinel());
-    assert_eq!(ns(&mut file), vec![1], "carol with the file password");
     assert_eq!(
-        ns(&mut dir),
+        file.ns_until_sentinel(),
+        vec![1],
+        "carol with the file password"
+    );
+    assert_eq!(
+        dir.ns_until_sentinel(),
         Vec::<u64>::new(),
         "carol with the LDAP password"
     );
-    assert_eq!(ns(&mut bob), vec![3], "bob");
+    assert_eq!(bob.ns_until_sentinel(), vec![3], "bob");
 }
 
 #[test]
@@ -252,8 +236,12 @@ fn hung_then_dead_ldap_never_stalls_anyone() {
     r.expect("response to PUT /deploy")
         .assert(202, MSG_ACCEPTED);
     srv.publish_ok("/s", &sentinel());
-    assert_eq!(ns(&mut alice), vec![1, 2, 20], "alice while LDAP is up");
-    assert_eq!(ns(&mut anon), vec![2, 20]);
+    assert_eq!(
+        alice.ns_until_sentinel(),
+        vec![1, 2, 20],
+        "alice while LDAP is up"
+    );
+    assert_eq!(anon.ns_until_sentinel(), vec![2, 20]);
 
     // 1. slapd hangs (SIGSTOP): connections are accepted by the kernel, never answered
     let pid = ldap.pid().expect("slapd runs");
@@ -316,15 +304,23 @@ fn hung_then_dead_ldap_never_stalls_anyone() {
     srv.publish_ok("/private/accounts", &json!({"n": 9}));
     srv.publish_ok("/pub", &json!({"n": 10}));
     srv.publish_ok("/s", &sentinel());
-    assert_eq!(ns(&mut parked), vec![6, 7, 8, 10], "alice, LDAP hung");
-    assert_eq!(ns(&mut refused), vec![6, 7, 8, 10], "alice, LDAP down");
+    assert_eq!(
+        parked.ns_until_sentinel(),
+        vec![6, 7, 8, 10],
+        "alice, LDAP hung"
+    );
+    assert_eq!(
+        refused.ns_until_sentinel(),
+        vec![6, 7, 8, 10],
+        "alice, LDAP down"
+    );
     // streams authenticated before the outage keep their access
     assert_eq!(
-        ns(&mut alice),
+        alice.ns_until_sentinel(),
         vec![3, 4, 5, 6, 7, 8, 9, 10],
         "alice before"
     );
-    assert_eq!(ns(&mut anon), vec![10]);
+    assert_eq!(anon.ns_until_sentinel(), vec![10]);
     eprintln!("LDAP hung: head after {took:?}; LDAP down: head after {took_refused:?}");
 }
 
@@ -336,6 +332,7 @@ fn ldap_login_storm_does_not_delay_others() {
     let addr = srv.addr;
     let mut anon = srv.subscribe("/lat");
     let stop = AtomicBool::new(false);
+    let probes = AtomicUsize::new(0);
 
     let (latencies, mut subs, storm_time) = thread::scope(|scope| {
         let prober = scope.spawn(|| {
@@ -348,13 +345,19 @@ fn ldap_login_storm_does_not_delay_others() {
                 let ev = anon.next_event(T);
                 assert_eq!(ev["i"], json!(i), "{ev}");
                 out.push(t0.elapsed());
+                probes.fetch_add(1, Ordering::SeqCst);
                 i += 1;
+                // Pacing, not waiting: a probe every ~10 ms samples the
+                // latency without adding load of its own.
                 thread::sleep(Duration::from_millis(10));
             }
             out
         });
         // let the prober get going, then open everything without reading heads
-        thread::sleep(Duration::from_millis(50));
+        assert!(
+            wait_until(T, || probes.load(Ordering::SeqCst) >= 1),
+            "the first probe never came back"
+        );
         let t0 = Instant::now();
         let conns: Vec<(usize, Conn)> = (0..STORM)
             .map(|i| {
@@ -402,7 +405,7 @@ fn ldap_login_storm_does_not_delay_others() {
         } else {
             ("bob", vec![2])
         };
-        assert_eq!(ns(s), want, "storm #{i} ({who})");
+        assert_eq!(s.ns_until_sentinel(), want, "storm #{i} ({who})");
     }
 }
 
@@ -463,7 +466,7 @@ fn ldap_publish_topics_allow_secured_publishing() {
         assert!(took < LDAP_TIMEOUT + MARGIN, "PUT {path} took {took:?}");
     }
     srv.publish_ok("/s", &sentinel());
-    assert_eq!(ns(&mut sub), vec![1, 2, 3, 4, 5]);
+    assert_eq!(sub.ns_until_sentinel(), vec![1, 2, 3, 4, 5]);
 }
 
 #[test]
@@ -475,7 +478,11 @@ fn cached_login_survives_an_ldap_outage() {
     let (mut before, _) = timed_sub(&srv, "/", "alice", "alicepw", bound);
     srv.publish_ok("/private/accounts", &json!({"n": 1}));
     srv.publish_ok("/s", &sentinel());
-    assert_eq!(ns(&mut before), vec![1], "alice while LDAP is up");
+    assert_eq!(
+        before.ns_until_sentinel(),
+        vec![1],
+        "alice while LDAP is up"
+    );
 
     ldap.stop();
     let tries: &[(&str, &str, &[u64])] = &[
@@ -496,9 +503,13 @@ fn cached_login_survives_an_ldap_outage() {
     srv.publish_ok("/public", &json!({"n": 4}));
     srv.publish_ok("/s", &sentinel());
     for ((user, pass, want), s) in tries.iter().zip(&mut subs) {
-        assert_eq!(ns(s), want.to_vec(), "{user} with {pass:?}, LDAP down");
+        assert_eq!(
+            s.ns_until_sentinel(),
+            want.to_vec(),
+            "{user} with {pass:?}, LDAP down"
+        );
     }
-    assert_eq!(ns(&mut before), vec![2, 3, 4]);
+    assert_eq!(before.ns_until_sentinel(), vec![2, 3, 4]);
 }
 
 // ---------------------------------------------------------------------------

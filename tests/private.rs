@@ -25,19 +25,8 @@ carol:
   topics: [deploy]
 ";
 
-fn ns(events: &[Value]) -> Vec<u64> {
-    events
-        .iter()
-        .map(|e| e["n"].as_u64().unwrap_or_else(|| panic!("no n in {e}")))
-        .collect()
-}
-
 fn nsv(events: &[Value]) -> Vec<Value> {
     events.iter().map(|e| e["n"].clone()).collect()
-}
-
-fn sub_as(srv: &Server, path: &str, user: &str, pass: &str) -> Subscriber {
-    srv.subscribe_with(path, &[("Authorization", &basic_auth(user, pass))])
 }
 
 fn publish_as(srv: &Server, path: &str, user: &str, pass: &str, body: &Value) -> Response {
@@ -62,13 +51,13 @@ fn basic_auth_encoding_is_right() {
 #[test]
 fn private_events_reach_only_authorized_subscribers() {
     let srv = Server::builder().acl(ACL).start();
-    let mut alice_git = sub_as(&srv, "/git", "alice", "s3cret");
-    let mut alice_all = sub_as(&srv, "/", "alice", "s3cret");
+    let mut alice_git = srv.subscribe_as("/git", "alice", "s3cret");
+    let mut alice_all = srv.subscribe_as("/", "alice", "s3cret");
     let mut anon = srv.subscribe("/git");
     // bad credentials are not an error: the stream opens, without private access
-    let mut wrong = sub_as(&srv, "/git", "alice", "nope");
-    let mut stranger = sub_as(&srv, "/git", "mallory", "x");
-    let mut no_acl = sub_as(&srv, "/git", "carol", "c4rol");
+    let mut wrong = srv.subscribe_as("/git", "alice", "nope");
+    let mut stranger = srv.subscribe_as("/git", "mallory", "x");
+    let mut no_acl = srv.subscribe_as("/git", "carol", "c4rol");
 
     srv.publish_ok("/private/git/private-repo.git/commit", &json!({"n": 1}));
     srv.publish_ok("/private/git/other.git", &json!({"n": 2}));
@@ -141,7 +130,7 @@ fn secure_topic_publisher_bypasses_payloaders_but_others_do_not() {
 /// Publishes a private event for `/private/git/...` plus a public sentinel,
 /// and reports whether a fresh `user` subscriber received the private one.
 fn user_gets_private(srv: &Server, user: &str, pass: &str, n: u64) -> bool {
-    let mut s = sub_as(srv, "/git", user, pass);
+    let mut s = srv.subscribe_as("/git", user, pass);
     srv.publish_ok("/private/git/reload", &json!({"n": n}));
     srv.publish_ok("/git/s", &sentinel());
     let got = s.events_until_sentinel(T);
@@ -151,7 +140,7 @@ fn user_gets_private(srv: &Server, user: &str, pass: &str, n: u64) -> bool {
 #[test]
 fn sigusr2_reloads_the_acl_without_dropping_connections() {
     let mut srv = Server::builder().acl(ACL).start();
-    let mut old_alice = sub_as(&srv, "/git", "alice", "s3cret");
+    let mut old_alice = srv.subscribe_as("/git", "alice", "s3cret");
     assert!(!user_gets_private(&srv, "bob", "b0b", 1));
 
     let acl_path = srv.dir().join("pypubsub_acl.yaml");
@@ -161,16 +150,14 @@ fn sigusr2_reloads_the_acl_without_dropping_connections() {
     )
     .expect("rewrite acl");
     srv.signal("USR2");
-    let mut n = 2;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !user_gets_private(&srv, "bob", "b0b", n) {
-        assert!(
-            Instant::now() < deadline,
-            "bob never got access after SIGUSR2"
-        );
-        n += 1;
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut n = 1;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            n += 1;
+            user_gets_private(&srv, "bob", "b0b", n)
+        }),
+        "bob never got access after SIGUSR2"
+    );
 
     // an invalid file is refused; the loaded ACL stays
     let before = srv.log().len();

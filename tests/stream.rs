@@ -233,8 +233,13 @@ fn disconnected_subscriber_is_forgotten() {
 fn stream_outlives_request_timeout() {
     let srv = Server::start("request_timeout: 0.5\nping_interval: 10");
     let mut sub = srv.subscribe("/long");
-    // well past request_timeout with nothing sent either way
-    thread::sleep(Duration::from_millis(1500));
+    // An idle connection opened after the stream: once the server has closed
+    // it for request_timeout, the stream's own deadline (had it one) is past
+    // too. Nothing was sent either way on the stream meanwhile.
+    let mut idle = srv.conn();
+    idle.wait_closed(T)
+        .expect("an idle connection is closed after request_timeout");
+    srv.wait_subscribers(1, T);
     srv.publish_ok("/long", &json!({"n": 1}));
     assert_eq!(sub.next_event(T)["n"], json!(1));
 }

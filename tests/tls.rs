@@ -10,12 +10,11 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::{mpsc, Arc};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -170,32 +169,12 @@ fn tls_server(tls_yaml: &str, extra: &str) -> (Server, SocketAddr) {
 
 /// Runs curl to completion (bounded): (status, stdout, stderr).
 fn curl(args: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = Command::new("curl")
-        .args(["--max-time", "10", "--noproxy", "*"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn curl");
-    let (out, err) = (child.stdout.take(), child.stderr.take());
-    let read_all = |r: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut s = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut s);
-            }
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let to = read_all(out.map(|o| Box::new(o) as Box<dyn Read + Send>));
-    let te = read_all(err.map(|e| Box::new(e) as Box<dyn Read + Send>));
-    let status = wait_child(&mut child, Duration::from_secs(20));
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let (out, err) = (to.join().unwrap_or_default(), te.join().unwrap_or_default());
+    let (status, out, err) = output_within(
+        Command::new("curl")
+            .args(["--max-time", "10", "--noproxy", "*"])
+            .args(args),
+        Duration::from_secs(20),
+    );
     let status = status.unwrap_or_else(|| panic!("curl {args:?} did not finish; stderr: {err}"));
     (status, out, err)
 }
@@ -223,45 +202,31 @@ fn curl_publish(ca: &Path, url: &str, body: &str) -> (u16, String) {
 /// A `curl -N` subscriber; each stdout line is sent on `lines`. Killed by
 /// PID on drop.
 struct CurlStream {
-    child: Child,
+    _child: Reaped,
     lines: mpsc::Receiver<String>,
 }
 
 impl CurlStream {
     fn open(ca: &Path, url: &str) -> CurlStream {
-        let mut child = Command::new("curl")
-            .args([
-                "-sS",
-                "-N",
-                "--max-time",
-                "60",
-                "--noproxy",
-                "*",
-                "--cacert",
-            ])
-            .arg(ca)
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn curl");
-        let out = child.stdout.take().expect("stdout");
-        let err = child.stderr.take().expect("stderr");
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[curl] {line}");
-            }
-        });
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        CurlStream { child, lines }
+        let (child, lines) = spawn_lines(
+            Command::new("curl")
+                .args([
+                    "-sS",
+                    "-N",
+                    "--max-time",
+                    "60",
+                    "--noproxy",
+                    "*",
+                    "--cacert",
+                ])
+                .arg(ca)
+                .arg(url),
+            "curl",
+        );
+        CurlStream {
+            _child: child,
+            lines,
+        }
     }
 
     /// The next event line (pings skipped), parsed.
@@ -279,13 +244,6 @@ impl CurlStream {
                 return v;
             }
         }
-    }
-}
-
-impl Drop for CurlStream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -769,67 +727,30 @@ fn the_chain_file_is_sent_with_the_certificate() {
 // ---------------------------------------------------------------------------
 // asfpy over HTTPS
 
-fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("PUBSUBD_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipped: no Python at {} (PUBSUBD_PYTHON)", p.display());
-        None
-    }
-}
-
-/// The asfpy client, killed by PID on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn asfpy_over_https(mode: &str, ca_env: &str) {
-    let Some(py) = python() else { return };
+    let Some(py) = python_with(&format!("asfpy_over_https({mode})"), &["asfpy"]) else {
+        return;
+    };
     let (pki, _ca) = Pki::new();
     let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "ping_interval: 1");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_asfpy.py");
     let url = format!("https://{tls}/asf");
-    let mut child = Command::new(&py)
-        .arg("-u")
-        .arg(&script)
-        .args([
-            "--url",
-            &url,
-            "--mode",
-            mode,
-            "--count",
-            "1",
-            "--timeout",
-            "25",
-        ])
-        .env(ca_env, pki.path("ca.pem"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", py.display()));
-    let out = child.stdout.take().expect("stdout");
-    let err = child.stderr.take().expect("stderr");
-    let mut child = Reaped(child);
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            eprintln!("[asfpy] {line}");
-        }
-    });
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, rx) = spawn_lines(
+        Command::new(&py)
+            .arg("-u")
+            .arg(python_script("test_asfpy.py"))
+            .args([
+                "--url",
+                &url,
+                "--mode",
+                mode,
+                "--count",
+                "1",
+                "--timeout",
+                "25",
+            ])
+            .env(ca_env, pki.path("ca.pem")),
+        "asfpy",
+    );
     srv.wait_subscribers(1, Duration::from_secs(30));
     srv.publish_ok("/asf/x", &json!({"payload": {"n": 1, "via": "https"}}));
     let line = rx

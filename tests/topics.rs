@@ -11,14 +11,7 @@
 mod common;
 
 use common::*;
-use serde_json::{json, Value};
-
-fn ns(events: &[Value]) -> Vec<u64> {
-    events
-        .iter()
-        .map(|e| e["n"].as_u64().unwrap_or_else(|| panic!("no n in {e}")))
-        .collect()
-}
+use serde_json::json;
 
 #[test]
 fn matrix_every_cell() {

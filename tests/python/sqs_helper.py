@@ -63,6 +63,7 @@ def main(argv):
                         botocore.exceptions.ReadTimeoutError):
                     if time.monotonic() > deadline:
                         raise
+                    # poll interval of a bounded retry (30 s deadline above)
                     time.sleep(0.1)
             print("ok")
         elif cmd in ("create", "create-visibility"):
