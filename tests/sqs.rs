@@ -118,11 +118,11 @@ impl Moto {
 }
 
 /// The real `pubsubd` with `config`, logging the SQS poller at debug level
-/// (under `pubsubd::sqs`, or the `sqs_feed` crate once it moves there).
+/// (the `sqs_feed` crate).
 fn start_server(config: &str) -> Server {
     Server::builder()
         .raw_config(config)
-        .env("RUST_LOG", "info,pubsubd::sqs=debug,sqs_feed=debug")
+        .env("RUST_LOG", "info,sqs_feed=debug")
         .start()
 }
 
