@@ -1,0 +1,59 @@
+//! The admin listener's status page in a real browser: Debian's `chromium`
+//! driven by `playwright-core` (tests/browser/status_page.mjs). The page
+//! loads, shows published events in its tail and moving counters, never a
+//! private event, and logs no console error.
+//!
+//! Needs node, `npm install` in tests/browser and /usr/bin/chromium (what
+//! `.ci/run` installs): under `CI` their absence fails the test, elsewhere
+//! it is skipped. `PUBSUBD_SCREENSHOT=path` also saves a screenshot (how
+//! docs/status-page.png is made).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// The admin listener's address, from its log line.
+fn admin_url(srv: &Server) -> String {
+    assert!(srv.wait_log("admin listener on http://", T), "{}", srv.log());
+    let log = srv.log();
+    let rest = &log[log.find("admin listener on http://").expect("logged") + 18..];
+    rest.split_whitespace().next().expect("url").to_owned()
+}
+
+#[test]
+fn status_page_in_chromium() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let ready = dir.join("node_modules/playwright-core").exists()
+        && Path::new("/usr/bin/chromium").exists();
+    if !ready {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the browser test needs chromium and `npm install` in tests/browser"
+        );
+        eprintln!("skipped: no chromium or playwright-core (see .ci/run)");
+        return;
+    }
+    let srv = Server::builder()
+        .server("admin: {bind: 127.0.0.1, port: 0}")
+        .server("ping_interval: 1s")
+        .start();
+    let admin = admin_url(&srv);
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("status_page.mjs"))
+        .arg(&admin)
+        .arg(format!("http://{}", srv.addr));
+    if let Some(shot) = std::env::var_os("PUBSUBD_SCREENSHOT") {
+        cmd.arg(shot);
+    }
+    let (status, stdout, stderr) = output_within(&mut cmd, Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "browser test failed ({status:?})\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
+        srv.log()
+    );
+    assert!(stdout.contains("status page OK"), "{stdout}");
+}
