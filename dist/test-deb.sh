@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The Debian package end to end: build it with cargo-deb, install it with
+# dpkg -i, check the installed config with the installed binary, run it and
+# ask it for HEAD / (204), verify the unit where systemd-analyze exists, then
+# purge it. Needs root. Prints one closing line: "deb: N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+passed=0 failed=0
+ok() { echo "deb: ok: $1"; passed=$((passed + 1)); }
+bad() { echo "deb: FAILED: $1" >&2; failed=$((failed + 1)); }
+finish() { echo "deb: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
+
+if ! command -v cargo-deb >/dev/null 2>&1; then
+  cargo install cargo-deb --locked -q || { bad "cargo install cargo-deb"; finish; }
+fi
+deb=$(cargo deb -p pubsubd 2>/dev/null | tail -n1)
+if [ ! -f "$deb" ]; then bad "cargo deb built nothing"; finish; fi
+ok "built $(basename "$deb")"
+
+if dpkg -i "$deb" >/dev/null; then ok "dpkg -i"; else bad "dpkg -i"; finish; fi
+trap 'dpkg --purge pubsubd >/dev/null 2>&1 || true' EXIT
+
+getent passwd pubsubd >/dev/null && ok "system user pubsubd" || bad "no system user"
+[ "$(stat -c %G:%a /etc/pubsubd/pypubsub_acl.yaml)" = "pubsubd:640" ] &&
+  ok "ACL file root:pubsubd 0640" || bad "ACL file mode $(stat -c %G:%a /etc/pubsubd/pypubsub_acl.yaml)"
+dpkg-query -W -f='${Conffiles}\n' pubsubd | grep -q /etc/pubsubd/pypubsub.yaml &&
+  ok "config files are conffiles" || bad "conffiles"
+
+if /usr/bin/pubsubd --check-config --config /etc/pubsubd/pypubsub.yaml \
+  --acl /etc/pubsubd/pypubsub_acl.yaml >/dev/null; then
+  ok "--check-config on the installed config"
+else
+  bad "--check-config on the installed config"
+fi
+
+# The installed binary with the installed config, as the service's user.
+state=$(mktemp -d)
+chown pubsubd: "$state"
+log="$state/pubsubd.log"
+(cd "$state" && exec runuser -u pubsubd -- /usr/bin/pubsubd \
+  --config /etc/pubsubd/pypubsub.yaml --acl /etc/pubsubd/pypubsub_acl.yaml) >"$log" 2>&1 &
+pid=$!
+up=no
+for _ in $(seq 1 100); do
+  if grep -q "listening on" "$log" 2>/dev/null; then up=yes; break; fi
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1 # waiting for the server's own start-up line
+done
+if [ "$up" = yes ]; then
+  code=$(curl -s -o /dev/null -w '%{http_code}' -I --max-time 5 http://127.0.0.1:2069/)
+  [ "$code" = 204 ] && ok "HEAD / -> 204" || bad "HEAD / -> $code"
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:2099/healthz)
+  [ "$code" = 200 ] && ok "admin /healthz -> 200" || bad "admin /healthz -> $code"
+else
+  bad "the installed server did not start: $(tail -n 5 "$log")"
+fi
+kill "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+rm -rf "$state"
+
+if command -v systemd-analyze >/dev/null 2>&1; then
+  if out=$(systemd-analyze verify /lib/systemd/system/pubsubd.service 2>&1); then
+    ok "systemd-analyze verify"
+  else
+    bad "systemd-analyze verify: $out"
+  fi
+else
+  echo "deb: systemd-analyze not installed; unit not verified"
+fi
+
+if dpkg --purge pubsubd >/dev/null; then ok "dpkg --purge"; else bad "dpkg --purge"; fi
+[ ! -e /usr/bin/pubsubd ] && ok "binary removed" || bad "binary left behind"
+trap - EXIT
+finish
