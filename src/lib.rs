@@ -23,6 +23,7 @@ pub mod event;
 pub mod http;
 pub mod hub;
 mod json_check;
+#[cfg(feature = "admin")]
 pub mod metrics;
 mod persist;
 mod reactor;
@@ -87,6 +88,10 @@ pub fn bind_configured(config: &Config, admin_optional: bool) -> Result<Listener
         },
         admin: match &server.admin {
             None => None,
+            Some(_) if !cfg!(feature = "admin") => {
+                log::warn!("server.admin is ignored: this build has no admin listener");
+                None
+            }
             Some(admin) => {
                 let addr = SocketAddr::new(admin.bind, admin.port);
                 match bind(addr, server.listen_backlog) {
@@ -192,6 +197,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
             }
         ));
     }
+    #[cfg(feature = "ldap")]
     if let Some(ldap) = &config.clients.ldap {
         ldap_worker::worker::tls_config(ldap.settings.ca_file.as_deref())
             .map_err(StartError::Ldap)?;

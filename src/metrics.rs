@@ -12,18 +12,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::hub::stats::Stats;
+use crate::hub::stats::{LdapCounts, SqsCounts, Stats};
 
 /// The content type `/metrics` is served with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Counters of the SQS feed, when it runs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SqsCounts {
-    pub received: u64,
-    pub deleted: u64,
-    pub errors: u64,
-}
 
 /// Everything one scrape shows.
 pub struct Snapshot<'a> {
@@ -34,7 +26,7 @@ pub struct Snapshot<'a> {
     pub backlog_events: usize,
     pub backlog_bytes: usize,
     pub replays: usize,
-    pub ldap: Option<ldap_worker::StatsSnapshot>,
+    pub ldap: Option<LdapCounts>,
     pub sqs: Option<SqsCounts>,
 }
 

@@ -18,7 +18,11 @@ use common::*;
 
 /// The admin listener's address, from its log line.
 fn admin_url(srv: &Server) -> String {
-    assert!(srv.wait_log("admin listener on http://", T), "{}", srv.log());
+    assert!(
+        srv.wait_log("admin listener on http://", T),
+        "{}",
+        srv.log()
+    );
     let log = srv.log();
     let rest = &log[log.find("admin listener on http://").expect("logged") + 18..];
     rest.split_whitespace().next().expect("url").to_owned()

@@ -12,6 +12,7 @@
 //! (`45s 30m 12h 7d 200ms` or a number of seconds); [`ldap`] the
 //! `clients.ldap` section; [`sqs`] the `sqs` section.
 
+#[cfg(feature = "ldap")]
 pub mod ldap;
 pub mod reload;
 pub mod sqs;
@@ -25,7 +26,14 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde_yaml::Value;
 
+#[cfg(feature = "ldap")]
 pub use ldap::LdapConfig;
+
+/// Without the `ldap` feature there is no LDAP configuration: the section
+/// is warned about and ignored.
+#[cfg(not(feature = "ldap"))]
+#[derive(Debug, Clone)]
+pub enum LdapConfig {}
 pub use sqs::{SqsCredentials, SqsEndpoint, SqsQueueConfig};
 pub use yaml::parse_duration;
 use yaml::{entries, err, positive, positive_duration, section, string, string_list, uint};
@@ -377,7 +385,14 @@ fn parse_clients(
             "oldschoolers" => c.oldschoolers = string_list(value, path)?,
             "secure_topics" => c.secure_topics = string_list(value, path)?,
             "cors_origins" => c.cors_origins = string_list(value, path)?,
+            #[cfg(feature = "ldap")]
             "ldap" => c.ldap = ldap::parse(value, warnings)?,
+            #[cfg(not(feature = "ldap"))]
+            "ldap" => {
+                if !value.is_null() {
+                    warnings.push("clients.ldap is ignored: this build has no LDAP support".into())
+                }
+            }
             _ => warnings.push(format!("unknown configuration key '{path}' ignored")),
         }
     }

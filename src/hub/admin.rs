@@ -4,8 +4,6 @@
 //! events (SSE). It never serves subscriptions or publishes, and its
 //! clients are ordinary connections with the same limits as any other.
 
-use std::collections::{HashMap, VecDeque};
-
 use serde_json::json;
 
 use super::requests::{keep_alive, After};
@@ -17,47 +15,6 @@ use crate::topics::Subscription;
 
 /// The status page: one self-contained file, no external resources.
 const STATUS_PAGE: &str = include_str!("status.html");
-/// Samples kept for the page's chart (one per ping tick: 10 minutes at 5 s).
-const HISTORY: usize = 120;
-/// Distinct top-level topics counted for "busiest topics"; later new ones
-/// are not counted, so a flood of random topics costs nothing more.
-const TOPICS_COUNTED: usize = 1024;
-
-/// What the status page shows over time.
-#[derive(Debug, Default)]
-pub(super) struct Activity {
-    /// (epoch, events published, deliveries) at each ping tick.
-    history: VecDeque<(f64, u64, u64)>,
-    /// Public events by their first topic.
-    topics: HashMap<Box<str>, u64>,
-}
-
-impl Activity {
-    pub(super) fn sample(&mut self, now: f64, events: u64, deliveries: u64) {
-        if self.history.len() == HISTORY {
-            self.history.pop_front();
-        }
-        self.history.push_back((now, events, deliveries));
-    }
-
-    /// A public event with these topics was accepted.
-    pub(super) fn count_topic(&mut self, topics: &[String]) {
-        let first = topics.first().map_or("/", String::as_str);
-        if let Some(n) = self.topics.get_mut(first) {
-            *n += 1;
-        } else if self.topics.len() < TOPICS_COUNTED {
-            self.topics.insert(first.into(), 1);
-        }
-    }
-
-    fn busiest(&self, n: usize) -> Vec<(&str, u64)> {
-        let mut all: Vec<(&str, u64)> = self.topics.iter().map(|(t, n)| (&**t, *n)).collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        all.truncate(n);
-        all
-    }
-}
-
 impl Hub {
     pub(super) fn dispatch_admin(&mut self, key: usize, mut head: RequestHead) {
         let after = match head.body {
@@ -213,8 +170,7 @@ impl Hub {
     fn stats_json(&self) -> String {
         let history: Vec<_> = self
             .activity
-            .history
-            .iter()
+            .history()
             .map(|(t, e, d)| json!([t, e, d]))
             .collect();
         let topics: Vec<_> = self

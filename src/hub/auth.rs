@@ -8,57 +8,15 @@
 //! come back in time all mean "no grant": the request goes on without
 //! private access, and nothing waits on LDAP but that one client.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
-use ldap_worker::{LdapJob, LdapPool};
 use log::{info, warn};
-use mio::Waker;
 
 use super::Hub;
-use crate::acl::{Acl, AuthOutcome, Grant, LdapAclMap};
+use crate::acl::{Acl, AuthOutcome, Grant};
 use crate::basic_auth::parse_basic_auth;
-use crate::config::LdapConfig;
 use crate::conn::{AfterAuth, Pending, State};
 use crate::http::RequestHead;
-
-/// The LDAP side: the pool, how its groups map to grants, and the parked
-/// connections by tag.
-pub struct Ldap {
-    pool: LdapPool,
-    map: LdapAclMap,
-    /// How long a parked connection waits for its reply at most.
-    wait: Duration,
-    waiting: HashMap<u64, usize>,
-}
-
-impl Ldap {
-    /// The pool's counters.
-    pub fn stats(&self) -> ldap_worker::StatsSnapshot {
-        self.pool.stats()
-    }
-
-    /// Starts the pool from `clients.ldap`; `None` when not configured.
-    pub fn start(config: Option<&LdapConfig>, waker: Arc<Waker>) -> Result<Option<Ldap>, String> {
-        let Some(LdapConfig { settings, map }) = config.cloned() else {
-            return Ok(None);
-        };
-        let wait = settings.max_job_time() + Duration::from_secs(1);
-        info!("LDAP: {} with {} workers", settings.uri, settings.workers);
-        let notify = Box::new(move || {
-            let _ = waker.wake();
-        });
-        let pool = LdapPool::start(settings, notify).map_err(|e| format!("LDAP: {e}"))?;
-        Ok(Some(Ldap {
-            pool,
-            map,
-            wait,
-            waiting: HashMap::new(),
-        }))
-    }
-}
 
 /// The ACL file and where it came from (for SIGUSR2).
 pub struct AclFile {
@@ -122,24 +80,14 @@ impl Hub {
         let (Some(ldap), Some(conn)) = (self.ldap.as_mut(), self.conns.get_mut(key)) else {
             return self.resume(key, pending, None);
         };
-        let tag = conn.serial;
-        match ldap.pool.try_submit(LdapJob {
-            tag,
-            user,
-            password,
-        }) {
-            Ok(()) => {
-                ldap.waiting.insert(tag, key);
-                let wait = ldap.wait;
+        match ldap.submit(key, conn.serial, user, password) {
+            Ok(wait) => {
                 conn.state = State::Authenticating(Box::new(pending));
                 let deadline = self.clock.now() + wait;
                 self.set_deadline(key, deadline);
             }
-            Err(job) => {
-                warn!(
-                    "LDAP queue full: {} continues without private access",
-                    job.user
-                );
+            Err(user) => {
+                warn!("LDAP queue full: {user} continues without private access");
                 self.resume(key, pending, None);
             }
         }
@@ -148,16 +96,7 @@ impl Hub {
     /// Takes the LDAP pool's answers and resumes the connections they are for.
     pub(super) fn take_ldap_replies(&mut self) {
         let Some(ldap) = &mut self.ldap else { return };
-        let replies: Vec<_> = ldap.pool.replies().try_iter().collect();
-        let mut ready = Vec::with_capacity(replies.len());
-        for reply in replies {
-            let Some(key) = ldap.waiting.remove(&reply.tag) else {
-                continue;
-            };
-            let grant = reply.groups.map(|groups| ldap.map.grant_for(&groups));
-            ready.push((key, reply.tag, grant));
-        }
-        for (key, tag, grant) in ready {
+        for (key, tag, grant) in ldap.replies() {
             self.resume_parked(key, tag, grant);
         }
     }
@@ -171,7 +110,7 @@ impl Hub {
             return;
         }
         if let Some(ldap) = &mut self.ldap {
-            ldap.waiting.remove(&serial);
+            ldap.forget(serial);
         }
         let State::Authenticating(pending) = std::mem::replace(&mut conn.state, State::Head) else {
             return;

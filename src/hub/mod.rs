@@ -20,9 +20,11 @@
 //! - a doomed connection queues and reads nothing more, and is removed
 //!   from the table only by [`Hub::close_doomed`] at the end of the turn.
 
+#[cfg(feature = "admin")]
 mod admin;
 mod auth;
 mod fanout;
+mod ldap;
 mod requests;
 pub mod stats;
 #[cfg(test)]
@@ -45,7 +47,8 @@ use crate::http::{self, ServerHeaders};
 use crate::persist::Persister;
 use crate::topics::TopicIndex;
 
-pub use auth::{AclFile, Ldap};
+pub use auth::AclFile;
+pub use ldap::Ldap;
 use stats::Stats;
 use timers::Timers;
 
@@ -170,8 +173,9 @@ pub struct Hub {
     response_buf: Vec<u8>,
     stats: Stats,
     /// The status page's chart samples and topic counts.
-    activity: admin::Activity,
+    activity: stats::Activity,
     /// When the hub started (epoch seconds).
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     started: f64,
     /// The ACL file in force is the one on disk (false after a failed
     /// reload): `/readyz` says so.
@@ -183,7 +187,7 @@ impl Hub {
         let now = parts.clock.now();
         let started = parts.clock.epoch();
         Hub {
-            activity: admin::Activity::default(),
+            activity: stats::Activity::default(),
             started,
             acl_ok: true,
             server_name: format!("pubsubd/{}", env!("CARGO_PKG_VERSION")),
@@ -532,12 +536,14 @@ impl Hub {
     }
 
     /// The LDAP pool's counters, when LDAP is configured.
-    fn ldap_stats(&self) -> Option<ldap_worker::StatsSnapshot> {
-        self.ldap.as_ref().map(Ldap::stats)
+    #[cfg(feature = "admin")]
+    fn ldap_stats(&self) -> Option<stats::LdapCounts> {
+        self.ldap.as_ref().map(Ldap::counts)
     }
 
     /// The SQS feed's counters, when it runs.
-    fn sqs_counts(&self) -> Option<crate::metrics::SqsCounts> {
+    #[cfg(feature = "admin")]
+    fn sqs_counts(&self) -> Option<stats::SqsCounts> {
         None
     }
 

@@ -129,6 +129,7 @@ impl Hub {
             return;
         };
         conn.cors = cors;
+        #[cfg(feature = "admin")]
         if conn.admin {
             return self.dispatch_admin(key, head);
         }

@@ -2,7 +2,7 @@
 //! bumped on the event loop's thread (no atomics, nothing shared), read
 //! when someone asks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Where an accepted event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,26 @@ pub enum Drop {
     WriteTimeout,
     /// Its replay fell behind the backlog's oldest event.
     ReplayBehind,
+}
+
+/// Counters of the SQS feed, when it runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SqsCounts {
+    pub received: u64,
+    pub deleted: u64,
+    pub errors: u64,
+}
+
+/// Counters of the LDAP pool, when one runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LdapCounts {
+    pub queued: usize,
+    pub lookups: u64,
+    pub failures: u64,
+    pub cache_hits: u64,
+    pub lookup_time: std::time::Duration,
+    /// Whether the last connection reached the server (`None`: none tried).
+    pub reachable: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -65,5 +85,51 @@ impl Stats {
     /// Events accepted from every source.
     pub fn published_total(&self) -> u64 {
         self.published_http + self.published_sqs + self.published_cluster
+    }
+}
+
+/// Samples kept for the status page's chart (one per ping tick: 10 minutes at 5 s).
+const HISTORY: usize = 120;
+/// Distinct top-level topics counted for "busiest topics"; later new ones
+/// are not counted, so a flood of random topics costs nothing more.
+const TOPICS_COUNTED: usize = 1024;
+
+/// What the status page shows over time.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// (epoch, events published, deliveries) at each ping tick.
+    history: VecDeque<(f64, u64, u64)>,
+    /// Public events by their first topic.
+    topics: HashMap<Box<str>, u64>,
+}
+
+impl Activity {
+    pub fn sample(&mut self, now: f64, events: u64, deliveries: u64) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back((now, events, deliveries));
+    }
+
+    /// A public event with these topics was accepted.
+    pub fn count_topic(&mut self, topics: &[String]) {
+        let first = topics.first().map_or("/", String::as_str);
+        if let Some(n) = self.topics.get_mut(first) {
+            *n += 1;
+        } else if self.topics.len() < TOPICS_COUNTED {
+            self.topics.insert(first.into(), 1);
+        }
+    }
+
+    /// The samples, oldest first.
+    pub fn history(&self) -> impl Iterator<Item = &(f64, u64, u64)> {
+        self.history.iter()
+    }
+
+    pub fn busiest(&self, n: usize) -> Vec<(&str, u64)> {
+        let mut all: Vec<(&str, u64)> = self.topics.iter().map(|(t, n)| (&**t, *n)).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        all.truncate(n);
+        all
     }
 }
