@@ -1,7 +1,8 @@
 //! SIGHUP reloads `pypubsub.yaml`, black-box: one test per key that can
 //! change live (payloaders, oldschoolers, secure_topics, max_payload_size,
-//! ping_interval, backlog limits, log_level), each checked before and after
-//! the reload; an invalid file keeps the running configuration; a key that
+//! ping_interval, backlog limits, log_level, cors_origins), each checked
+//! before and after the reload; an invalid or missing file keeps the running
+//! configuration; a key that
 //! cannot change live (listen_backlog, bind) is logged as needing a restart
 //! and the server goes on as it was. (TLS files: tests/tls.rs.)
 
@@ -245,4 +246,35 @@ fn fixed_keys_need_a_restart() {
         .assert(202, MSG_ACCEPTED);
     srv.publish_ok("/f", &sentinel());
     assert_eq!(sub.ns_until_sentinel(), vec![7]);
+}
+
+#[test]
+fn cors_origins_reload() {
+    let mut srv = Server::builder().start();
+    let preflight = "OPTIONS /x HTTP/1.1\r\nHost: t\r\nOrigin: https://status.example.org\r\n\
+                     Access-Control-Request-Method: PUT\r\n\r\n";
+    srv.request(preflight.as_bytes()).assert_bad_request();
+    reload_with(
+        &mut srv,
+        Server::builder().clients("cors_origins: [\"https://status.example.org\"]"),
+    );
+    let r = srv.request(preflight.as_bytes());
+    assert_eq!(r.status, 204, "{:?}", r.head_str());
+    assert_eq!(
+        r.header("Access-Control-Allow-Origin"),
+        Some("https://status.example.org")
+    );
+}
+
+#[test]
+fn missing_file_keeps_the_running_configuration() {
+    let mut srv = Server::builder().payloaders(&["10.0.0.0/8"]).start();
+    std::fs::remove_file(srv.dir().join("pypubsub.yaml")).expect("remove pypubsub.yaml");
+    srv.signal("HUP");
+    assert!(
+        srv.wait_log("does not exist; keeping the running configuration", T),
+        "{}",
+        srv.log()
+    );
+    srv.publish("/p", "{}").assert(403, MSG_FORBIDDEN);
 }
