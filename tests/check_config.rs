@@ -1,8 +1,9 @@
 //! `pubsubd --check-config`, black-box: a good configuration (the reference
 //! keys, TLS, admin, LDAP) exits 0 with `configuration OK`, binding and
 //! connecting to nothing and writing no backlog file; a bad value, a missing
-//! TLS file and an invalid ACL file each exit 1 naming what is wrong. Also
-//! the exact `--version` line and `--help`.
+//! TLS file, an invalid ACL file and a missing config file each exit 1
+//! naming what is wrong; without `--config` the embedded default is checked.
+//! Also the exact `--version` line and `--help`.
 
 mod common;
 
@@ -170,4 +171,30 @@ fn version_line_and_help() {
     let (st, out, err) = run_to_exit(&["--help"], RUN);
     assert_eq!(st.and_then(|s| s.code()), Some(0), "{err}");
     assert!(out.contains("--check-config"), "{out}");
+}
+
+#[test]
+fn without_a_file_the_embedded_default_is_checked() {
+    let dir = TempDir::new();
+    let (st, out, err) = output_within(
+        Command::new(BIN)
+            .arg("--check-config")
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG"),
+        RUN,
+    );
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{out}{err}");
+    assert!(out.contains("built-in default"), "{out}");
+    assert!(out.contains("admin listener on 127.0.0.1:2099"), "{out}");
+    assert!(out.trim_end().ends_with("configuration OK"), "{out}");
+}
+
+#[test]
+fn a_named_config_file_must_exist() {
+    let dir = TempDir::new();
+    let cfg = dir.path().join("nowhere.yaml");
+    let acl = dir.write("pypubsub_acl.yaml", ACL);
+    let (code, out, err) = check(dir.path(), &cfg, &acl);
+    assert_eq!(code, Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("nowhere.yaml"), "stderr:\n{err}");
 }
