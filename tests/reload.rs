@@ -2,9 +2,9 @@
 //! change live (payloaders, oldschoolers, secure_topics, max_payload_size,
 //! ping_interval, backlog limits, log_level, cors_origins), each checked
 //! before and after the reload; an invalid or missing file keeps the running
-//! configuration; a key that
-//! cannot change live (listen_backlog, bind) is logged as needing a restart
-//! and the server goes on as it was. (TLS files: tests/tls.rs.)
+//! configuration; a key that cannot change live (listen_backlog, bind) is
+//! logged as needing a restart and the server goes on as it was. (TLS
+//! files: tests/tls.rs.)
 
 mod common;
 
