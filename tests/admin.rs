@@ -4,6 +4,7 @@
 //! subscriber dropped for a full queue), that it never serves
 //! subscriptions or publishes, and the status page with its `/stats` JSON
 //! and `/events` feed (public events only).
+#![cfg(all(feature = "admin", feature = "ldap"))] // the admin listener; /readyz with LDAP
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! The directory (see `ldap-worker/tests/slapd/mod.rs`): alice (alicepw) is in
 //! admins and devs, bob (bobpw) in devs, carol (carolpw) in no group but her
 //! own entry matches the `(uid=%s)` pattern.
+#![cfg(feature = "ldap")] // LDAP lookups
 
 mod common;
 #[path = "../ldap-worker/tests/slapd/mod.rs"]

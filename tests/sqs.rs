@@ -8,6 +8,7 @@
 //!
 //! Every wait is bounded; every process started here is killed by its PID
 //! on drop; only 127.0.0.1 is used.
+#![cfg(feature = "sqs")] // the SQS feed
 #![cfg(feature = "sqs")]
 
 mod common;

@@ -7,6 +7,7 @@
 //! `.ci/run` installs): under `CI` their absence fails the test, elsewhere
 //! it is skipped. `PUBSUBD_SCREENSHOT=path` also saves a screenshot (how
 //! docs/status-page.png is made).
+#![cfg(feature = "admin")] // the status page is on the admin listener
 
 mod common;
 
