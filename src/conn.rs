@@ -213,6 +213,9 @@ pub struct Conn {
     pub last_event_seen: u64,
     /// Bytes received while streaming (ignored, but bounded).
     pub stream_input: usize,
+    /// Input buffer bytes (request head and body) last counted against the
+    /// hub's input budget.
+    pub held_input: usize,
     /// Accepted on the admin listener: only the admin endpoints answer.
     pub admin: bool,
     /// The current request's `Origin` is in `clients.cors_origins` (its
@@ -239,6 +242,7 @@ impl Conn {
             read_closed: false,
             last_event_seen: 0,
             stream_input: 0,
+            held_input: 0,
             admin: false,
             cors: None,
         }

@@ -318,6 +318,9 @@ impl BodyDecoder {
                 if body.len() + take > max {
                     return Err(HttpError::BodyTooLarge);
                 }
+                // Grown to what has arrived, never doubled past the
+                // declared length: a stalled upload holds what it sent.
+                body.reserve_exact(take);
                 body.extend_from_slice(&input[..take]);
                 *remaining -= take as u64;
                 let done = *remaining == 0;

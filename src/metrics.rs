@@ -26,6 +26,8 @@ pub struct Snapshot<'a> {
     pub backlog_events: usize,
     pub backlog_bytes: usize,
     pub replays: usize,
+    /// Bytes held in request buffers (the input budget's use).
+    pub input_bytes: usize,
     pub ldap: Option<LdapCounts>,
     pub sqs: Option<SqsCounts>,
 }
@@ -120,6 +122,12 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "backlog_bytes",
         "JSON bytes of the events kept for replay",
         s.backlog_bytes as u64,
+    );
+    gauge(
+        r,
+        "input_bytes",
+        "Bytes held for request heads and bodies (server.max_input_bytes caps it)",
+        s.input_bytes as u64,
     );
     gauge(
         r,
@@ -290,6 +298,7 @@ mod tests {
             backlog_events: 5,
             backlog_bytes: 500,
             replays: 0,
+            input_bytes: 0,
             ldap: None,
             sqs: Some(SqsCounts {
                 received: 4,

@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub bind: IpAddr,
     pub port: u16,
     pub max_payload_size: usize,
+    /// Bytes held for request heads and bodies across all connections;
+    /// past it, a request bigger than 16 KiB is answered 503.
+    pub max_input_bytes: usize,
     pub backlog: BacklogConfig,
     pub tls: Option<TlsConfig>,
     /// Streaming and non-streaming connections together; `None` = derived
@@ -136,6 +139,7 @@ impl Default for Config {
                 bind: IpAddr::from([0, 0, 0, 0]),
                 port: 2069,
                 max_payload_size: 102_400,
+                max_input_bytes: 64 << 20,
                 backlog: BacklogConfig {
                     size: 0,
                     max_age: None,
@@ -256,6 +260,7 @@ fn parse_server(
             "bind" => s.bind = parse_bind(value, path)?,
             "port" => s.port = uint(value, path, u16::MAX as u64)? as u16,
             "max_payload_size" => s.max_payload_size = uint(value, path, u32::MAX as u64)? as usize,
+            "max_input_bytes" => s.max_input_bytes = positive(value, path, 1 << 40)? as usize,
             "backlog" => parse_backlog(value, &mut s.backlog, warnings)?,
             "tls" => s.tls = parse_tls(value)?,
             "max_connections" => {

@@ -161,6 +161,7 @@ impl Hub {
             backlog_events: self.backlog.len(),
             backlog_bytes: self.backlog.bytes(),
             replays: self.replays_in_progress(),
+            input_bytes: self.input_bytes,
             ldap: self.ldap_stats(),
             sqs: self.sqs_counts(),
         })

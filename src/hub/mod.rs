@@ -62,6 +62,11 @@ pub(crate) const MAX_INPUT: usize = 64 * 1024;
 /// Output (responses to pipelined requests) above which a connection's
 /// requests are not processed until the client reads.
 const RESPONSE_HIGH_WATER: usize = 256 * 1024;
+/// A request whose head or body needs more buffer than this is "large":
+/// large requests wait for nothing but are answered 503 when the input
+/// budget (`server.max_input_bytes`) is spent; smaller ones always go
+/// through.
+pub(crate) const SMALL_REQUEST: usize = 16 * 1024;
 /// How long stream endings may take to flush on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -180,6 +185,9 @@ pub struct Hub {
     /// The ACL file in force is the one on disk (false after a failed
     /// reload): `/readyz` says so.
     acl_ok: bool,
+    /// Bytes held in request buffers over all connections (the sum of
+    /// their `held_input`).
+    input_bytes: usize,
 }
 
 impl Hub {
@@ -190,6 +198,7 @@ impl Hub {
             activity: stats::Activity::default(),
             started,
             acl_ok: true,
+            input_bytes: 0,
             server_name: format!("pubsubd/{}", env!("CARGO_PKG_VERSION")),
             next_ping: now + parts.config.server.ping_interval,
             config: parts.config,
@@ -298,6 +307,7 @@ impl Hub {
     /// exchanged, so nothing else refers to it).
     pub fn forget(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
+            self.input_bytes -= conn.held_input;
             self.streams.leave(key, &mut conn, State::Closing);
         }
     }
@@ -336,8 +346,41 @@ impl Hub {
                     self.turn.doom(key, conn);
                 }
             }
-            _ => conn.inbuf.extend_from_slice(bytes),
+            _ => {
+                conn.inbuf.extend_from_slice(bytes);
+                self.count_input(key);
+            }
         }
+    }
+
+    /// Counts the connection's request buffers against the input budget;
+    /// a large request that takes the total past it is answered 503 and
+    /// its buffers are freed. Returns false if it was.
+    fn count_input(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return true;
+        };
+        let body = match &conn.state {
+            State::Body(b) => b.body.capacity(),
+            _ => 0,
+        };
+        let held = conn.inbuf.capacity() + body;
+        self.input_bytes = self.input_bytes - conn.held_input + held;
+        conn.held_input = held;
+        if held <= SMALL_REQUEST || self.input_bytes <= self.config.server.max_input_bytes {
+            return true;
+        }
+        debug!(
+            "{key}: input budget spent ({} bytes held, {held} by this request): 503",
+            self.input_bytes
+        );
+        conn.inbuf = Vec::new();
+        self.shed(key);
+        if let Some(conn) = self.conns.get_mut(key) {
+            self.input_bytes -= conn.held_input;
+            conn.held_input = 0;
+        }
+        false
     }
 
     /// The peer will send nothing more: answer what it sent, then close.
@@ -457,6 +500,7 @@ impl Hub {
         let mut doomed = std::mem::take(&mut self.turn.doomed);
         doomed.retain(|&key| match self.conns.try_remove(key) {
             Some(mut conn) => {
+                self.input_bytes -= conn.held_input;
                 self.streams.leave(key, &mut conn, State::Closing);
                 debug!("closed {key}");
                 true

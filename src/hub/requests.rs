@@ -9,7 +9,7 @@ use log::debug;
 
 use super::auth::Check;
 use super::stats::Source;
-use super::{Hub, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER};
+use super::{Hub, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER, SMALL_REQUEST};
 use crate::acl::{self, Grant};
 use crate::backlog::Start;
 use crate::conn::{AfterAuth, BodyState, Pending, State, Stream};
@@ -22,6 +22,7 @@ pub const TEXT_NOT_ALLOWED: &str = "You are not authorized to deliver payloads!\
 pub const TEXT_BAD_PAYLOAD: &str =
     "Bad payload type. Payloads must be JSON dictionary objects, {..}!\n";
 pub const TEXT_TOO_LARGE: &str = "Payload is too large for me to serve, please make it shorter.\n";
+pub const TEXT_BUSY: &str = "Server busy: too much input in flight, please retry.\n";
 pub const TEXT_BAD_REQUEST: &str = "I could not understand your request, sorry! Please see https://pubsub.apache.org/api.html for usage documentation.\n";
 
 /// Whether the connection stays open after a response.
@@ -34,6 +35,12 @@ pub(super) enum After {
 impl Hub {
     /// Handles every complete request in the connection's input buffer.
     pub fn process_input(&mut self, key: usize) {
+        self.process_requests(key);
+        // What the requests left in the buffers counts against the budget.
+        self.count_input(key);
+    }
+
+    fn process_requests(&mut self, key: usize) {
         for _ in 0..REQUEST_BUDGET {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -79,6 +86,11 @@ impl Hub {
                     match body.decoder.feed(&conn.inbuf, &mut body.body, max) {
                         Ok(progress) => {
                             conn.inbuf.drain(..progress.consumed);
+                            if conn.inbuf.is_empty() && conn.inbuf.capacity() > SMALL_REQUEST {
+                                // The bytes moved to the body: do not hold
+                                // them twice.
+                                conn.inbuf = Vec::new();
+                            }
                             if !progress.done {
                                 return;
                             }
@@ -115,6 +127,12 @@ impl Hub {
         }
         // Budget used up: carry on next turn so others get a go.
         self.push_pending(key);
+    }
+
+    /// The input budget is spent and this request is large: 503, close.
+    pub(super) fn shed(&mut self, key: usize) {
+        let body = ("text/plain; charset=utf-8", TEXT_BUSY.as_bytes());
+        self.respond_typed(key, 503, Some(body), &[("Retry-After", "1")], After::Close);
     }
 
     /// Answers a request that cannot be understood and closes.

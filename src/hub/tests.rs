@@ -486,6 +486,41 @@ fn a_closed_subscriber_leaves_the_index() {
     assert!(h.take(next).is_empty());
 }
 
+#[test]
+fn large_requests_past_the_input_budget_get_503_small_ones_go_through() {
+    let mut h = Harness::new("server: {max_input_bytes: 200000}");
+    let partial = |h: &mut Harness| {
+        let key = h.connect("127.0.0.1");
+        let mut request = b"PUT /big HTTP/1.1\r\nContent-Length: 100000\r\n\r\n".to_vec();
+        request.extend_from_slice(&[b'x'; 60_000]);
+        h.send(key, &request);
+        (key, h.take(key))
+    };
+    // Three stalled uploads of about 64 KB each fit in 200 000 bytes.
+    for _ in 0..3 {
+        let (key, out) = partial(&mut h);
+        assert!(out.is_empty(), "{out}");
+        assert!(!h.closed.contains(&key));
+    }
+    assert!(h.hub.input_bytes <= 200_000, "{}", h.hub.input_bytes);
+    // The fourth would pass the budget: answered 503 and closed.
+    let (key, out) = partial(&mut h);
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("Retry-After: 1\r\n"), "{out}");
+    assert!(h.closed.contains(&key));
+    // A small publish still gets its 202 at once.
+    assert_eq!(status_and_body(&h.publish("/small", "{}")), (202, ACCEPTED));
+    // When a stalled upload goes, its bytes leave the count.
+    let before = h.hub.input_bytes;
+    h.hub.peer_closed(0);
+    h.end_turn();
+    assert!(
+        h.hub.input_bytes < before - 60_000,
+        "{} vs {before}",
+        h.hub.input_bytes
+    );
+}
+
 /// The `(id, data)` of each SSE event in a chunked SSE stream, and the
 /// comments (pings) and `retry:` fields seen.
 fn sse_fields(output: &str) -> (Vec<(String, Value)>, Vec<String>, Vec<String>) {
