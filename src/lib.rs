@@ -27,6 +27,10 @@ mod json_check;
 pub mod metrics;
 mod persist;
 mod reactor;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
 pub mod tls;
 pub mod topics;
 

@@ -32,6 +32,11 @@ use crate::persist::{self, Persister};
 use crate::tls::Transport;
 use crate::ListenerKind;
 
+#[cfg(feature = "tls")]
+type TlsServerConfig = rustls::ServerConfig;
+#[cfg(not(feature = "tls"))]
+type TlsServerConfig = crate::tls::ServerConfig;
+
 const WAKER: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENER_BASE - i`.
 const LISTENER_BASE: usize = usize::MAX - 16;
@@ -50,7 +55,7 @@ pub struct Reactor {
     /// Each listener, and what it speaks.
     listeners: Vec<(TcpListener, ListenerKind)>,
     /// The certificate and key for TLS listeners (swapped on reload).
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<TlsServerConfig>>,
     control: Control,
     /// Where SIGHUP re-reads the configuration from.
     config_file: Option<std::path::PathBuf>,
@@ -415,8 +420,9 @@ impl Reactor {
                     // was; more data will come with a new edge. This saves
                     // the read that would only say WouldBlock. (TLS may
                     // hold decrypted bytes back, so it reads on.)
-                    drained =
-                        !until_would_block && n < room && matches!(socket, Transport::Plain(_));
+                    #[allow(irrefutable_let_patterns)] // plain TCP is all a core build has
+                    let plain = matches!(socket, Transport::Plain(_));
+                    drained = !until_would_block && n < room && plain;
                     self.hub.received(key, &self.scratch[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -4,7 +4,7 @@
 //! TLS file, an invalid ACL file and a missing config file each exit 1
 //! naming what is wrong; without `--config` the embedded default is checked.
 //! Also the exact `--version` line and `--help`.
-#![cfg(all(feature = "admin", feature = "ldap"))] // its full config has every section
+#![cfg(all(feature = "admin", feature = "ldap", feature = "tls"))] // its full config has every section
 
 mod common;
 

@@ -7,6 +7,7 @@
 //!
 //! Certificates come from throw-away CAs made with rcgen at test time and
 //! written to the test's own temp dir. curl children are killed by PID.
+#![cfg(feature = "tls")] // TLS listeners
 
 mod common;
 
