@@ -21,6 +21,8 @@
 //!   from the table only by [`Hub::close_doomed`] at the end of the turn.
 
 mod auth;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod fanout;
 mod requests;
 pub mod stats;
@@ -45,6 +47,8 @@ use crate::persist::Persister;
 use crate::topics::TopicIndex;
 
 pub use auth::{AclFile, Ldap};
+#[cfg(feature = "cluster")]
+pub use cluster::{Cluster, ClusterStatus};
 use stats::Stats;
 use timers::Timers;
 
@@ -72,6 +76,9 @@ pub struct HubParts {
     /// Events taken from SQS queues by the poller threads.
     #[cfg(feature = "sqs")]
     pub sqs: Option<crossbeam_channel::Receiver<SqsEvent>>,
+    /// The Redis stream shared with the other nodes (`cluster:`).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<Cluster>,
     pub max_connections: usize,
     pub clock: Box<dyn Clock>,
 }
@@ -161,6 +168,8 @@ pub struct Hub {
     ldap: Option<Ldap>,
     #[cfg(feature = "sqs")]
     sqs: Option<crossbeam_channel::Receiver<SqsEvent>>,
+    #[cfg(feature = "cluster")]
+    cluster: Option<Cluster>,
     turn: Turn,
     timers: Timers,
     next_ping: Instant,
@@ -190,6 +199,8 @@ impl Hub {
             ldap: parts.ldap,
             #[cfg(feature = "sqs")]
             sqs: parts.sqs,
+            #[cfg(feature = "cluster")]
+            cluster: parts.cluster,
             turn: Turn::default(),
             timers: Timers::default(),
             shutdown_deadline: None,
@@ -478,6 +489,8 @@ impl Hub {
         self.take_ldap_replies();
         #[cfg(feature = "sqs")]
         self.drain_sqs();
+        #[cfg(feature = "cluster")]
+        self.drain_cluster();
     }
 
     /// Publishes every event the SQS pollers have sent, exactly as a `PUT`

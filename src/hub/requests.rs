@@ -26,7 +26,7 @@ pub const TEXT_BAD_REQUEST: &str = "I could not understand your request, sorry! 
 
 /// Whether the connection stays open after a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
+pub(super) enum After {
     KeepAlive,
     Close,
 }
@@ -103,8 +103,9 @@ impl Hub {
                     self.pump_replay(key);
                     return;
                 }
-                // Input waits (bounded by the reader) until LDAP answers.
-                State::Authenticating(_) => return,
+                // Input waits (bounded by the reader) until LDAP answers,
+                // or the cluster's stream takes the event.
+                State::Authenticating(_) | State::Appending(_) => return,
                 State::Stream(_) | State::Closing => {
                     if conn.inbuf.len() > MAX_INPUT {
                         conn.inbuf.clear();
@@ -144,12 +145,25 @@ impl Hub {
 
     /// Queues a complete response; afterwards the connection waits for the
     /// next request or closes.
-    fn respond(&mut self, key: usize, status: u16, body: Option<&str>, after: After) {
+    pub(super) fn respond(&mut self, key: usize, status: u16, body: Option<&str>, after: After) {
+        self.respond_with(key, status, body, &[], after);
+    }
+
+    /// `respond` with extra headers.
+    pub(super) fn respond_with(
+        &mut self,
+        key: usize,
+        status: u16,
+        body: Option<&str>,
+        extra: &[(&str, &str)],
+        after: After,
+    ) {
         self.stats.responded(status);
         let shutting_down = self.is_shutting_down();
         let close = after == After::Close || shutting_down;
         let mut bytes = std::mem::take(&mut self.response_buf);
-        http::response(&mut bytes, status, body, &self.headers(), close);
+        let body = body.map(|b| ("text/plain; charset=utf-8", b.as_bytes()));
+        http::typed_response(&mut bytes, status, body, &self.headers(), extra, close);
         // One allocation of the exact size; the buffer is reused.
         let frame: Frame = bytes.as_slice().into();
         self.response_buf = bytes;
@@ -249,6 +263,17 @@ impl Hub {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after)
             }
         };
+        #[cfg(feature = "cluster")]
+        if self.cluster.is_some() {
+            let path = body.head.path();
+            return self.append_to_cluster(
+                Source::Http,
+                path,
+                body.path_topics,
+                object,
+                Some((key, after)),
+            );
+        }
         self.publish(Source::Http, body.head.path(), body.path_topics, object);
         self.respond(key, 202, Some(TEXT_RECEIVED), after);
     }
