@@ -239,3 +239,165 @@ fn redis_killed_publishes_503_streams_stay_then_resume_and_reset_is_seen() {
         assert_eq!(ns(&sub.events_until_sentinel(T)), vec![10]);
     }
 }
+
+/// How many events with `n` a subscriber got before the next sentinel.
+fn count_n(events: &[Value], n: i64) -> usize {
+    events.iter().filter(|v| n_of(v) == n).count()
+}
+
+#[test]
+fn slow_redis_gives_503_and_the_retry_shows_once_client_kill_loses_nothing() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let a = node(&r.url());
+    let b = node(&r.url());
+    let mut sub_a = a.subscribe("/");
+    let mut sub_b = b.subscribe("/");
+    a.publish_ok("/k", &json!({"n": 0}));
+    // Redis sleeps longer than the timeout: the append's outcome is
+    // unknown, the publisher gets 503, the writer retries with the same
+    // cursor once Redis answers again; the first attempt lands too.
+    let port = r.port;
+    let sleeper = std::thread::spawn(move || redis::cli(port, &["DEBUG", "SLEEP", "2.5"]));
+    std::thread::sleep(Duration::from_millis(200));
+    let (resp, took) = timed_publish(&a, &json!({"n": 1}));
+    assert_eq!(resp.status, 503, "{}", resp.body_str());
+    assert_eq!(resp.header("Retry-After"), Some("1"));
+    assert!(took < Duration::from_millis(2000), "503 after {took:?}");
+    let _ = sleeper.join();
+    assert!(wait_until(T, || b
+        .publish_json("/k", &json!({"n": 2}))
+        .status
+        == 202));
+    b.publish_ok("/", &sentinel());
+    for sub in [&mut sub_a, &mut sub_b] {
+        let got = sub.events_until_sentinel(T);
+        assert_eq!(count_n(&got, 1), 1, "the retried event shows once: {got:?}");
+        assert_eq!(count_n(&got, 0), 1);
+        assert!(count_n(&got, 2) >= 1);
+    }
+    // Both nodes saw the cursor twice in the stream and dropped the repeat.
+    for s in [&a, &b] {
+        assert!(s.wait_log("dropped 1 repeated cursors", T), "{}", s.log());
+    }
+    // Every client connection cut: both threads reconnect; nothing is
+    // lost or doubled.
+    assert!(r.cli(&["CLIENT", "KILL", "TYPE", "normal"]).is_some());
+    for i in 10..20 {
+        let resp = a.publish_json("/k", &json!({"n": i}));
+        assert_eq!(resp.status, 202, "publish {i} after CLIENT KILL");
+    }
+    b.publish_ok("/", &sentinel());
+    for sub in [&mut sub_a, &mut sub_b] {
+        let got = sub.events_until_sentinel(T);
+        let tail: Vec<i64> = ns(&got).into_iter().filter(|&n| n >= 10).collect();
+        assert_eq!(tail, (10..20).collect::<Vec<_>>());
+    }
+}
+
+/// Redis stopped (SIGSTOP) and resumed (SIGCONT): what a network partition
+/// looks like from the node (connections open, nothing answers).
+#[test]
+fn a_partition_gives_503_keeps_streams_and_heals() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let a = node(&r.url());
+    let mut sub = a.subscribe("/");
+    a.publish_ok("/k", &json!({"n": 0}));
+    assert_eq!(n_of(&sub.next_event(T)), 0);
+    r.signal("STOP");
+    let (resp, took) = timed_publish(&a, &json!({"n": 1}));
+    r.signal("CONT");
+    assert_eq!(resp.status, 503, "{}", resp.body_str());
+    assert!(took < Duration::from_millis(2000), "503 after {took:?}");
+    r.signal("STOP");
+    // Still streaming: a ping arrives while Redis is stopped.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut pinged = false;
+    while !pinged && Instant::now() < deadline {
+        let chunk = sub.next_chunk(Duration::from_secs(3)).expect("stream open");
+        pinged = is_ping(&parse_line(&chunk.expect("not ended")));
+    }
+    r.signal("CONT");
+    assert!(pinged);
+    assert!(wait_until(T, || a
+        .publish_json("/k", &json!({"n": 2}))
+        .status
+        == 202));
+    a.publish_ok("/k", &json!({"n": 3}));
+    a.publish_ok("/", &sentinel());
+    let got = sub.events_until_sentinel(T);
+    assert!(count_n(&got, 1) <= 1, "at most once: {got:?}");
+    assert!(count_n(&got, 2) >= 1 && count_n(&got, 3) == 1, "{got:?}");
+    let twos = count_n(&got, 2);
+    assert!(twos >= 1, "{got:?}");
+}
+
+#[test]
+fn nodes_follow_a_sentinel_failover() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let master = Redis::start(&dir.path().join("master"));
+    let replica_port = redis::free_port();
+    let replica = Redis::start_with(
+        &dir.path().join("replica"),
+        replica_port,
+        &["--replicaof", "127.0.0.1", &master.port.to_string()],
+    );
+    let sentinels: Vec<redis::Sentinel> = (0..3)
+        .map(|_| redis::Sentinel::start(dir.path(), "pubsubtest", master.port))
+        .collect();
+    let nodes_list = sentinels
+        .iter()
+        .map(|s| format!("\"127.0.0.1:{}\"", s.port))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let yaml = format!(
+        "server:\n  bind: 127.0.0.1\n  port: 0\n  ping_interval: 1s\n  backlog: {{size: 1000}}\n\
+         clients:\n  payloaders: [127.0.0.1/32]\n\
+         cluster:\n  stream: test\n  timeout: 1s\n  sentinel: {{master: pubsubtest, nodes: [{nodes_list}]}}\n"
+    );
+    let a = start_node(yaml.clone());
+    let b = start_node(yaml);
+    let mut sub = b.subscribe("/");
+    for i in 0..5 {
+        a.publish_ok("/k", &json!({"n": i}));
+    }
+    // The Sentinels learn about the replica from the master's INFO.
+    let s0 = sentinels[0].port;
+    let failed_over = wait_until(Duration::from_secs(30), || {
+        redis::cli(s0, &["SENTINEL", "FAILOVER", "pubsubtest"]).is_some_and(|o| o.trim() == "OK")
+    });
+    assert!(failed_over, "SENTINEL FAILOVER was refused");
+    let promoted = wait_until(Duration::from_secs(20), || {
+        redis::cli(s0, &["SENTINEL", "get-master-addr-by-name", "pubsubtest"])
+            .is_some_and(|o| o.contains(&replica_port.to_string()))
+            && replica
+                .cli(&["ROLE"])
+                .is_some_and(|o| o.starts_with("master"))
+    });
+    assert!(promoted, "the replica was not promoted");
+    assert!(
+        wait_until(Duration::from_secs(20), || a
+            .publish_json("/k", &json!({"n": 5}))
+            .status
+            == 202),
+        "publishing resumes on the new master:\n{}",
+        a.log()
+    );
+    for i in 6..10 {
+        a.publish_ok("/k", &json!({"n": i}));
+    }
+    a.publish_ok("/", &sentinel());
+    let got = sub.events_until_sentinel(Duration::from_secs(20));
+    assert_eq!(ns(&got), (0..10).collect::<Vec<_>>(), "{}", b.log());
+    drop(master);
+}

@@ -33,6 +33,7 @@ use mio::Waker;
 
 use super::requests::{After, TEXT_RECEIVED};
 use super::stats::Source;
+use super::timers::Kind;
 use super::Hub;
 use crate::backlog;
 use crate::config::{ClusterRedis, Config};
@@ -196,7 +197,11 @@ impl Hub {
         if let Some((key, _)) = reply {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.state = State::Appending(token);
+                let serial = conn.serial;
                 self.set_deadline(key, deadline);
+                // Its own timer: one already armed may be for a later
+                // deadline (the request timeout).
+                self.timers.arm(deadline, Kind::Request, key, serial);
             }
         }
     }
