@@ -401,3 +401,29 @@ fn nodes_follow_a_sentinel_failover() {
     assert_eq!(ns(&got), (0..10).collect::<Vec<_>>(), "{}", b.log());
     drop(master);
 }
+
+#[test]
+fn private_events_travel_and_each_node_applies_its_acl() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    // Redis with a password: the URL carries it.
+    let r = Redis::start_with(dir.path(), redis::free_port(), &["--requirepass", "pw"]);
+    let url = format!("redis://:pw@127.0.0.1:{}/0", r.port);
+    let a = node(&url);
+    let acl = "alice:\n  password: s3cret\n  acl:\n    repo_access: [git]\n";
+    let b = Server::builder()
+        .raw_config(&node_yaml(&url, ""))
+        .acl(acl)
+        .start();
+    assert!(b.wait_log("cluster: loaded", T), "{}", b.log());
+    assert!(!a.log().contains("pw@"), "the password is not logged");
+    let mut alice = b.subscribe_with("/git", &[("Authorization", &basic_auth("alice", "s3cret"))]);
+    let mut anon = b.subscribe("/git");
+    a.publish_ok("/private/git", &json!({"n": 1}));
+    a.publish_ok("/git", &json!({"n": 2}));
+    a.publish_ok("/git", &sentinel());
+    assert_eq!(ns(&alice.events_until_sentinel(T)), vec![1, 2]);
+    assert_eq!(ns(&anon.events_until_sentinel(T)), vec![2]);
+}

@@ -93,9 +93,22 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    /// `redis-cli -p PORT args...`: its output, `None` if it failed.
+    /// `redis-cli -p PORT args...` (with the `--requirepass` password, if
+    /// any): its output, `None` if it failed.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        cli(self.port, args)
+        let password = self
+            .extra
+            .iter()
+            .position(|a| a == "--requirepass")
+            .and_then(|i| self.extra.get(i + 1));
+        match password {
+            Some(pw) => {
+                let mut all = vec!["--no-auth-warning", "-a", pw.as_str()];
+                all.extend_from_slice(args);
+                cli(self.port, &all)
+            }
+            None => cli(self.port, args),
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {
