@@ -12,6 +12,8 @@
 //!
 //! Each test skips (with a message) when `redis-server` is not installed.
 
+#![cfg(feature = "cluster")]
+
 mod common;
 #[path = "common/redis.rs"]
 mod redis;
@@ -192,6 +194,11 @@ fn redis_killed_publishes_503_streams_stay_then_resume_and_reset_is_seen() {
         assert_eq!(ns(&got), (0..5).collect::<Vec<_>>());
     }
     r.kill9();
+    // Once a node knows Redis is gone, a publish is never sent: 503, and
+    // never delivered.
+    for s in [&a, &b] {
+        assert!(s.wait_log("writer lost Redis", T), "{}", s.log());
+    }
     let (resp, took) = timed_publish(&b, &json!({"n": -1}));
     assert_eq!(resp.status, 503, "{}", resp.body_str());
     assert_eq!(resp.header("Retry-After"), Some("1"));

@@ -11,12 +11,15 @@
 //!
 //! An unknown outcome is retried with the same cursor, in order, ahead of
 //! newer appends; the readers drop a cursor they have already delivered,
-//! so an append that did land the first time still shows once.
+//! so an append that did land the first time still shows once. To keep
+//! unknown outcomes rare, an idle connection is checked with `PING` every
+//! [`IDLE_CHECK`] (and a lost one reopened), so a batch is not sent into a
+//! connection Redis has already closed.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{info, warn};
 use redis::{Connection, Value};
 
@@ -30,6 +33,11 @@ use crate::{Append, AppendError, Message, Outbox, Settings, Side, BATCH};
 pub const GIVE_UP_AFTER: u32 = 10;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A connection idle this long is checked with `PING` (and one that is
+/// down is retried) while idle, and before a batch is sent on it: a batch
+/// sent into a dead connection has an unknown outcome (and would be
+/// retried after its publisher was told 503), one never sent does not.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 struct Job {
     append: Append,
@@ -71,15 +79,47 @@ impl Writer {
         let mut queue: VecDeque<Job> = VecDeque::new();
         let mut link_up: Option<bool> = None;
         let mut backoff = BACKOFF_MIN;
+        let mut last_used = Instant::now();
         let give_up = self.timeout * GIVE_UP_AFTER;
+        // Connected up front, so the server knows the link's state before
+        // the first publish (a failure is retried with the first append).
+        match self.opener.open(self.timeout) {
+            Ok(c) => {
+                conn = Some(c);
+                self.report(&mut link_up, true, None);
+            }
+            Err(e) => self.report(&mut link_up, false, Some(e)),
+        }
         loop {
             if queue.is_empty() {
-                match self.appends.recv() {
+                match self.appends.recv_timeout(IDLE_CHECK) {
                     Ok(append) => queue.push_back(Job {
                         append,
                         sent: false,
                     }),
-                    Err(_) => return,
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Idle: keep the link's state true (for the
+                        // server's readiness and the next publish).
+                        match conn.as_mut() {
+                            Some(c) => {
+                                if let Err(e) = redis::cmd("PING").query::<Value>(c) {
+                                    conn = None;
+                                    self.report(&mut link_up, false, Some(e.to_string()));
+                                }
+                                last_used = Instant::now();
+                            }
+                            None => match self.opener.open(self.timeout) {
+                                Ok(c) => {
+                                    conn = Some(c);
+                                    last_used = Instant::now();
+                                    self.report(&mut link_up, true, None);
+                                }
+                                Err(e) => self.report(&mut link_up, false, Some(e)),
+                            },
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
             while queue.len() < BATCH {
@@ -121,6 +161,7 @@ impl Writer {
                 match self.opener.open(self.timeout) {
                     Ok(c) => {
                         conn = Some(c);
+                        last_used = Instant::now();
                         backoff = BACKOFF_MIN;
                         self.report(&mut link_up, true, None);
                     }
@@ -132,6 +173,14 @@ impl Writer {
                 }
                 continue;
             };
+            if last_used.elapsed() >= IDLE_CHECK {
+                if let Err(e) = redis::cmd("PING").query::<Value>(c) {
+                    conn = None;
+                    self.report(&mut link_up, false, Some(e.to_string()));
+                    continue;
+                }
+            }
+            last_used = Instant::now();
             let n = queue.len().min(BATCH);
             let mut pipe = redis::pipe();
             for job in queue.iter_mut().take(n) {
