@@ -434,3 +434,91 @@ fn private_events_travel_and_each_node_applies_its_acl() {
     assert_eq!(ns(&alice.events_until_sentinel(T)), vec![1, 2]);
     assert_eq!(ns(&anon.events_until_sentinel(T)), vec![2]);
 }
+
+/// Runs `openssl` with `args` in `dir`; panics if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rediss_with_a_private_ca() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let d = dir.path();
+    let ca_args = "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2";
+    let mut args: Vec<&str> = ca_args.split(' ').collect();
+    args.extend(["-subj", "/CN=pubsubd-test-ca"]);
+    openssl(d, &args);
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let tls_port = redis::free_port().to_string();
+    let path = |f: &str| d.join(f).display().to_string();
+    let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
+    let r = Redis::start_with(
+        &d.join("redis"),
+        redis::free_port(),
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let a = start_node(node_yaml(&url, &format!("  ca_file: {ca}\n")));
+    let mut sub = a.subscribe("/");
+    a.publish_ok("/k", &json!({"n": 1}));
+    assert_eq!(n_of(&sub.next_event(T)), 1);
+    assert_eq!(xlen(&r), 1);
+}
