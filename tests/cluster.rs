@@ -6,7 +6,8 @@
 //! with the same cursors and timestamps wherever each was published; a
 //! subscriber moves to another node with its cursor and misses nothing; a
 //! node started late replays history from the stream; Redis killed, slow,
-//! stopped or disconnecting gives publishers 503 + `Retry-After` within the
+//! stopped, partitioned (a network namespace, when root) or disconnecting
+//! gives publishers 503 + `Retry-After` within the
 //! timeout while streams stay open, and afterwards nothing is lost or
 //! doubled; a stream that came back empty is detected; Sentinel failover.
 //!
@@ -521,4 +522,64 @@ fn rediss_with_a_private_ca() {
     a.publish_ok("/k", &json!({"n": 1}));
     assert_eq!(n_of(&sub.next_event(T)), 1);
     assert_eq!(xlen(&r), 1);
+}
+
+/// A real partition: Redis in a network namespace of the test's own, its
+/// veth link cut and restored (root only; skipped otherwise).
+#[test]
+fn a_network_partition_in_a_namespace() {
+    if !have_redis() {
+        return;
+    }
+    let Some(net) = redis::Netns::create() else {
+        eprintln!("skipped: no network namespaces here (needs root and ip)");
+        return;
+    };
+    let dir = TempDir::new();
+    let port = redis::free_port();
+    let mut child = net.redis(dir.path(), port);
+    let url = format!("redis://{}:{port}/0", net.ns_ip);
+    let a = node(&url);
+    let b = node(&url);
+    let mut sub_a = a.subscribe("/");
+    let mut sub_b = b.subscribe("/");
+    for i in 0..3 {
+        a.publish_ok("/k", &json!({"n": i}));
+    }
+    for sub in [&mut sub_a, &mut sub_b] {
+        let got: Vec<Value> = (0..3).map(|_| sub.next_event(T)).collect();
+        assert_eq!(ns(&got), vec![0, 1, 2]);
+    }
+    net.link(false);
+    let (resp, took) = timed_publish(&b, &json!({"n": -1}));
+    assert_eq!(resp.status, 503, "{}", resp.body_str());
+    assert!(took < Duration::from_millis(2500), "503 after {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut pinged = false;
+    while !pinged && Instant::now() < deadline {
+        let chunk = sub_a
+            .next_chunk(Duration::from_secs(3))
+            .expect("stream open");
+        pinged = is_ping(&parse_line(&chunk.expect("not ended")));
+    }
+    net.link(true);
+    assert!(pinged, "a ping during the partition");
+    assert!(wait_until(T, || a
+        .publish_json("/k", &json!({"n": 3}))
+        .status
+        == 202));
+    b.publish_ok("/k", &json!({"n": 4}));
+    b.publish_ok("/", &sentinel());
+    for sub in [&mut sub_a, &mut sub_b] {
+        let got = sub.events_until_sentinel(T);
+        assert!(count_n(&got, -1) <= 1, "at most once: {got:?}");
+        let rest: Vec<i64> = ns(&got).into_iter().filter(|&n| n >= 0).collect();
+        assert_eq!(rest.iter().filter(|&&n| n == 4).count(), 1, "{got:?}");
+        assert!(
+            rest.contains(&3) && rest.windows(2).all(|w| w[0] <= w[1]),
+            "{got:?}"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

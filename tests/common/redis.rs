@@ -252,3 +252,160 @@ pub fn wait(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `redis-cli -h host -p port args...` with a bound on its run time.
+pub fn cli_at(host: &str, port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("timeout")
+        .args(["5", "redis-cli", "-h", host, "-p"])
+        .arg(port.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
+}
+
+/// A network namespace of the test's own joined to the host by a veth
+/// pair (`host_ip` here, `ns_ip` there); removed on drop. Needs root and
+/// `ip`; `None` otherwise.
+pub struct Netns {
+    pub name: String,
+    host_if: String,
+    pub host_ip: String,
+    pub ns_ip: String,
+}
+
+impl Netns {
+    pub fn create() -> Option<Netns> {
+        let pid = std::process::id();
+        let name = format!("pubsubd-t{pid}");
+        let host_if = format!("vpsh{}", pid % 100_000);
+        let ns_if = format!("vpsn{}", pid % 100_000);
+        let (a, b) = (200 + (pid / 256) % 50, pid % 256);
+        let ns = Netns {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip: format!("10.{a}.{b}.1"),
+            ns_ip: format!("10.{a}.{b}.2"),
+        };
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), name.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                host_if.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                ns_if.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                ns_if.clone(),
+                "netns".into(),
+                name.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{}/30", ns.host_ip),
+                "dev".into(),
+                host_if.clone(),
+            ],
+            vec!["link".into(), "set".into(), host_if.clone(), "up".into()],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/30", ns.ns_ip),
+                "dev".into(),
+                ns_if.clone(),
+            ],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "link".into(),
+                "set".into(),
+                ns_if,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for step in steps {
+            let ok = Command::new("ip")
+                .args(&step)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None; // dropped: whatever was made is removed
+            }
+        }
+        Some(ns)
+    }
+
+    /// Cuts (false) or restores (true) the link.
+    pub fn link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let ok = Command::new("ip")
+            .args(["link", "set", &self.host_if, state])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip link set {} {state}", self.host_if);
+    }
+
+    /// Starts `redis-server` inside the namespace on `ns_ip:port` (AOF,
+    /// fsync always); `ip netns exec` execs it, so the PID is Redis's.
+    pub fn redis(&self, dir: &Path, port: u16) -> Child {
+        std::fs::create_dir_all(dir).expect("redis dir");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "redis-server", "--port"])
+            .arg(port.to_string())
+            .args(["--bind", &self.ns_ip, "--protected-mode", "no", "--dir"])
+            .arg(dir)
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server in the namespace");
+        let up = wait(Duration::from_secs(10), || {
+            cli_at(&self.ns_ip, port, &["PING"]).is_some_and(|o| o.trim() == "PONG")
+        });
+        assert!(up, "redis-server in {} did not start", self.name);
+        child
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
