@@ -7,9 +7,9 @@
 //! subscriber moves to another node with its cursor and misses nothing; a
 //! node started late replays history from the stream; Redis killed, slow,
 //! stopped, partitioned (a network namespace, when root) or disconnecting
-//! gives publishers 503 + `Retry-After` within the
-//! timeout while streams stay open, and afterwards nothing is lost or
-//! doubled; a stream that came back empty is detected; Sentinel failover.
+//! gives publishers 503 + `Retry-After` within the timeout while streams
+//! stay open, and afterwards nothing is lost or doubled; a stream that came
+//! back empty is detected; Sentinel failover; AUTH and `rediss://`.
 //!
 //! Each test skips (with a message) when `redis-server` is not installed.
 
