@@ -120,6 +120,9 @@ pub enum State {
     Body(Box<BodyState>),
     /// Parked while LDAP checks the client's credentials.
     Authenticating(Box<Pending>),
+    /// A publish parked until the cluster's stream acknowledged its event
+    /// (the append's token; see `hub/cluster.rs`).
+    Appending(u64),
     /// An open event stream.
     Stream(Box<Stream>),
     /// The last response is queued; input is ignored and the connection

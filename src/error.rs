@@ -24,6 +24,8 @@ pub enum StartError {
     Ldap(String),
     /// The SQS section or its pollers.
     Sqs(String),
+    /// The cluster bus could not start.
+    Cluster(String),
     /// The backlog's storage writer could not start.
     Backlog { path: PathBuf, source: io::Error },
     /// Signals, the poll or the waker.
@@ -39,6 +41,7 @@ impl fmt::Display for StartError {
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Ldap(e) => write!(f, "LDAP: {e}"),
             StartError::Sqs(e) => write!(f, "sqs: {e}"),
+            StartError::Cluster(e) => write!(f, "{e}"),
             StartError::Backlog { path, source } => {
                 write!(f, "backlog storage {}: {source}", path.display())
             }
@@ -54,7 +57,10 @@ impl std::error::Error for StartError {
             StartError::Acl { source, .. } => Some(source),
             StartError::Listen { source, .. } | StartError::Backlog { source, .. } => Some(source),
             StartError::Io(e) => Some(e),
-            StartError::Tls(_) | StartError::Ldap(_) | StartError::Sqs(_) => None,
+            StartError::Tls(_)
+            | StartError::Ldap(_)
+            | StartError::Sqs(_)
+            | StartError::Cluster(_) => None,
         }
     }
 }

@@ -207,6 +207,15 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
             .map_err(StartError::Ldap)?;
         lines.push(format!("LDAP: {}", ldap.settings.uri));
     }
+    if let Some(cluster) = &config.cluster {
+        lines.push(format!(
+            "cluster: stream {:?} (Redis not contacted by this check)",
+            cluster.stream
+        ));
+        if !cfg!(feature = "cluster") {
+            lines.push("warning: this build has no cluster support; the section is ignored".into());
+        }
+    }
     for queue in &config.sqs {
         lines.push(format!("SQS queue {} ({})", queue.name, queue.queue));
     }

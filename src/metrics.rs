@@ -30,6 +30,8 @@ pub struct Snapshot<'a> {
     pub input_bytes: usize,
     pub ldap: Option<LdapCounts>,
     pub sqs: Option<SqsCounts>,
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::hub::ClusterStatus>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -191,6 +193,63 @@ pub fn render(s: &Snapshot<'_>) -> String {
         counter(r, "sqs_deleted", "SQS messages deleted", sqs.deleted);
         counter(r, "sqs_errors", "SQS calls that failed", sqs.errors);
     }
+    #[cfg(feature = "cluster")]
+    if let Some(c) = &s.cluster {
+        gauge(
+            r,
+            "cluster_up",
+            "1 when the stream is loaded and both Redis links are up",
+            u64::from(c.ready()),
+        );
+        gauge(
+            r,
+            "cluster_lag_milliseconds",
+            "Age of the last stream entry when this node delivered it",
+            c.lag_ms,
+        );
+        gauge(
+            r,
+            "cluster_appends_waiting",
+            "Publishes waiting for Redis to acknowledge their append",
+            c.appends_waiting as u64,
+        );
+        counter(
+            r,
+            "cluster_appended",
+            "Appends Redis acknowledged",
+            c.appended,
+        );
+        counter(
+            r,
+            "cluster_append_failures",
+            "Publishes answered 503 because Redis did not acknowledge",
+            c.append_failures,
+        );
+        counter(
+            r,
+            "cluster_delivered",
+            "Events delivered from the stream",
+            c.delivered,
+        );
+        counter(
+            r,
+            "cluster_duplicates",
+            "Repeated cursors dropped",
+            c.duplicates,
+        );
+        counter(
+            r,
+            "cluster_resets",
+            "Times the stream was found reset",
+            c.resets,
+        );
+        counter(
+            r,
+            "cluster_gaps",
+            "Times entries were trimmed before this node read them",
+            c.gaps,
+        );
+    }
     process_metrics(&mut root);
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -299,6 +358,8 @@ mod tests {
             backlog_bytes: 500,
             replays: 0,
             input_bytes: 0,
+            #[cfg(feature = "cluster")]
+            cluster: None,
             ldap: None,
             sqs: Some(SqsCounts {
                 received: 4,

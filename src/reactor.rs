@@ -103,6 +103,13 @@ impl Reactor {
         }
         let max_connections = max_connections(config.server.max_connections);
         let (backlog, persister) = open_backlog(&config)?;
+        #[cfg(feature = "cluster")]
+        let cluster =
+            crate::hub::Cluster::start(&config, waker.clone()).map_err(StartError::Cluster)?;
+        #[cfg(not(feature = "cluster"))]
+        if config.cluster.is_some() {
+            warn!("the cluster section is ignored: this build has no cluster support");
+        }
         let ldap = Ldap::start(config.clients.ldap.as_ref(), waker).map_err(StartError::Ldap)?;
         let hub = Hub::new(HubParts {
             config,
@@ -112,6 +119,8 @@ impl Reactor {
             persister,
             #[cfg(feature = "sqs")]
             sqs,
+            #[cfg(feature = "cluster")]
+            cluster,
             max_connections,
             clock: Box::new(SystemClock),
         });

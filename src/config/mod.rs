@@ -10,8 +10,10 @@
 //! Layout: this file holds the schema and the `server` and `clients`
 //! sections; [`yaml`] the one set of helpers and the one duration grammar
 //! (`45s 30m 12h 7d 200ms` or a number of seconds); [`ldap`] the
-//! `clients.ldap` section; [`sqs`] the `sqs` section.
+//! `clients.ldap` section; [`sqs`] the `sqs` section; [`cluster`] the
+//! `cluster` section.
 
+pub mod cluster;
 #[cfg(feature = "ldap")]
 pub mod ldap;
 pub mod reload;
@@ -26,6 +28,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde_yaml::Value;
 
+pub use cluster::{ClusterConfig, ClusterRedis};
 #[cfg(feature = "ldap")]
 pub use ldap::LdapConfig;
 
@@ -45,6 +48,9 @@ pub struct Config {
     pub clients: ClientsConfig,
     /// The `sqs:` queues (validated even when the `sqs` feature is off).
     pub sqs: Vec<SqsQueueConfig>,
+    /// `cluster:`: nodes sharing events through Redis (validated even when
+    /// the `cluster` feature is off).
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +175,7 @@ impl Default for Config {
                 ldap: None,
             },
             sqs: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -232,8 +239,17 @@ impl Config {
                 "server" => parse_server(value, &mut config.server, &mut warnings)?,
                 "clients" => parse_clients(value, &mut config.clients, &mut warnings)?,
                 "sqs" => config.sqs = sqs::parse(value, &mut warnings)?,
+                "cluster" => config.cluster = cluster::parse(value, &mut warnings)?,
                 _ => warnings.push(format!("unknown configuration key '{key}' ignored")),
             }
+        }
+        if config.cluster.is_some() && config.server.backlog.storage.take().is_some() {
+            // The stream is the durable backlog; a file per node would
+            // replay events the others never had.
+            warnings.push(
+                "server.backlog.storage is ignored in cluster mode: the Redis stream is the backlog"
+                    .into(),
+            );
         }
         Ok((config, warnings))
     }

@@ -51,6 +51,11 @@ pub fn merge(running: &Config, new: Config) -> (Config, Vec<String>) {
         "sqs",
     );
     next.sqs = running.sqs.clone();
+    keep(
+        format!("{:?}", running.cluster) != format!("{:?}", next.cluster),
+        "cluster",
+    );
+    next.cluster = running.cluster.clone();
     (next, notes)
 }
 

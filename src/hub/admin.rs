@@ -118,19 +118,31 @@ impl Hub {
                 None => check("ldap", "no lookup yet", true),
             },
         }
+        #[cfg(feature = "cluster")]
+        if let Some(status) = self.cluster_status() {
+            let state = if status.ready() {
+                "ok"
+            } else if !status.loaded {
+                "loading the stream"
+            } else {
+                "Redis unreachable"
+            };
+            check("cluster", state, status.ready());
+        }
         let ready = not_ready.is_empty();
         let body = json!({"ready": ready, "not_ready": not_ready, "checks": checks});
         (ready, body.to_string() + "\n")
     }
 
     /// The open connections by protocol state.
-    fn connections_by_state(&self) -> [(&'static str, usize); 5] {
+    fn connections_by_state(&self) -> [(&'static str, usize); 6] {
         let mut counts = [
             ("head", 0),
             ("body", 0),
             ("authenticating", 0),
             ("stream", 0),
             ("closing", 0),
+            ("appending", 0),
         ];
         for (_, conn) in &self.conns {
             let i = match conn.state {
@@ -139,6 +151,7 @@ impl Hub {
                 State::Authenticating(_) => 2,
                 State::Stream(_) => 3,
                 State::Closing => 4,
+                State::Appending(_) => 5,
             };
             counts[i].1 += 1;
         }
@@ -162,6 +175,8 @@ impl Hub {
             backlog_bytes: self.backlog.bytes(),
             replays: self.replays_in_progress(),
             input_bytes: self.input_bytes,
+            #[cfg(feature = "cluster")]
+            cluster: self.cluster_status(),
             ldap: self.ldap_stats(),
             sqs: self.sqs_counts(),
         })

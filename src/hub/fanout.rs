@@ -32,6 +32,11 @@ impl Hub {
         path_topics: Vec<String>,
         payload: Payload<'_>,
     ) {
+        // A cluster node appends to the stream; it comes back from there.
+        #[cfg(feature = "cluster")]
+        if self.cluster.is_some() {
+            return self.append_to_cluster(source, path, path_topics, payload, None);
+        }
         self.stats.published(source);
         let (topics, private) = event::split_private(path_topics);
         if !private {
@@ -51,7 +56,7 @@ impl Hub {
 
     /// An event has been accepted: keep it for replay (and on disk), then
     /// send it to every subscriber that wants it.
-    fn accept_event(&mut self, event: Rc<Event>) {
+    pub(super) fn accept_event(&mut self, event: Rc<Event>) {
         if self.backlog.is_enabled() {
             let evicted = self.backlog.push(event.clone());
             if let Some(p) = &mut self.persister {

@@ -23,6 +23,8 @@
 #[cfg(feature = "admin")]
 mod admin;
 mod auth;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod fanout;
 mod ldap;
 mod requests;
@@ -48,6 +50,8 @@ use crate::persist::Persister;
 use crate::topics::TopicIndex;
 
 pub use auth::AclFile;
+#[cfg(feature = "cluster")]
+pub use cluster::{Cluster, ClusterStatus};
 pub use ldap::Ldap;
 use stats::Stats;
 use timers::Timers;
@@ -81,6 +85,9 @@ pub struct HubParts {
     /// Events taken from SQS queues by the poller threads.
     #[cfg(feature = "sqs")]
     pub sqs: Option<crossbeam_channel::Receiver<SqsEvent>>,
+    /// The Redis stream shared with the other nodes (`cluster:`).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<Cluster>,
     pub max_connections: usize,
     pub clock: Box<dyn Clock>,
 }
@@ -170,6 +177,8 @@ pub struct Hub {
     ldap: Option<Ldap>,
     #[cfg(feature = "sqs")]
     sqs: Option<crossbeam_channel::Receiver<SqsEvent>>,
+    #[cfg(feature = "cluster")]
+    cluster: Option<Cluster>,
     turn: Turn,
     timers: Timers,
     next_ping: Instant,
@@ -215,6 +224,8 @@ impl Hub {
             ldap: parts.ldap,
             #[cfg(feature = "sqs")]
             sqs: parts.sqs,
+            #[cfg(feature = "cluster")]
+            cluster: parts.cluster,
             turn: Turn::default(),
             timers: Timers::default(),
             shutdown_deadline: None,
@@ -596,6 +607,8 @@ impl Hub {
         self.take_ldap_replies();
         #[cfg(feature = "sqs")]
         self.drain_sqs();
+        #[cfg(feature = "cluster")]
+        self.drain_cluster();
     }
 
     /// Publishes every event the SQS pollers have sent, exactly as a `PUT`

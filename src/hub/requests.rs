@@ -115,8 +115,9 @@ impl Hub {
                     self.pump_replay(key);
                     return;
                 }
-                // Input waits (bounded by the reader) until LDAP answers.
-                State::Authenticating(_) => return,
+                // Input waits (bounded by the reader) until LDAP answers,
+                // or the cluster's stream takes the event.
+                State::Authenticating(_) | State::Appending(_) => return,
                 State::Stream(_) | State::Closing => {
                     if conn.inbuf.len() > MAX_INPUT {
                         conn.inbuf.clear();
@@ -200,7 +201,7 @@ impl Hub {
 
     /// Queues a complete response; afterwards the connection waits for the
     /// next request or closes.
-    fn respond(&mut self, key: usize, status: u16, body: Option<&str>, after: After) {
+    pub(super) fn respond(&mut self, key: usize, status: u16, body: Option<&str>, after: After) {
         let body = body.map(|b| ("text/plain; charset=utf-8", b.as_bytes()));
         self.respond_typed(key, status, body, &[], after);
     }
@@ -325,6 +326,17 @@ impl Hub {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after)
             }
         };
+        #[cfg(feature = "cluster")]
+        if self.cluster.is_some() {
+            let path = body.head.path();
+            return self.append_to_cluster(
+                Source::Http,
+                path,
+                body.path_topics,
+                object,
+                Some((key, after)),
+            );
+        }
         self.publish(Source::Http, body.head.path(), body.path_topics, object);
         self.respond(key, 202, Some(TEXT_RECEIVED), after);
     }

@@ -58,6 +58,8 @@ impl Harness {
             persister: None,
             #[cfg(feature = "sqs")]
             sqs: None,
+            #[cfg(feature = "cluster")]
+            cluster: None,
             max_connections: 8,
             clock: Box::new(clock.clone()),
         });

@@ -116,6 +116,9 @@ impl Hub {
                     } else if matches!(conn.state, State::Authenticating(_)) {
                         warn!("{key}: no LDAP answer in time; continuing without private access");
                         self.resume_parked(key, serial, None);
+                    } else if let State::Appending(_token) = conn.state {
+                        #[cfg(feature = "cluster")]
+                        self.append_timed_out(key, _token);
                     } else if matches!(conn.state, State::Head | State::Body(_)) {
                         debug!("{key}: request timeout");
                         self.turn.doom(key, conn);

@@ -1,0 +1,283 @@
+//! The cluster bus: several pubsubd nodes share every event, in one order,
+//! through one Redis stream.
+//!
+//! Two helper threads per node do all the Redis I/O with the `redis`
+//! crate's blocking client (no async runtime), so the event loop never
+//! waits on the network:
+//! - the [`writer`] takes [`Append`]s from a bounded channel and appends
+//!   them in pipelined batches (`XADD key MAXLEN ~ n * ...`), answering each
+//!   with [`Message::Appended`] once Redis acknowledged it (or it failed);
+//! - the [`reader`] loads the newest entries on start, then follows the
+//!   stream with `XREAD BLOCK` from the last entry it delivered, and sends
+//!   [`Message::Entries`] in stream order — this node's own appends
+//!   included, since every node delivers from the stream.
+//!
+//! Both send on one channel and then call `notify` (the server's waker).
+//!
+//! Invariants:
+//! - an entry is delivered at most once per cursor: an append whose outcome
+//!   is unknown (timeout, dropped connection) is retried with the same
+//!   cursor, and the reader drops a cursor it has already delivered
+//!   ([`id::SeenCursors`]);
+//! - an append never sent before its deadline is never sent: the publisher
+//!   has been told it failed;
+//! - after a reconnect the reader resumes after the last ID it delivered;
+//!   a stream that lost that ID is reported as [`Gap::Reset`] (Redis came
+//!   back empty: read again from the start) or [`Gap::Trimmed`] (entries
+//!   after it were trimmed away), then served as it is.
+//!
+//! Layout: [`link`] opens connections (URL or Sentinel, TLS, timeouts),
+//! [`id`] compares stream IDs and remembers cursors, [`entry`] is the
+//! entry's fields. This crate knows nothing of events or YAML: the server
+//! hands over [`Settings`] and event lines.
+
+pub mod entry;
+pub mod id;
+pub mod link;
+pub mod reader;
+pub mod writer;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+pub use entry::Entry;
+pub use id::StreamId;
+
+/// Appends waiting for the writer; past this a publish is refused at once.
+pub const QUEUE_CAPACITY: usize = 16 * 1024;
+/// Appends sent to Redis in one pipeline.
+pub const BATCH: usize = 512;
+/// Entries asked for per `XREAD`.
+pub const READ_COUNT: usize = 1024;
+/// How long one `XREAD` blocks waiting for new entries.
+pub const READ_BLOCK: Duration = Duration::from_millis(1000);
+/// Cursors remembered for de-duplication, at least.
+pub const SEEN_MIN: usize = 10_000;
+
+/// Where Redis is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `redis://[user:password@]host:port/db` or `rediss://…`.
+    Url(String),
+    /// Ask these Sentinels (`host:port`) for the master named `master`.
+    Sentinel { master: String, nodes: Vec<String> },
+}
+
+impl fmt::Debug for Target {
+    /// Never shows a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Url(url) => write!(f, "Url({})", link::redact(url)),
+            Target::Sentinel { master, nodes } => f
+                .debug_struct("Sentinel")
+                .field("master", master)
+                .field("nodes", nodes)
+                .finish(),
+        }
+    }
+}
+
+/// What the bus needs to know.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub target: Target,
+    /// The stream's key; nodes with the same key form one cluster.
+    pub stream: String,
+    /// Entries the stream keeps (approximate trim on every append).
+    pub max_len: u64,
+    /// Connecting, and each command.
+    pub timeout: Duration,
+    /// PEM CA certificates for `rediss://` with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Entries loaded into the backlog on start (the newest).
+    pub load: usize,
+    /// This node's name in the entries it appends.
+    pub node: String,
+}
+
+/// One event to append.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// Handed back in [`Message::Appended`].
+    pub token: u64,
+    pub cursor: String,
+    /// The event as its storage line (what every node rebuilds it from).
+    pub event: String,
+    /// Not sent at all after this (the publisher has been answered).
+    pub deadline: Instant,
+}
+
+/// Why an append did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendError {
+    /// Not sent to Redis: unreachable, or the deadline passed first.
+    NotSent,
+    /// Sent, outcome unknown, retried until given up: it may be in the
+    /// stream (once: readers drop repeated cursors).
+    GaveUp,
+}
+
+impl fmt::Display for AppendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppendError::NotSent => f.write_str("not appended (Redis unavailable)"),
+            AppendError::GaveUp => f.write_str("outcome unknown; retries given up"),
+        }
+    }
+}
+
+/// A position the reader could not resume from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gap {
+    /// The stream no longer has the last delivered entry and never deleted
+    /// it: Redis came back empty (or the key was recreated).
+    Reset,
+    /// Entries after the last delivered one were trimmed before being read.
+    Trimmed,
+}
+
+/// Which thread's link to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Reader,
+    Writer,
+}
+
+/// What the helper threads tell the server.
+#[derive(Debug)]
+pub enum Message {
+    /// The final outcome of one append; `Ok` carries its stream ID.
+    Appended {
+        token: u64,
+        result: Result<StreamId, AppendError>,
+    },
+    /// Entries in stream order, repeated cursors already dropped.
+    Entries {
+        entries: Vec<Entry>,
+        /// Loaded on start (history for the backlog, not news).
+        initial: bool,
+        /// Entries dropped from this batch as repeated cursors.
+        duplicates: u64,
+        /// The batch was full: the reader is behind.
+        behind: bool,
+    },
+    /// A link to Redis came up (true) or went down (false, with why).
+    Link {
+        side: Side,
+        up: bool,
+        error: Option<String>,
+    },
+    Gap(Gap),
+}
+
+/// Why the bus could not start.
+#[derive(Debug)]
+pub enum BusError {
+    /// The URL, the Sentinel list or the CA file is unusable.
+    Setup(String),
+    /// A helper thread could not be spawned.
+    Thread(std::io::Error),
+}
+
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BusError::Setup(e) => write!(f, "cluster: {e}"),
+            BusError::Thread(e) => write!(f, "cluster: cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BusError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BusError::Thread(e) => Some(e),
+            BusError::Setup(_) => None,
+        }
+    }
+}
+
+/// The server's end of the bus.
+pub struct Bus {
+    appends: Sender<Append>,
+    messages: Receiver<Message>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Drop for Bus {
+    /// Tells the reader to stop (the writer stops when its channel closes).
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Bus {
+    /// Queues an append; a full queue hands it back (answer 503 at once).
+    pub fn append(&self, append: Append) -> Result<(), Append> {
+        self.appends.try_send(append).map_err(|e| match e {
+            TrySendError::Full(a) | TrySendError::Disconnected(a) => a,
+        })
+    }
+
+    /// What the threads have sent so far (take with `try_iter`).
+    pub fn messages(&self) -> &Receiver<Message> {
+        &self.messages
+    }
+}
+
+/// Starts the writer and the reader. `notify` wakes the server after each
+/// message. The threads stop once the [`Bus`] is dropped (the writer at
+/// once, the reader after its current `XREAD`).
+pub fn start(settings: Settings, notify: Arc<dyn Fn() + Send + Sync>) -> Result<Bus, BusError> {
+    let opener = link::Opener::new(&settings).map_err(BusError::Setup)?;
+    let (append_tx, append_rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
+    let (message_tx, message_rx) = crossbeam_channel::bounded(1024);
+    let stopped = Arc::new(AtomicBool::new(false));
+    let out = Outbox {
+        tx: message_tx,
+        notify,
+        stopped: stopped.clone(),
+    };
+    let writer = writer::Writer::new(&settings, opener.clone(), append_rx, out.clone());
+    std::thread::Builder::new()
+        .name("cluster-writer".into())
+        .spawn(move || writer.run())
+        .map_err(BusError::Thread)?;
+    let reader = reader::Reader::new(&settings, opener, out);
+    std::thread::Builder::new()
+        .name("cluster-reader".into())
+        .spawn(move || reader.run())
+        .map_err(BusError::Thread)?;
+    Ok(Bus {
+        appends: append_tx,
+        messages: message_rx,
+        stopped,
+    })
+}
+
+/// Sends messages to the server and wakes it.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: Sender<Message>,
+    notify: Arc<dyn Fn() + Send + Sync>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Outbox {
+    /// The server has dropped its end: stop.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// False once the server is gone (the thread should stop).
+    pub fn send(&self, message: Message) -> bool {
+        let ok = self.tx.send(message).is_ok();
+        (self.notify)();
+        ok
+    }
+}

@@ -1,0 +1,191 @@
+//! Opening a connection to Redis: from the URL (`redis://`, `rediss://`
+//! with an optional private CA) or through Sentinel, with the connect
+//! timeout and a read/write timeout on every command.
+//!
+//! The Sentinel lookup is done here (`SENTINEL get-master-addr-by-name`,
+//! then `ROLE` on the answer) rather than with the client's helper, so that
+//! every step has the configured timeout: a stopped Sentinel must not hang
+//! a helper thread.
+
+use std::time::Duration;
+
+use redis::{Client, Connection, Value};
+
+use crate::entry::text;
+use crate::{Settings, Target};
+
+/// Opens connections to the current master.
+#[derive(Clone)]
+pub struct Opener {
+    kind: Kind,
+    timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Direct(Client),
+    Sentinel {
+        master: String,
+        sentinels: Vec<Client>,
+        ca: Option<Vec<u8>>,
+    },
+}
+
+impl Opener {
+    /// Checks the URL (or the Sentinel list) and reads the CA file.
+    pub fn new(settings: &Settings) -> Result<Opener, String> {
+        let ca = match &settings.ca_file {
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        let kind = match &settings.target {
+            Target::Url(url) => Kind::Direct(client(url, ca.as_deref())?),
+            Target::Sentinel { master, nodes } => Kind::Sentinel {
+                master: master.clone(),
+                sentinels: nodes
+                    .iter()
+                    .map(|n| client(&format!("redis://{n}/"), None))
+                    .collect::<Result<_, _>>()?,
+                ca,
+            },
+        };
+        Ok(Opener {
+            kind,
+            timeout: settings.timeout,
+        })
+    }
+
+    /// A connection to the master with `read_timeout` on reads (a blocking
+    /// `XREAD` needs longer than the command timeout) and the command
+    /// timeout on writes.
+    pub fn open(&self, read_timeout: Duration) -> Result<Connection, String> {
+        let client = match &self.kind {
+            Kind::Direct(client) => client.clone(),
+            Kind::Sentinel {
+                master,
+                sentinels,
+                ca,
+            } => self.ask_sentinels(master, sentinels, ca.as_deref())?,
+        };
+        let conn = self.connect(&client, read_timeout)?;
+        Ok(conn)
+    }
+
+    fn connect(&self, client: &Client, read_timeout: Duration) -> Result<Connection, String> {
+        let conn = client
+            .get_connection_with_timeout(self.timeout)
+            .map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(read_timeout))
+            .map_err(|e| e.to_string())?;
+        conn.set_write_timeout(Some(self.timeout))
+            .map_err(|e| e.to_string())?;
+        Ok(conn)
+    }
+
+    /// The first Sentinel that names a master that says it is one.
+    fn ask_sentinels(
+        &self,
+        master: &str,
+        sentinels: &[Client],
+        ca: Option<&[u8]>,
+    ) -> Result<Client, String> {
+        let mut last = String::from("no Sentinel configured");
+        for sentinel in sentinels {
+            let addr = self.connect(sentinel, self.timeout).and_then(|mut conn| {
+                let reply: Value = redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(master)
+                    .query(&mut conn)
+                    .map_err(|e| e.to_string())?;
+                match reply {
+                    Value::Array(parts) if parts.len() == 2 => {
+                        match (text(&parts[0]), text(&parts[1])) {
+                            (Some(host), Some(port)) => Ok((host, port)),
+                            _ => Err("unexpected SENTINEL reply".to_string()),
+                        }
+                    }
+                    _ => Err(format!("Sentinel does not know master {master:?}")),
+                }
+            });
+            let (host, port) = match addr {
+                Ok(addr) => addr,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            let scheme = if ca.is_some() { "rediss" } else { "redis" };
+            let candidate = client(&format!("{scheme}://{host}:{port}/"), ca)?;
+            match self.is_master(&candidate) {
+                Ok(true) => return Ok(candidate),
+                Ok(false) => last = format!("{host}:{port} is not a master (yet)"),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn is_master(&self, client: &Client) -> Result<bool, String> {
+        let mut conn = self.connect(client, self.timeout)?;
+        let role: Value = redis::cmd("ROLE")
+            .query(&mut conn)
+            .map_err(|e| e.to_string())?;
+        Ok(matches!(&role, Value::Array(parts)
+            if parts.first().and_then(text).as_deref() == Some("master")))
+    }
+}
+
+/// A client for `url`, with `ca` as the only trusted roots for TLS.
+fn client(url: &str, ca: Option<&[u8]>) -> Result<Client, String> {
+    let result = match ca {
+        Some(pem) if url.starts_with("rediss://") => Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        _ => Client::open(url),
+    };
+    result.map_err(|e| format!("{}: {e}", redact(url)))
+}
+
+/// `url` with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://u:secret@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(redact("redis://:secret@h"), "redis://:***@h");
+        assert_eq!(redact("redis://h:6379/0"), "redis://h:6379/0");
+    }
+}

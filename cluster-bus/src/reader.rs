@@ -1,0 +1,274 @@
+//! The reader thread: loads the stream's newest entries on start, then
+//! follows it with `XREAD BLOCK`, sending every entry to the server in
+//! stream order, each cursor once.
+//!
+//! Its position is the last stream ID it delivered. After a reconnect it
+//! checks that ID is still in the stream (`XRANGE id id`) before reading
+//! on; if it is not, `XINFO STREAM`'s `max-deleted-entry-id` tells why:
+//! - deleted (trimmed) and newer entries deleted too: [`Gap::Trimmed`],
+//!   reading goes on from what is there;
+//! - never deleted: the stream was reset (Redis came back empty):
+//!   [`Gap::Reset`], reading starts again from the beginning (cursors
+//!   already delivered are still dropped).
+
+use std::time::Duration;
+
+use log::{info, warn};
+use redis::{Connection, ErrorKind, Value};
+
+use crate::entry::{self, text, Entry};
+use crate::id::{SeenCursors, StreamId};
+use crate::link::Opener;
+use crate::{Gap, Message, Outbox, Settings, Side, READ_BLOCK, READ_COUNT, SEEN_MIN};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+pub struct Reader {
+    opener: Opener,
+    out: Outbox,
+    stream: String,
+    timeout: Duration,
+    load: usize,
+    seen: SeenCursors,
+    /// The last entry delivered; `None` until the start-up load is done.
+    position: Option<StreamId>,
+}
+
+/// Why reading stopped.
+enum Stop {
+    /// The server is gone.
+    Done,
+    /// The connection failed: reconnect.
+    Link(String),
+}
+
+impl Reader {
+    pub fn new(settings: &Settings, opener: Opener, out: Outbox) -> Reader {
+        Reader {
+            opener,
+            out,
+            stream: settings.stream.clone(),
+            timeout: settings.timeout,
+            load: settings.load,
+            seen: SeenCursors::new(
+                settings
+                    .load
+                    .max(settings.max_len as usize)
+                    .clamp(SEEN_MIN, 1 << 20),
+            ),
+            position: None,
+        }
+    }
+
+    /// Runs until the server drops its end.
+    pub fn run(mut self) {
+        let mut link_up: Option<bool> = None;
+        let mut backoff = BACKOFF_MIN;
+        while !self.out.stopped() {
+            let mut conn = match self.opener.open(READ_BLOCK + self.timeout) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    self.report(&mut link_up, false, Some(e));
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let stop = self.resume(&mut conn).and_then(|()| {
+                backoff = BACKOFF_MIN;
+                self.report(&mut link_up, true, None);
+                self.follow(&mut conn)
+            });
+            match stop {
+                Err(Stop::Done) | Ok(()) => return,
+                Err(Stop::Link(e)) => {
+                    self.report(&mut link_up, false, Some(e));
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// On a new connection: the start-up load, or the check that the
+    /// position is still in the stream.
+    fn resume(&mut self, conn: &mut Connection) -> Result<(), Stop> {
+        let Some(position) = self.position else {
+            return self.load(conn);
+        };
+        if position == StreamId::ZERO {
+            return Ok(());
+        }
+        let at = position.to_string();
+        let here: Value = query(
+            conn,
+            redis::cmd("XRANGE").arg(&self.stream).arg(&at).arg(&at),
+        )?;
+        if !entry::parse_entries(&here)
+            .map_err(|e| Stop::Link(e.to_string()))?
+            .is_empty()
+        {
+            return Ok(());
+        }
+        let deleted = self.max_deleted(conn)?;
+        if deleted >= position {
+            if deleted > position {
+                warn!("cluster: the stream was trimmed past {at} (up to {deleted}); some events were missed here");
+                self.send(Message::Gap(Gap::Trimmed))?;
+            }
+        } else {
+            warn!("cluster: the stream no longer has {at} and never deleted it: Redis was reset; reading it from the start");
+            self.position = Some(StreamId::ZERO);
+            self.send(Message::Gap(Gap::Reset))?;
+        }
+        Ok(())
+    }
+
+    /// `XINFO STREAM`'s `max-deleted-entry-id` (0-0 for a missing stream).
+    fn max_deleted(&self, conn: &mut Connection) -> Result<StreamId, Stop> {
+        let info = match redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&self.stream)
+            .query::<Value>(conn)
+        {
+            Ok(v) => v,
+            Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+                return Ok(StreamId::ZERO)
+            }
+            Err(e) => return Err(Stop::Link(e.to_string())),
+        };
+        let pairs: Vec<(String, &Value)> = match &info {
+            Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|kv| Some((text(kv.first()?)?, kv.get(1)?)))
+                .collect(),
+            Value::Map(items) => items
+                .iter()
+                .filter_map(|(k, v)| Some((text(k)?, v)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(pairs
+            .iter()
+            .find(|(k, _)| k == "max-deleted-entry-id")
+            .and_then(|(_, v)| text(v))
+            .and_then(|t| StreamId::parse(&t))
+            .unwrap_or_default())
+    }
+
+    /// The newest `load` entries, oldest first, as the initial batch; the
+    /// position becomes the newest entry (or 0-0 for an empty stream, so
+    /// nothing appended meanwhile is missed).
+    fn load(&mut self, conn: &mut Connection) -> Result<(), Stop> {
+        let reply: Value = query(
+            conn,
+            redis::cmd("XREVRANGE")
+                .arg(&self.stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(self.load.max(1)),
+        )?;
+        let mut newest_first =
+            entry::parse_entries(&reply).map_err(|e| Stop::Link(e.to_string()))?;
+        let position = newest_first.first().map_or(StreamId::ZERO, |(id, _)| *id);
+        newest_first.truncate(self.load);
+        newest_first.reverse();
+        let (entries, duplicates) = self.keep_new(newest_first);
+        info!(
+            "cluster: loaded {} events from the stream, resuming after {position}",
+            entries.len()
+        );
+        self.position = Some(position);
+        self.send(Message::Entries {
+            entries,
+            initial: true,
+            duplicates,
+            behind: false,
+        })
+    }
+
+    /// Reads on from the position until the link fails or the server goes.
+    fn follow(&mut self, conn: &mut Connection) -> Result<(), Stop> {
+        loop {
+            if self.out.stopped() {
+                return Err(Stop::Done);
+            }
+            let from = self.position.unwrap_or_default().to_string();
+            let reply: Value = query(
+                conn,
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(READ_COUNT)
+                    .arg("BLOCK")
+                    .arg(READ_BLOCK.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(&self.stream)
+                    .arg(&from),
+            )?;
+            let batch = entry::parse_xread(&reply).map_err(|e| Stop::Link(e.to_string()))?;
+            let Some((last, _)) = batch.last() else {
+                continue;
+            };
+            self.position = Some(*last);
+            let behind = batch.len() >= READ_COUNT;
+            let (entries, duplicates) = self.keep_new(batch);
+            if duplicates > 0 {
+                info!("cluster: dropped {duplicates} repeated cursors (retried appends)");
+            }
+            if entries.is_empty() && duplicates == 0 {
+                continue;
+            }
+            self.send(Message::Entries {
+                entries,
+                initial: false,
+                duplicates,
+                behind,
+            })?;
+        }
+    }
+
+    /// Our entries whose cursor is new, and how many were repeats.
+    fn keep_new(&mut self, batch: Vec<(StreamId, Option<Entry>)>) -> (Vec<Entry>, u64) {
+        let mut duplicates = 0;
+        let entries = batch
+            .into_iter()
+            .filter_map(|(_, e)| e)
+            .filter(|e| {
+                let new = self.seen.insert(&e.cursor);
+                duplicates += u64::from(!new);
+                new
+            })
+            .collect();
+        (entries, duplicates)
+    }
+
+    fn send(&self, message: Message) -> Result<(), Stop> {
+        if self.out.send(message) {
+            Ok(())
+        } else {
+            Err(Stop::Done)
+        }
+    }
+
+    fn report(&self, last: &mut Option<bool>, up: bool, error: Option<String>) {
+        if *last == Some(up) {
+            return;
+        }
+        *last = Some(up);
+        match &error {
+            Some(e) => warn!("cluster: reader lost Redis: {e}"),
+            None => info!("cluster: reader connected to Redis"),
+        }
+        self.out.send(Message::Link {
+            side: Side::Reader,
+            up,
+            error,
+        });
+    }
+}
+
+fn query(conn: &mut Connection, cmd: &mut redis::Cmd) -> Result<Value, Stop> {
+    cmd.query(conn).map_err(|e| Stop::Link(e.to_string()))
+}

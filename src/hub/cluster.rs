@@ -1,0 +1,351 @@
+//! The hub's side of the cluster bus (`cluster-bus`): in cluster mode an
+//! accepted publish is appended to the Redis stream instead of being
+//! broadcast, and every node — this one included — delivers what its
+//! reader brings back, in stream order.
+//!
+//! A publish in cluster mode: `finish_publish` (or the SQS drain) →
+//! [`Hub::append_to_cluster`] builds the event (cursor, timestamp, topics
+//! and path assigned here, so every node rebuilds the same bytes from its
+//! storage line) and queues it for the writer; the publisher's connection
+//! is parked in `State::Appending(token)` with a deadline of
+//! `cluster.timeout`. The writer's answer (or the deadline) unparks it: 202
+//! once Redis acknowledged the append, 503 with `Retry-After` otherwise.
+//! The reader's entries then go through `accept_event` (backlog, then
+//! broadcast) like a single node's publishes.
+//!
+//! Invariants:
+//! - a parked connection is answered exactly once: by the writer's reply
+//!   while its state still holds that token, or by its deadline (the token
+//!   is then forgotten for that connection, and a late acknowledgement only
+//!   counts);
+//! - events enter the backlog in stream order, each with the next local
+//!   sequence number; entries loaded on start go to the backlog only
+//!   (history, not news for live subscribers).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster_bus::{Append, AppendError, Bus, Entry, Gap, Message, Settings, Side, Target};
+use log::{info, warn};
+use mio::Waker;
+
+use super::requests::{After, TEXT_RECEIVED};
+use super::stats::Source;
+use super::timers::Kind;
+use super::Hub;
+use crate::backlog;
+use crate::config::{ClusterRedis, Config};
+use crate::conn::State;
+use crate::event::{self, Event, Payload};
+
+pub const TEXT_UNAVAILABLE: &str =
+    "The event could not be stored in the cluster's stream; please try again.\n";
+/// Seconds a refused publisher is asked to wait.
+const RETRY_AFTER: &str = "1";
+
+/// The bus and the publishes waiting for it.
+pub struct Cluster {
+    bus: Bus,
+    timeout: Duration,
+    waiting: HashMap<u64, Waiting>,
+    next_token: u64,
+    status: ClusterStatus,
+}
+
+/// An append whose outcome is awaited.
+struct Waiting {
+    /// The parked publisher (`None`: an SQS event, or answered already).
+    reply: Option<(usize, After)>,
+    source: Source,
+}
+
+/// What `/metrics` and `/readyz` can tell about the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterStatus {
+    /// This node's name in the stream's entries.
+    pub node: String,
+    pub reader_up: bool,
+    pub writer_up: bool,
+    /// The start-up load from the stream is done.
+    pub loaded: bool,
+    /// The last stream entry delivered.
+    pub last_id: Option<String>,
+    /// How old (by its stream ID's clock) the last entry was when it was
+    /// delivered here, in milliseconds.
+    pub lag_ms: u64,
+    /// The reader's last batch was full: it is catching up.
+    pub behind: bool,
+    /// Appends waiting for Redis.
+    pub appends_waiting: usize,
+    pub appended: u64,
+    pub append_failures: u64,
+    /// Events delivered from the stream (this node's and others').
+    pub delivered: u64,
+    /// Repeated cursors dropped (retried appends that had landed).
+    pub duplicates: u64,
+    /// Times the stream was found reset (Redis came back empty).
+    pub resets: u64,
+    /// Times entries were trimmed before this node read them.
+    pub gaps: u64,
+    /// Entries that could not be read back into events.
+    pub bad_entries: u64,
+    pub last_error: Option<String>,
+}
+
+impl ClusterStatus {
+    /// Ready to serve as a cluster node: the backlog is loaded and both
+    /// links to Redis are up.
+    pub fn ready(&self) -> bool {
+        self.loaded && self.reader_up && self.writer_up
+    }
+}
+
+impl Cluster {
+    /// Starts the bus from `cluster`; `None` when not configured.
+    pub fn start(config: &Config, waker: Arc<Waker>) -> Result<Option<Cluster>, String> {
+        let Some(cluster) = &config.cluster else {
+            return Ok(None);
+        };
+        let node = uuid::Uuid::new_v4().to_string();
+        let target = match &cluster.redis {
+            ClusterRedis::Url(url) => Target::Url(url.clone()),
+            ClusterRedis::Sentinel { master, nodes } => Target::Sentinel {
+                master: master.clone(),
+                nodes: nodes.clone(),
+            },
+        };
+        let backlog = &config.server.backlog;
+        let settings = Settings {
+            target,
+            stream: cluster.stream.clone(),
+            max_len: cluster.max_len(backlog.size),
+            timeout: cluster.timeout,
+            ca_file: cluster.ca_file.clone(),
+            load: backlog.size,
+            node: node.clone(),
+        };
+        info!(
+            "cluster: node {node} on stream {:?} ({:?}, max_len {})",
+            settings.stream, settings.target, settings.max_len
+        );
+        let notify = Arc::new(move || {
+            let _ = waker.wake();
+        });
+        let bus = cluster_bus::start(settings, notify).map_err(|e| e.to_string())?;
+        Ok(Some(Cluster {
+            bus,
+            timeout: cluster.timeout,
+            waiting: HashMap::new(),
+            next_token: 1,
+            status: ClusterStatus {
+                node,
+                ..ClusterStatus::default()
+            },
+        }))
+    }
+}
+
+impl Hub {
+    /// The cluster's state, `None` for a single node (for `/metrics` and
+    /// `/readyz`).
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        let cluster = self.cluster.as_ref()?;
+        let mut status = cluster.status.clone();
+        status.appends_waiting = cluster.waiting.len();
+        Some(status)
+    }
+
+    /// Appends a published object to the stream (cluster mode only);
+    /// `reply` is the publisher to answer, parked until then.
+    pub(super) fn append_to_cluster(
+        &mut self,
+        source: Source,
+        path: &str,
+        path_topics: Vec<String>,
+        payload: Payload<'_>,
+        reply: Option<(usize, After)>,
+    ) {
+        let Some(cluster) = &mut self.cluster else {
+            debug_assert!(false, "append_to_cluster on a single node");
+            return;
+        };
+        let (topics, private) = event::split_private(path_topics);
+        // Its sequence number is assigned when it comes back from the stream.
+        let event = Event::publish(0, path, topics, private, payload, self.clock.epoch());
+        let line = backlog::storage_line(&event);
+        let token = cluster.next_token;
+        cluster.next_token += 1;
+        let now = self.clock.now();
+        let append = Append {
+            token,
+            cursor: event.cursor.clone(),
+            event: line.trim_end().to_string(),
+            deadline: Instant::now() + cluster.timeout,
+        };
+        if cluster.bus.append(append).is_err() {
+            warn!("cluster: the append queue is full; refusing a publish");
+            cluster.status.append_failures += 1;
+            if let Some((key, after)) = reply {
+                self.respond_unavailable(key, after);
+            }
+            return;
+        }
+        cluster.waiting.insert(token, Waiting { reply, source });
+        let deadline = now + cluster.timeout;
+        if let Some((key, _)) = reply {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.state = State::Appending(token);
+                let serial = conn.serial;
+                self.set_deadline(key, deadline);
+                // Its own timer: one already armed may be for a later
+                // deadline (the request timeout).
+                self.timers.arm(deadline, Kind::Request, key, serial);
+            }
+        }
+    }
+
+    /// A parked publisher's deadline passed before Redis answered.
+    pub(super) fn append_timed_out(&mut self, key: usize, token: u64) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let Some(after) = cluster
+            .waiting
+            .get_mut(&token)
+            .and_then(|w| w.reply.take())
+            .map(|(_, after)| after)
+        else {
+            return;
+        };
+        warn!("cluster: no acknowledgement from Redis in time; answering 503");
+        self.respond_unavailable(key, after);
+    }
+
+    fn respond_unavailable(&mut self, key: usize, after: After) {
+        let body = ("text/plain; charset=utf-8", TEXT_UNAVAILABLE.as_bytes());
+        self.respond_typed(key, 503, Some(body), &[("Retry-After", RETRY_AFTER)], after);
+        self.push_pending(key);
+    }
+
+    /// Takes what the bus's threads sent.
+    pub(super) fn drain_cluster(&mut self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let messages: Vec<Message> = cluster.bus.messages().try_iter().collect();
+        for message in messages {
+            match message {
+                Message::Appended { token, result } => self.appended(token, result),
+                Message::Entries {
+                    entries,
+                    initial,
+                    duplicates,
+                    behind,
+                } => {
+                    if let Some(c) = &mut self.cluster {
+                        c.status.duplicates += duplicates;
+                        c.status.behind = behind;
+                    }
+                    for entry in entries {
+                        self.deliver(entry, initial);
+                    }
+                    if let Some(c) = &mut self.cluster {
+                        c.status.loaded |= initial;
+                    }
+                }
+                Message::Link { side, up, error } => {
+                    if let Some(c) = &mut self.cluster {
+                        match side {
+                            Side::Reader => c.status.reader_up = up,
+                            Side::Writer => c.status.writer_up = up,
+                        }
+                        if error.is_some() {
+                            c.status.last_error = error;
+                        }
+                    }
+                }
+                Message::Gap(gap) => {
+                    if let Some(c) = &mut self.cluster {
+                        match gap {
+                            Gap::Reset => c.status.resets += 1,
+                            Gap::Trimmed => c.status.gaps += 1,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The writer's final word on one append.
+    fn appended(&mut self, token: u64, result: Result<cluster_bus::StreamId, AppendError>) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let Some(waiting) = cluster.waiting.remove(&token) else {
+            return;
+        };
+        match &result {
+            Ok(_) => cluster.status.appended += 1,
+            Err(_) => cluster.status.append_failures += 1,
+        }
+        if let Err(e) = result {
+            if waiting.reply.is_none() && waiting.source == Source::Sqs {
+                warn!("cluster: an SQS event was not appended: {e}");
+            }
+        } else {
+            self.stats.published(waiting.source);
+        }
+        let Some((key, after)) = waiting.reply else {
+            return;
+        };
+        let parked = self
+            .conns
+            .get(key)
+            .is_some_and(|c| matches!(c.state, State::Appending(t) if t == token));
+        if !parked {
+            return;
+        }
+        if result.is_ok() {
+            self.respond(key, 202, Some(TEXT_RECEIVED), after);
+            self.push_pending(key);
+        } else {
+            self.respond_unavailable(key, after);
+        }
+    }
+
+    /// One entry from the stream: into the backlog, and unless it is
+    /// start-up history, out to the subscribers.
+    fn deliver(&mut self, entry: Entry, initial: bool) {
+        let event = match backlog::parse_storage_line(&entry.event, self.last_seq + 1) {
+            Ok(event) => event,
+            Err(e) => {
+                warn!("cluster: entry {} skipped: {e}", entry.id);
+                if let Some(c) = &mut self.cluster {
+                    c.status.bad_entries += 1;
+                }
+                return;
+            }
+        };
+        self.last_seq += 1;
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        cluster.status.last_id = Some(entry.id.to_string());
+        cluster.status.delivered += 1;
+        let now_ms = (event::epoch_now() * 1000.0) as u64;
+        cluster.status.lag_ms = now_ms.saturating_sub(entry.id.ms);
+        let event = Rc::new(event);
+        if initial {
+            if self.backlog.is_enabled() {
+                self.backlog.push(event);
+            }
+            return;
+        }
+        if entry.node != cluster.status.node {
+            self.stats.published(Source::Cluster);
+        }
+        self.accept_event(event);
+    }
+}

@@ -1,0 +1,585 @@
+//! Several nodes sharing one Redis stream (`cluster:`), black-box: real
+//! `pubsubd` processes and a real `redis-server` (AOF, `appendfsync
+//! always`) on loopback ports of their own.
+//!
+//! What is checked: every node delivers the same events in the same order
+//! with the same cursors and timestamps wherever each was published; a
+//! subscriber moves to another node with its cursor and misses nothing; a
+//! node started late replays history from the stream; Redis killed, slow,
+//! stopped, partitioned (a network namespace, when root) or disconnecting
+//! gives publishers 503 + `Retry-After` within the timeout while streams
+//! stay open, and afterwards nothing is lost or doubled; a stream that came
+//! back empty is detected; Sentinel failover; AUTH and `rediss://`.
+//!
+//! Each test skips (with a message) when `redis-server` is not installed.
+
+#![cfg(feature = "cluster")]
+
+mod common;
+#[path = "common/redis.rs"]
+mod redis;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis::Redis;
+use serde_json::{json, Value};
+
+const STATUS: &str = "X-Fetch-Since-Cursor-Status";
+
+fn have_redis() -> bool {
+    if redis::available() {
+        return true;
+    }
+    eprintln!("skipped: redis-server / redis-cli not installed");
+    false
+}
+
+/// A node of the cluster on `redis_url` (stream `test`, 1 s timeout,
+/// pings every second, a backlog of 1000).
+fn node_yaml(redis_url: &str, extra: &str) -> String {
+    format!(
+        "server:\n  bind: 127.0.0.1\n  port: 0\n  ping_interval: 1s\n  backlog: {{size: 1000}}\n\
+         clients:\n  payloaders: [127.0.0.1/32]\n\
+         cluster:\n  redis: {redis_url}\n  stream: test\n  timeout: 1s\n{extra}"
+    )
+}
+
+/// Starts a node and waits until it has loaded the stream.
+fn node(redis_url: &str) -> Server {
+    start_node(node_yaml(redis_url, ""))
+}
+
+fn start_node(yaml: String) -> Server {
+    let s = Server::builder().raw_config(&yaml).start();
+    assert!(
+        s.wait_log("cluster: loaded", T),
+        "node did not load the stream:\n{}",
+        s.log()
+    );
+    s
+}
+
+fn n_of(v: &Value) -> i64 {
+    v["n"].as_i64().unwrap_or_else(|| panic!("no n in {v}"))
+}
+
+fn cursor(v: &Value) -> String {
+    v["pubsub_cursor"].as_str().expect("cursor").to_string()
+}
+
+fn ns(events: &[Value]) -> Vec<i64> {
+    events.iter().map(n_of).collect()
+}
+
+/// Entries in the stream.
+fn xlen(r: &Redis) -> usize {
+    r.cli(&["XLEN", "test"])
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn three_nodes_deliver_the_same_sequence() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let nodes: Vec<Server> = (0..3).map(|_| node(&r.url())).collect();
+    let mut subs: Vec<Subscriber> = nodes.iter().map(|n| n.subscribe("/")).collect();
+    for i in 0..30 {
+        nodes[i % 3].publish_ok(&format!("/t/{i}"), &json!({"n": i}));
+    }
+    nodes[1].publish_ok("/", &sentinel());
+    let seen: Vec<Vec<Value>> = subs
+        .iter_mut()
+        .map(|s| s.events_until_sentinel(T))
+        .collect();
+    assert_eq!(ns(&seen[0]), (0..30).collect::<Vec<_>>(), "publish order");
+    for other in &seen[1..] {
+        assert_eq!(other, &seen[0], "same events, cursors and timestamps");
+    }
+    for (i, v) in seen[0].iter().enumerate() {
+        check_event_meta(v, &["t", &i.to_string()], &format!("/t/{i}"));
+    }
+    assert_eq!(xlen(&r), 31);
+}
+
+#[test]
+fn a_subscriber_moves_to_another_node_with_its_cursor() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let mut a = node(&r.url());
+    let b = node(&r.url());
+    let mut sub = a.subscribe("/");
+    for i in 0..10 {
+        b.publish_ok("/x", &json!({"n": i}));
+    }
+    let got: Vec<Value> = (0..10).map(|_| sub.next_event(T)).collect();
+    assert_eq!(ns(&got), (0..10).collect::<Vec<_>>());
+    let last = cursor(&got[9]);
+    a.signal("KILL");
+    assert!(a.wait_exit(T).is_some());
+    for i in 10..20 {
+        b.publish_ok("/x", &json!({"n": i}));
+    }
+    let mut moved = b.subscribe_with("/", &[("X-Fetch-Since-Cursor", &last)]);
+    assert_eq!(moved.head.header(STATUS), Some("found"));
+    b.publish_ok("/", &sentinel());
+    let rest = moved.events_until_sentinel(T);
+    assert_eq!(
+        ns(&rest),
+        (10..20).collect::<Vec<_>>(),
+        "exactly the missed events"
+    );
+}
+
+#[test]
+fn a_late_node_replays_history_from_the_stream() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let a = node(&r.url());
+    let mut watch = a.subscribe("/");
+    for i in 1..=100 {
+        a.publish_ok("/h", &json!({"n": i}));
+    }
+    let history: Vec<Value> = (0..100).map(|_| watch.next_event(T)).collect();
+    let late = node(&r.url());
+    assert!(late.log().contains("loaded 100 events"), "{}", late.log());
+    let mut sub = late.subscribe_with("/", &[("X-Fetch-Since-Cursor", &cursor(&history[49]))]);
+    assert_eq!(sub.head.header(STATUS), Some("found"));
+    a.publish_ok("/", &sentinel());
+    let replayed = sub.events_until_sentinel(T);
+    assert_eq!(
+        replayed,
+        history[50..].to_vec(),
+        "events 51..100 byte for byte"
+    );
+    // By time as well.
+    let since = history[0]["pubsub_timestamp"].as_f64().expect("timestamp") - 0.0001;
+    let mut by_time = late.subscribe_with("/", &[("X-Fetch-Since", &since.to_string())]);
+    let first = by_time.next_event(T);
+    assert_eq!(n_of(&first), 1);
+}
+
+/// A publish on a fresh connection; the response and how long it took.
+fn timed_publish(s: &Server, v: &Value) -> (Response, Duration) {
+    let start = Instant::now();
+    let r = s.publish_json("/k", v);
+    (r, start.elapsed())
+}
+
+#[test]
+fn redis_killed_publishes_503_streams_stay_then_resume_and_reset_is_seen() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut r = Redis::start(dir.path());
+    let a = node(&r.url());
+    let b = node(&r.url());
+    let mut sub_a = a.subscribe("/");
+    let mut sub_b = b.subscribe("/");
+    for i in 0..5 {
+        a.publish_ok("/k", &json!({"n": i}));
+    }
+    for sub in [&mut sub_a, &mut sub_b] {
+        let got: Vec<Value> = (0..5).map(|_| sub.next_event(T)).collect();
+        assert_eq!(ns(&got), (0..5).collect::<Vec<_>>());
+    }
+    r.kill9();
+    // Once a node knows Redis is gone, a publish is never sent: 503, and
+    // never delivered.
+    for s in [&a, &b] {
+        assert!(s.wait_log("writer lost Redis", T), "{}", s.log());
+    }
+    let (resp, took) = timed_publish(&b, &json!({"n": -1}));
+    assert_eq!(resp.status, 503, "{}", resp.body_str());
+    assert_eq!(resp.header("Retry-After"), Some("1"));
+    assert!(took < Duration::from_millis(2500), "503 after {took:?}");
+    // The streams stay open and keep getting pings.
+    for sub in [&mut sub_a, &mut sub_b] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut pinged = false;
+        while !pinged && Instant::now() < deadline {
+            let chunk = sub.next_chunk(Duration::from_secs(3)).expect("stream open");
+            let v = parse_line(&chunk.expect("stream not ended"));
+            pinged = is_ping(&v);
+        }
+        assert!(pinged, "a ping while Redis is down");
+    }
+    r.restart();
+    assert!(
+        wait_until(T, || a.publish_json("/k", &json!({"n": 5})).status == 202),
+        "publishing resumes"
+    );
+    for i in 6..10 {
+        b.publish_ok("/k", &json!({"n": i}));
+    }
+    b.publish_ok("/", &sentinel());
+    for sub in [&mut sub_a, &mut sub_b] {
+        let got = sub.events_until_sentinel(T);
+        assert_eq!(
+            ns(&got),
+            (5..10).collect::<Vec<_>>(),
+            "nothing lost or doubled"
+        );
+    }
+    assert_eq!(xlen(&r), 11, "the acknowledged events survived kill -9");
+    // Redis comes back empty: both nodes notice, and go on.
+    r.restart_empty();
+    assert!(wait_until(T, || a
+        .publish_json("/k", &json!({"n": 10}))
+        .status
+        == 202));
+    for s in [&a, &b] {
+        assert!(s.wait_log("Redis was reset", T), "{}", s.log());
+    }
+    b.publish_ok("/", &sentinel());
+    for sub in [&mut sub_a, &mut sub_b] {
+        assert_eq!(ns(&sub.events_until_sentinel(T)), vec![10]);
+    }
+}
+
+/// How many events with `n` a subscriber got before the next sentinel.
+fn count_n(events: &[Value], n: i64) -> usize {
+    events.iter().filter(|v| n_of(v) == n).count()
+}
+
+#[test]
+fn slow_redis_gives_503_and_the_retry_shows_once_client_kill_loses_nothing() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let a = node(&r.url());
+    let b = node(&r.url());
+    let mut sub_a = a.subscribe("/");
+    let mut sub_b = b.subscribe("/");
+    a.publish_ok("/k", &json!({"n": 0}));
+    // Redis sleeps longer than the timeout: the append's outcome is
+    // unknown, the publisher gets 503, the writer retries with the same
+    // cursor once Redis answers again; the first attempt lands too.
+    let port = r.port;
+    let sleeper = std::thread::spawn(move || redis::cli(port, &["DEBUG", "SLEEP", "2.5"]));
+    std::thread::sleep(Duration::from_millis(200));
+    let (resp, took) = timed_publish(&a, &json!({"n": 1}));
+    assert_eq!(resp.status, 503, "{}", resp.body_str());
+    assert_eq!(resp.header("Retry-After"), Some("1"));
+    assert!(took < Duration::from_millis(2000), "503 after {took:?}");
+    let _ = sleeper.join();
+    assert!(wait_until(T, || b
+        .publish_json("/k", &json!({"n": 2}))
+        .status
+        == 202));
+    b.publish_ok("/", &sentinel());
+    for sub in [&mut sub_a, &mut sub_b] {
+        let got = sub.events_until_sentinel(T);
+        assert_eq!(count_n(&got, 1), 1, "the retried event shows once: {got:?}");
+        assert_eq!(count_n(&got, 0), 1);
+        assert!(count_n(&got, 2) >= 1);
+    }
+    // Both nodes saw the cursor twice in the stream and dropped the repeat.
+    for s in [&a, &b] {
+        assert!(s.wait_log("dropped 1 repeated cursors", T), "{}", s.log());
+    }
+    // Every client connection cut: both threads reconnect; nothing is
+    // lost or doubled.
+    assert!(r.cli(&["CLIENT", "KILL", "TYPE", "normal"]).is_some());
+    for i in 10..20 {
+        let resp = a.publish_json("/k", &json!({"n": i}));
+        assert_eq!(resp.status, 202, "publish {i} after CLIENT KILL");
+    }
+    b.publish_ok("/", &sentinel());
+    for sub in [&mut sub_a, &mut sub_b] {
+        let got = sub.events_until_sentinel(T);
+        let tail: Vec<i64> = ns(&got).into_iter().filter(|&n| n >= 10).collect();
+        assert_eq!(tail, (10..20).collect::<Vec<_>>());
+    }
+}
+
+/// Redis stopped (SIGSTOP) and resumed (SIGCONT): what a network partition
+/// looks like from the node (connections open, nothing answers).
+#[test]
+fn a_partition_gives_503_keeps_streams_and_heals() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let a = node(&r.url());
+    let mut sub = a.subscribe("/");
+    a.publish_ok("/k", &json!({"n": 0}));
+    assert_eq!(n_of(&sub.next_event(T)), 0);
+    r.signal("STOP");
+    let (resp, took) = timed_publish(&a, &json!({"n": 1}));
+    r.signal("CONT");
+    assert_eq!(resp.status, 503, "{}", resp.body_str());
+    assert!(took < Duration::from_millis(2000), "503 after {took:?}");
+    r.signal("STOP");
+    // Still streaming: a ping arrives while Redis is stopped.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut pinged = false;
+    while !pinged && Instant::now() < deadline {
+        let chunk = sub.next_chunk(Duration::from_secs(3)).expect("stream open");
+        pinged = is_ping(&parse_line(&chunk.expect("not ended")));
+    }
+    r.signal("CONT");
+    assert!(pinged);
+    assert!(wait_until(T, || a
+        .publish_json("/k", &json!({"n": 2}))
+        .status
+        == 202));
+    a.publish_ok("/k", &json!({"n": 3}));
+    a.publish_ok("/", &sentinel());
+    let got = sub.events_until_sentinel(T);
+    assert!(count_n(&got, 1) <= 1, "at most once: {got:?}");
+    assert!(count_n(&got, 2) >= 1 && count_n(&got, 3) == 1, "{got:?}");
+    let twos = count_n(&got, 2);
+    assert!(twos >= 1, "{got:?}");
+}
+
+#[test]
+fn nodes_follow_a_sentinel_failover() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let master = Redis::start(&dir.path().join("master"));
+    let replica_port = redis::free_port();
+    let replica = Redis::start_with(
+        &dir.path().join("replica"),
+        replica_port,
+        &["--replicaof", "127.0.0.1", &master.port.to_string()],
+    );
+    let sentinels: Vec<redis::Sentinel> = (0..3)
+        .map(|_| redis::Sentinel::start(dir.path(), "pubsubtest", master.port))
+        .collect();
+    let nodes_list = sentinels
+        .iter()
+        .map(|s| format!("\"127.0.0.1:{}\"", s.port))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let yaml = format!(
+        "server:\n  bind: 127.0.0.1\n  port: 0\n  ping_interval: 1s\n  backlog: {{size: 1000}}\n\
+         clients:\n  payloaders: [127.0.0.1/32]\n\
+         cluster:\n  stream: test\n  timeout: 1s\n  sentinel: {{master: pubsubtest, nodes: [{nodes_list}]}}\n"
+    );
+    let a = start_node(yaml.clone());
+    let b = start_node(yaml);
+    let mut sub = b.subscribe("/");
+    for i in 0..5 {
+        a.publish_ok("/k", &json!({"n": i}));
+    }
+    // The Sentinels learn about the replica from the master's INFO.
+    let s0 = sentinels[0].port;
+    let failed_over = wait_until(Duration::from_secs(30), || {
+        redis::cli(s0, &["SENTINEL", "FAILOVER", "pubsubtest"]).is_some_and(|o| o.trim() == "OK")
+    });
+    assert!(failed_over, "SENTINEL FAILOVER was refused");
+    let promoted = wait_until(Duration::from_secs(20), || {
+        redis::cli(s0, &["SENTINEL", "get-master-addr-by-name", "pubsubtest"])
+            .is_some_and(|o| o.contains(&replica_port.to_string()))
+            && replica
+                .cli(&["ROLE"])
+                .is_some_and(|o| o.starts_with("master"))
+    });
+    assert!(promoted, "the replica was not promoted");
+    assert!(
+        wait_until(Duration::from_secs(20), || a
+            .publish_json("/k", &json!({"n": 5}))
+            .status
+            == 202),
+        "publishing resumes on the new master:\n{}",
+        a.log()
+    );
+    for i in 6..10 {
+        a.publish_ok("/k", &json!({"n": i}));
+    }
+    a.publish_ok("/", &sentinel());
+    let got = sub.events_until_sentinel(Duration::from_secs(20));
+    assert_eq!(ns(&got), (0..10).collect::<Vec<_>>(), "{}", b.log());
+    drop(master);
+}
+
+#[test]
+fn private_events_travel_and_each_node_applies_its_acl() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    // Redis with a password: the URL carries it.
+    let r = Redis::start_with(dir.path(), redis::free_port(), &["--requirepass", "pw"]);
+    let url = format!("redis://:pw@127.0.0.1:{}/0", r.port);
+    let a = node(&url);
+    let acl = "alice:\n  password: s3cret\n  acl:\n    repo_access: [git]\n";
+    let b = Server::builder()
+        .raw_config(&node_yaml(&url, ""))
+        .acl(acl)
+        .start();
+    assert!(b.wait_log("cluster: loaded", T), "{}", b.log());
+    assert!(!a.log().contains("pw@"), "the password is not logged");
+    let mut alice = b.subscribe_with("/git", &[("Authorization", &basic_auth("alice", "s3cret"))]);
+    let mut anon = b.subscribe("/git");
+    a.publish_ok("/private/git", &json!({"n": 1}));
+    a.publish_ok("/git", &json!({"n": 2}));
+    a.publish_ok("/git", &sentinel());
+    assert_eq!(ns(&alice.events_until_sentinel(T)), vec![1, 2]);
+    assert_eq!(ns(&anon.events_until_sentinel(T)), vec![2]);
+}
+
+/// Runs `openssl` with `args` in `dir`; panics if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rediss_with_a_private_ca() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let d = dir.path();
+    let ca_args = "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2";
+    let mut args: Vec<&str> = ca_args.split(' ').collect();
+    args.extend(["-subj", "/CN=pubsubd-test-ca"]);
+    openssl(d, &args);
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let tls_port = redis::free_port().to_string();
+    let path = |f: &str| d.join(f).display().to_string();
+    let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
+    let r = Redis::start_with(
+        &d.join("redis"),
+        redis::free_port(),
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let a = start_node(node_yaml(&url, &format!("  ca_file: {ca}\n")));
+    let mut sub = a.subscribe("/");
+    a.publish_ok("/k", &json!({"n": 1}));
+    assert_eq!(n_of(&sub.next_event(T)), 1);
+    assert_eq!(xlen(&r), 1);
+}
+
+/// A real partition: Redis in a network namespace of the test's own, its
+/// veth link cut and restored (root only; skipped otherwise).
+#[test]
+fn a_network_partition_in_a_namespace() {
+    if !have_redis() {
+        return;
+    }
+    let Some(net) = redis::Netns::create() else {
+        eprintln!("skipped: no network namespaces here (needs root and ip)");
+        return;
+    };
+    let dir = TempDir::new();
+    let port = redis::free_port();
+    let mut child = net.redis(dir.path(), port);
+    let url = format!("redis://{}:{port}/0", net.ns_ip);
+    let a = node(&url);
+    let b = node(&url);
+    let mut sub_a = a.subscribe("/");
+    let mut sub_b = b.subscribe("/");
+    for i in 0..3 {
+        a.publish_ok("/k", &json!({"n": i}));
+    }
+    for sub in [&mut sub_a, &mut sub_b] {
+        let got: Vec<Value> = (0..3).map(|_| sub.next_event(T)).collect();
+        assert_eq!(ns(&got), vec![0, 1, 2]);
+    }
+    net.link(false);
+    let (resp, took) = timed_publish(&b, &json!({"n": -1}));
+    assert_eq!(resp.status, 503, "{}", resp.body_str());
+    assert!(took < Duration::from_millis(2500), "503 after {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut pinged = false;
+    while !pinged && Instant::now() < deadline {
+        let chunk = sub_a
+            .next_chunk(Duration::from_secs(3))
+            .expect("stream open");
+        pinged = is_ping(&parse_line(&chunk.expect("not ended")));
+    }
+    net.link(true);
+    assert!(pinged, "a ping during the partition");
+    assert!(wait_until(T, || a
+        .publish_json("/k", &json!({"n": 3}))
+        .status
+        == 202));
+    b.publish_ok("/k", &json!({"n": 4}));
+    b.publish_ok("/", &sentinel());
+    for sub in [&mut sub_a, &mut sub_b] {
+        let got = sub.events_until_sentinel(T);
+        assert!(count_n(&got, -1) <= 1, "at most once: {got:?}");
+        let rest: Vec<i64> = ns(&got).into_iter().filter(|&n| n >= 0).collect();
+        assert_eq!(rest.iter().filter(|&&n| n == 4).count(), 1, "{got:?}");
+        assert!(
+            rest.contains(&3) && rest.windows(2).all(|w| w[0] <= w[1]),
+            "{got:?}"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
