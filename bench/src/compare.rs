@@ -100,6 +100,7 @@ fn run_one_over(
     let target = Target {
         proto: spec.proto,
         addr,
+        pub_addr: if tls.is_some() { addr } else { srv.pub_addr },
         pid: Some(srv.pid),
         tls: tls.cloned(),
     };
@@ -236,6 +237,17 @@ fn publish_rounds(opts: &CompareOpts, tuning: &Tuning, started: Instant, results
     let secs = cfg.pub_secs / rounds as f64;
     let mut running = Vec::new();
     for spec in &opts.servers {
+        if !spec.proto.http_publish() {
+            eprintln!(
+                "[{:>5.0}s] publish: {} skipped (its publishes have no answer)",
+                started.elapsed().as_secs_f64(),
+                spec.name
+            );
+            results["scenarios"]["publish"][&spec.name] = json!({
+                "not_applicable": "MQTT QoS 0 publishes have no answer: no requests/s over HTTP"
+            });
+            continue;
+        }
         match server::start(spec, "publish", &opts.workdir, tuning) {
             Ok(srv) => running.push((spec, srv, Vec::<Value>::new())),
             Err(e) => {
@@ -259,6 +271,7 @@ fn publish_rounds(opts: &CompareOpts, tuning: &Tuning, started: Instant, results
             let target = Target {
                 proto: spec.proto,
                 addr: srv.addr,
+                pub_addr: srv.pub_addr,
                 pid: Some(srv.pid),
                 tls: None,
             };

@@ -15,6 +15,7 @@ mod clock;
 mod compare;
 mod fleet;
 mod hist;
+mod mqtt;
 mod proto;
 mod publisher;
 mod scenarios;
@@ -38,11 +39,14 @@ pubsub-load: load generator and server comparison for pubsubd
 
   pubsub-load compare [--quick] --out DIR [--workdir DIR]
         [--pubsubd BIN] [--nginx BIN --nchan-module SO]
+        [--mosquitto BIN] [--pushpin BIN (needs --nginx: its origin)]
         [--server NAME:PROTOCOL:PORT:COMMAND]...   (COMMAND may use {port})
+        [--servers pubsubd,nchan,...]   (only these of the above)
         [--scenarios idle,fanout,publish,slow,fanout-tls] [--sweep 100,1000,...]
         [--tls-sweep 1000,10000] [--tls-ca PEM --tls-cert PEM --tls-key PEM]
         [--server-cpu 0] [--machine TEXT]
-  pubsub-load run --target pubsubd|nchan --addr 127.0.0.1:PORT [--pid PID]
+  pubsub-load run --target pubsubd|nchan|mqtt|pushpin --addr 127.0.0.1:PORT
+        [--pub-addr 127.0.0.1:PORT (Pushpin's publish port)] [--pid PID]
         --scenario idle|fanout|publish|slow [--subs N] [--quick]
         [--lat-secs S] [--max-secs S] [--rate R] [--tls-ca PEM]
   pubsub-load worker ...   (internal: one subscriber process)
@@ -118,7 +122,7 @@ impl Args {
 
 fn proto(a: &Args) -> Result<Proto, String> {
     let t = a.req("target")?;
-    Proto::parse(t).ok_or_else(|| format!("unknown target '{t}' (pubsubd, nchan)"))
+    Proto::parse(t).ok_or_else(|| format!("unknown target '{t}' (pubsubd, nchan, mqtt, pushpin)"))
 }
 
 fn loopback_addr(s: &str) -> Result<SocketAddr, String> {
@@ -180,9 +184,14 @@ fn cfg_from(a: &Args) -> Result<Cfg, String> {
 }
 
 fn run_main(a: &Args) -> Result<(), String> {
+    let addr = loopback_addr(a.req("addr")?)?;
     let target = Target {
         proto: proto(a)?,
-        addr: loopback_addr(a.req("addr")?)?,
+        addr,
+        pub_addr: match a.get("pub-addr") {
+            Some(p) => loopback_addr(p)?,
+            None => addr,
+        },
         pid: a
             .get("pid")
             .map(|p| p.parse())
@@ -217,14 +226,38 @@ fn compare_main(a: &Args) -> Result<(), String> {
             cpu: cpu.clone(),
         });
     }
-    if let Some(nginx) = a.get("nginx") {
+    if let Some(module) = a.get("nchan-module") {
         servers.push(Spec {
             name: "nchan".into(),
             proto: Proto::Nchan,
             port: 18080,
             kind: Kind::Nchan {
-                nginx: nginx.into(),
-                module: a.req("nchan-module")?.into(),
+                nginx: a.req("nginx")?.into(),
+                module: module.into(),
+            },
+            cpu: cpu.clone(),
+        });
+    }
+    if let Some(bin) = a.get("mosquitto") {
+        servers.push(Spec {
+            name: "mosquitto".into(),
+            proto: Proto::Mqtt,
+            port: 18100,
+            kind: Kind::Mosquitto { bin: bin.into() },
+            cpu: cpu.clone(),
+        });
+    }
+    if let Some(bin) = a.get("pushpin") {
+        servers.push(Spec {
+            name: "pushpin".into(),
+            proto: Proto::Pushpin,
+            port: 18110,
+            kind: Kind::Pushpin {
+                bin: bin.into(),
+                nginx: a
+                    .get("nginx")
+                    .ok_or("--pushpin needs --nginx (its origin)")?
+                    .into(),
             },
             cpu: cpu.clone(),
         });
@@ -245,6 +278,10 @@ fn compare_main(a: &Args) -> Result<(), String> {
             kind: Kind::Cmd { cmd: cmd.into() },
             cpu: cpu.clone(),
         });
+    }
+    if let Some(only) = a.get("servers") {
+        let keep: Vec<&str> = only.split(',').map(str::trim).collect();
+        servers.retain(|s| keep.contains(&s.name.as_str()));
     }
     if servers.is_empty() {
         return Err("no servers given".into());

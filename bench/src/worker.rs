@@ -26,13 +26,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::{Hist, SparseHist};
-use crate::proto::{parse_line, parse_response_head, Line, Proto, Stamp, StreamDecoder};
+use crate::proto::{parse_line, Decoder, Line, Proto, Stamp};
 use crate::transport::{self, Conn};
 
 /// Publisher connections whose sequence numbers are tracked per subscriber.
 pub const MAX_PUB: usize = 8;
 const STDIN: Token = Token(usize::MAX - 1);
 const CONNECT_TIMEOUT_NS: u64 = 15_000_000_000;
+/// How often a subscriber whose protocol leaves keep-alive to the client
+/// (MQTT) sends one: as often as pubsubd pings its subscribers.
+const KEEPALIVE_EVERY_NS: u64 = 5_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOpts {
@@ -71,7 +74,9 @@ struct Sub {
     in_phase: bool,
     started_ns: u64,
     head: Vec<u8>,
-    dec: Option<StreamDecoder>,
+    dec: Option<Decoder>,
+    /// When the last keep-alive was sent (MQTT PINGREQ).
+    pinged_ns: u64,
     /// Next expected sequence number per publisher connection.
     next: [u32; MAX_PUB],
 }
@@ -304,23 +309,20 @@ impl Worker {
                 Ok(r) if r.data.is_empty() => {} // TLS handshake records
                 Ok(r) => {
                     s.head.extend_from_slice(r.data);
-                    match parse_response_head(&s.head) {
+                    match self.opts.proto.subscribed(&s.head) {
                         Ok(None) => {
                             if s.head.len() > 64 * 1024 {
                                 return self.setup_failed(i, "response head too long".into());
                             }
                         }
                         Err(e) => return self.setup_failed(i, e),
-                        Ok(Some(head)) if head.status != 200 => {
-                            return self
-                                .setup_failed(i, format!("subscribe status {}", head.status))
-                        }
-                        Ok(Some(head)) => {
-                            let rest = s.head.split_off(head.head_len);
+                        Ok(Some((head_len, dec))) => {
+                            let rest = s.head.split_off(head_len);
                             s.head = Vec::new();
-                            s.dec = Some(StreamDecoder::new(head.chunked));
+                            s.dec = Some(dec);
                             s.st = St::Live;
                             s.in_phase = false;
+                            s.pinged_ns = now_ns();
                             self.in_flight -= 1;
                             if s.stalled {
                                 self.stalled_live += 1;
@@ -465,8 +467,33 @@ impl Worker {
         r
     }
 
+    /// Sends the protocol's keep-alive on every live connection (stalled
+    /// ones too: they stop reading, not writing) that has not sent one for
+    /// `KEEPALIVE_EVERY_NS`.
+    fn keepalive(&mut self, now: u64) {
+        let Some(ping) = self.opts.proto.keepalive() else {
+            return;
+        };
+        for i in 0..self.next_start {
+            let s = &mut self.subs[i];
+            if s.st != St::Live || now.saturating_sub(s.pinged_ns) < KEEPALIVE_EVERY_NS {
+                continue;
+            }
+            s.pinged_ns = now;
+            let Some(sock) = s.sock.as_mut() else { continue };
+            match sock.write(ping) {
+                Ok(n) if n == ping.len() => {}
+                // A full send buffer: the next round tries again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(_) => fail(&mut self.errors, "short keep-alive write".into()),
+                Err(e) => self.lost_live(i, format!("keep-alive write: {e}")),
+            }
+        }
+    }
+
     /// Starts connections up to the concurrency limit and times out stuck ones.
     fn housekeeping(&mut self, now: u64) {
+        self.keepalive(now);
         while self.in_flight < self.opts.concurrency && self.next_start < self.opts.count {
             let i = self.next_start;
             self.next_start += 1;
@@ -562,6 +589,7 @@ pub fn run(opts: WorkerOpts) -> io::Result<()> {
                 started_ns: 0,
                 head: Vec::new(),
                 dec: None,
+                pinged_ns: 0,
                 next: [0; MAX_PUB],
             })
             .collect(),
