@@ -33,6 +33,8 @@ use crate::transport::{self, Conn};
 pub const MAX_PUB: usize = 8;
 const STDIN: Token = Token(usize::MAX - 1);
 const CONNECT_TIMEOUT_NS: u64 = 15_000_000_000;
+/// Times a subscription refused with a 5xx status is tried again.
+const SETUP_RETRIES: u8 = 5;
 /// How often a subscriber whose protocol leaves keep-alive to the client
 /// (MQTT) sends one: as often as pubsubd pings its subscribers.
 const KEEPALIVE_EVERY_NS: u64 = 5_000_000_000;
@@ -77,6 +79,8 @@ struct Sub {
     dec: Option<Decoder>,
     /// When the last keep-alive was sent (MQTT PINGREQ).
     pinged_ns: u64,
+    /// Setup attempts retried so far.
+    retries: u8,
     /// Next expected sequence number per publisher connection.
     next: [u32; MAX_PUB],
 }
@@ -133,6 +137,8 @@ struct Worker {
     poll: Poll,
     subs: Vec<Sub>,
     next_start: usize,
+    /// Subscriptions to set up again (see `setup_failed`).
+    retry: Vec<usize>,
     in_flight: usize,
     live: usize,
     stalled_live: usize,
@@ -198,16 +204,25 @@ impl Worker {
     }
 
     /// A connection that never became a live subscription.
+    /// A server error status (Pushpin answers 502 to a few of a burst of
+    /// new subscribers) is retried, as a real client would.
     fn setup_failed(&mut self, i: usize, why: String) {
-        fail(&mut self.errors, why);
         let s = &mut self.subs[i];
         if let Some(mut sock) = s.sock.take() {
             let _ = self.poll.registry().deregister(sock.socket_mut());
         }
-        s.st = St::Dead;
         s.head = Vec::new();
         self.in_flight -= 1;
+        if why.starts_with("subscribe status 5") && s.retries < SETUP_RETRIES {
+            s.retries += 1;
+            s.st = St::NotStarted;
+            self.retry.push(i);
+            fail(&mut self.errors, format!("{why} (retried)"));
+            return;
+        }
+        s.st = St::Dead;
         self.failed += 1;
+        fail(&mut self.errors, why);
     }
 
     /// A live subscription that ended.
@@ -494,10 +509,16 @@ impl Worker {
     /// Starts connections up to the concurrency limit and times out stuck ones.
     fn housekeeping(&mut self, now: u64) {
         self.keepalive(now);
-        while self.in_flight < self.opts.concurrency && self.next_start < self.opts.count {
-            let i = self.next_start;
-            self.next_start += 1;
-            self.start(i);
+        while self.in_flight < self.opts.concurrency {
+            if let Some(i) = self.retry.pop() {
+                self.start(i);
+            } else if self.next_start < self.opts.count {
+                let i = self.next_start;
+                self.next_start += 1;
+                self.start(i);
+            } else {
+                break;
+            }
         }
         if self.in_flight > 0 {
             for i in 0..self.next_start {
@@ -590,12 +611,14 @@ pub fn run(opts: WorkerOpts) -> io::Result<()> {
                 head: Vec::new(),
                 dec: None,
                 pinged_ns: 0,
+                retries: 0,
                 next: [0; MAX_PUB],
             })
             .collect(),
         opts,
         poll,
         next_start: 0,
+        retry: Vec::new(),
         in_flight: 0,
         live: 0,
         stalled_live: 0,
@@ -630,7 +653,7 @@ pub fn run(opts: WorkerOpts) -> io::Result<()> {
             last_housekeeping = now;
             w.housekeeping(now);
         }
-        if !ready_sent && w.in_flight == 0 && w.next_start == count {
+        if !ready_sent && w.in_flight == 0 && w.next_start == count && w.retry.is_empty() {
             ready_sent = true;
             let mut r = w.report(0);
             r.kind = "ready".into();
