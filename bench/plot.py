@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"pubsubd": "tab:blue", "nchan": "tab:orange"}
+COLORS = {"pubsubd": "tab:blue", "nchan": "tab:orange", "mosquitto": "tab:green", "pushpin": "tab:red"}
 
 
 def main(src, dst):
@@ -52,7 +52,7 @@ def main(src, dst):
     thr.grid(True, which="both", alpha=0.3)
     thr.legend()
     machine = r.get("machine", {}).get("summary", "")
-    fig.suptitle(f"pubsubd vs nginx+nchan, one core each, 200-byte events ({r.get('mode')} run)\n{machine}", fontsize=9)
+    fig.suptitle(f"pubsubd vs {', '.join(x for x in servers if x != 'pubsubd')}, one core each, 200-byte events ({r.get('mode')} run)\n{machine}", fontsize=9)
     fig.tight_layout()
     fig.savefig(dst, dpi=110)
 

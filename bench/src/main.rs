@@ -49,6 +49,7 @@ pubsub-load: load generator and server comparison for pubsubd
         [--pub-addr 127.0.0.1:PORT (Pushpin's publish port)] [--pid PID]
         --scenario idle|fanout|publish|slow [--subs N] [--quick]
         [--lat-secs S] [--max-secs S] [--rate R] [--tls-ca PEM]
+  pubsub-load summarize --results DIR/results.json   (rewrites DIR/summary.md)
   pubsub-load worker ...   (internal: one subscriber process)
 
 fanout-tls runs pubsubd's fan-out over plaintext and over TLS back to back
@@ -320,6 +321,28 @@ fn compare_main(a: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Writes the summary table of an earlier run again (after the table's
+/// code changed, without running anything).
+fn summarize_main(a: &Args) -> Result<(), String> {
+    let path = PathBuf::from(a.req("results")?);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let results: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let names: Vec<String> = results["servers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let md = compare::summary(&results, &names);
+    let out = path.with_file_name("summary.md");
+    std::fs::write(&out, &md).map_err(|e| format!("{}: {e}", out.display()))?;
+    print!("{md}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
@@ -337,6 +360,7 @@ fn main() -> ExitCode {
         "worker" => worker_main(&parsed),
         "run" => run_main(&parsed),
         "compare" => compare_main(&parsed),
+        "summarize" => summarize_main(&parsed),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -94,8 +94,9 @@ impl Proto {
     /// live; `Ok(None)` = need more.
     pub fn subscribed(self, buf: &[u8]) -> Result<Option<(usize, Decoder)>, String> {
         if self == Proto::Mqtt {
-            return Ok(mqtt::subscribed(buf)?
-                .map(|n| (n, Decoder::Mqtt(mqtt::StreamDecoder::default()))));
+            return Ok(
+                mqtt::subscribed(buf)?.map(|n| (n, Decoder::Mqtt(mqtt::StreamDecoder::default())))
+            );
         }
         match parse_response_head(buf)? {
             None => Ok(None),
@@ -543,7 +544,10 @@ mod tests {
             .unwrap();
         assert_eq!(got, vec![Line::Event(stamp)]);
         assert_eq!(
-            Proto::Mqtt.answer(&[0xD0, 0]).unwrap().map(|a| (a.len, a.status, a.hello)),
+            Proto::Mqtt
+                .answer(&[0xD0, 0])
+                .unwrap()
+                .map(|a| (a.len, a.status, a.hello)),
             Some((2, 200, false))
         );
     }

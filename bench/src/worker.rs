@@ -495,7 +495,9 @@ impl Worker {
                 continue;
             }
             s.pinged_ns = now;
-            let Some(sock) = s.sock.as_mut() else { continue };
+            let Some(sock) = s.sock.as_mut() else {
+                continue;
+            };
             match sock.write(ping) {
                 Ok(n) if n == ping.len() => {}
                 // A full send buffer: the next round tries again.
