@@ -6,6 +6,7 @@ against the number of subscribers, one line per server.
 """
 import json
 import sys
+import textwrap
 
 import matplotlib
 
@@ -51,7 +52,7 @@ def main(src, dst):
     thr.set_ylim(bottom=0)
     thr.grid(True, which="both", alpha=0.3)
     thr.legend()
-    machine = r.get("machine", {}).get("summary", "")
+    machine = "\n".join(textwrap.wrap(r.get("machine", {}).get("summary", ""), 150))
     fig.suptitle(f"pubsubd vs {', '.join(x for x in servers if x != 'pubsubd')}, one core each, 200-byte events ({r.get('mode')} run)\n{machine}", fontsize=9)
     fig.tight_layout()
     fig.savefig(dst, dpi=110)
