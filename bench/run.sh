@@ -4,7 +4,7 @@
 # NAME:PROTOCOL:PORT:COMMAND), side by side in one run, and prints the
 # figures with pubsubd's ratio to each peer.
 #
-#   bench/run.sh            the full comparison (about 13 minutes)
+#   bench/run.sh            the full comparison (about 25 minutes with the four servers)
 #   bench/run.sh --quick    a few minutes, smaller counts
 #   bench/run.sh --quick --scenarios fanout --sweep 100,1000
 #   bench/run.sh --quick --scenarios fanout-tls   pubsubd plaintext vs TLS
