@@ -301,8 +301,8 @@ push_in_http_addr=127.0.0.1
 push_in_http_port={publish}
 stats_spec=ipc://{d}/run/pushpin-stats
 command_spec=tcp://127.0.0.1:{z3}
-# Debian's defaults are message_rate=2500 and message_hwm=25000: at most
-# 2 500 deliveries a second, which would cap every fan-out figure.
+# Debian's defaults are message_rate=2500 ("max messages per second") and
+# message_hwm=25000 ("max rate-limited messages"), which would cap fan-out.
 message_rate=100000000
 message_hwm=100000000
 message_wait=5000
