@@ -6,13 +6,14 @@ against the number of subscribers, one line per server.
 """
 import json
 import sys
+import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"pubsubd": "tab:blue", "nchan": "tab:orange"}
+COLORS = {"pubsubd": "tab:blue", "nchan": "tab:orange", "mosquitto": "tab:green", "pushpin": "tab:red"}
 
 
 def main(src, dst):
@@ -51,8 +52,8 @@ def main(src, dst):
     thr.set_ylim(bottom=0)
     thr.grid(True, which="both", alpha=0.3)
     thr.legend()
-    machine = r.get("machine", {}).get("summary", "")
-    fig.suptitle(f"pubsubd vs nginx+nchan, one core each, 200-byte events ({r.get('mode')} run)\n{machine}", fontsize=9)
+    machine = "\n".join(textwrap.wrap(r.get("machine", {}).get("summary", ""), 150))
+    fig.suptitle(f"pubsubd vs {', '.join(x for x in servers if x != 'pubsubd')}, one core each, 200-byte events ({r.get('mode')} run)\n{machine}", fontsize=9)
     fig.tight_layout()
     fig.savefig(dst, dpi=110)
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs the pubsubd benchmark suite: pubsubd against nginx+nchan (and any
-# other server given with --server NAME:PROTOCOL:PORT:COMMAND), side by
-# side in one run, and prints the figures with ratios against nchan.
+# Runs the pubsubd benchmark suite: pubsubd against nginx+nchan, mosquitto
+# (MQTT) and Pushpin (and any other server given with --server
+# NAME:PROTOCOL:PORT:COMMAND), side by side in one run, and prints the
+# figures with pubsubd's ratio to each peer.
 #
-#   bench/run.sh            the full comparison (about 13 minutes)
+#   bench/run.sh            the full comparison (about 25 minutes with the four servers)
 #   bench/run.sh --quick    a few minutes, smaller counts
 #   bench/run.sh --quick --scenarios fanout --sweep 100,1000
 #   bench/run.sh --quick --scenarios fanout-tls   pubsubd plaintext vs TLS
+#   bench/run.sh --quick --servers pubsubd,mosquitto   only these servers
 #
 # Servers run pinned to CPU 0 (taskset -c 0), the load generator to CPU 1.
 # Results go to bench/results/<date>-<mode>/ (results.json, sweep.csv,
@@ -23,7 +25,7 @@ args=()
 for a in "$@"; do
   case "$a" in
     --quick) mode=quick; args+=("$a") ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) args+=("$a") ;;
   esac
 done
@@ -44,10 +46,24 @@ fi
 nginx_bin=$(command -v nginx)
 module=$(dpkg -L libnginx-mod-nchan | grep 'ngx_nchan_module\.so$' | head -n1)
 
+# 2b. mosquitto and Pushpin (with condure and zurl) from Debian, if
+#     missing. Their packages may start system services (mosquitto on
+#     1883, Pushpin on 7999): stop them by service or PID file only.
+if ! command -v mosquitto >/dev/null 2>&1 || ! command -v pushpin >/dev/null 2>&1; then
+  apt-get update -qq
+  apt-get install -y -qq mosquitto pushpin >/dev/null
+  for svc in mosquitto pushpin zurl; do service "$svc" stop >/dev/null 2>&1 || true; done
+  for pidf in /run/mosquitto/mosquitto.pid /run/pushpin/pushpin.pid; do
+    if [ -s "$pidf" ]; then kill "$(cat "$pidf")" 2>/dev/null || true; fi
+  done
+fi
+mosquitto_bin=$(command -v mosquitto)
+pushpin_bin=$(command -v pushpin)
+
 # 3. The machine the figures come from.
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem_total=$(free -h | awk '/^Mem:/ {print $2}')
-machine="$(nproc) CPUs ($cpu_model), $mem_total RAM, Linux $(uname -r), nginx $($nginx_bin -v 2>&1 | sed 's/.*nginx\///'), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan)"
+machine="$(nproc) CPUs ($cpu_model), $mem_total RAM, Linux $(uname -r), nginx $($nginx_bin -v 2>&1 | sed 's/.*nginx\///'), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan), mosquitto $(dpkg-query -W -f='${Version}' mosquitto), pushpin $(dpkg-query -W -f='${Version}' pushpin) (condure $(dpkg-query -W -f='${Version}' condure), zurl $(dpkg-query -W -f='${Version}' zurl))"
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- src 2>/dev/null)" ]; then rev="$rev+dirty"; fi
 machine="$machine, pubsubd $rev"
@@ -92,6 +108,7 @@ taskset -c 1 "$load" compare "${args[@]}" "${tls_args[@]}" \
   --out "$out" --workdir "$work" \
   --pubsubd "$pubsubd" \
   --nginx "$nginx_bin" --nchan-module "$module" \
+  --mosquitto "$mosquitto_bin" --pushpin "$pushpin_bin" \
   --server-cpu 0 \
   --machine "$machine"
 cp "$out/summary.md" "bench/results/latest-$mode.md"

@@ -15,6 +15,7 @@ mod clock;
 mod compare;
 mod fleet;
 mod hist;
+mod mqtt;
 mod proto;
 mod publisher;
 mod scenarios;
@@ -38,13 +39,17 @@ pubsub-load: load generator and server comparison for pubsubd
 
   pubsub-load compare [--quick] --out DIR [--workdir DIR]
         [--pubsubd BIN] [--nginx BIN --nchan-module SO]
+        [--mosquitto BIN] [--pushpin BIN (needs --nginx: its origin)]
         [--server NAME:PROTOCOL:PORT:COMMAND]...   (COMMAND may use {port})
+        [--servers pubsubd,nchan,...]   (only these of the above)
         [--scenarios idle,fanout,publish,slow,fanout-tls] [--sweep 100,1000,...]
         [--tls-sweep 1000,10000] [--tls-ca PEM --tls-cert PEM --tls-key PEM]
         [--server-cpu 0] [--machine TEXT]
-  pubsub-load run --target pubsubd|nchan --addr 127.0.0.1:PORT [--pid PID]
+  pubsub-load run --target pubsubd|nchan|mqtt|pushpin --addr 127.0.0.1:PORT
+        [--pub-addr 127.0.0.1:PORT (Pushpin's publish port)] [--pid PID]
         --scenario idle|fanout|publish|slow [--subs N] [--quick]
         [--lat-secs S] [--max-secs S] [--rate R] [--tls-ca PEM]
+  pubsub-load summarize --results DIR/results.json   (rewrites DIR/summary.md)
   pubsub-load worker ...   (internal: one subscriber process)
 
 fanout-tls runs pubsubd's fan-out over plaintext and over TLS back to back
@@ -118,7 +123,7 @@ impl Args {
 
 fn proto(a: &Args) -> Result<Proto, String> {
     let t = a.req("target")?;
-    Proto::parse(t).ok_or_else(|| format!("unknown target '{t}' (pubsubd, nchan)"))
+    Proto::parse(t).ok_or_else(|| format!("unknown target '{t}' (pubsubd, nchan, mqtt, pushpin)"))
 }
 
 fn loopback_addr(s: &str) -> Result<SocketAddr, String> {
@@ -180,9 +185,14 @@ fn cfg_from(a: &Args) -> Result<Cfg, String> {
 }
 
 fn run_main(a: &Args) -> Result<(), String> {
+    let addr = loopback_addr(a.req("addr")?)?;
     let target = Target {
         proto: proto(a)?,
-        addr: loopback_addr(a.req("addr")?)?,
+        addr,
+        pub_addr: match a.get("pub-addr") {
+            Some(p) => loopback_addr(p)?,
+            None => addr,
+        },
         pid: a
             .get("pid")
             .map(|p| p.parse())
@@ -217,14 +227,38 @@ fn compare_main(a: &Args) -> Result<(), String> {
             cpu: cpu.clone(),
         });
     }
-    if let Some(nginx) = a.get("nginx") {
+    if let Some(module) = a.get("nchan-module") {
         servers.push(Spec {
             name: "nchan".into(),
             proto: Proto::Nchan,
             port: 18080,
             kind: Kind::Nchan {
-                nginx: nginx.into(),
-                module: a.req("nchan-module")?.into(),
+                nginx: a.req("nginx")?.into(),
+                module: module.into(),
+            },
+            cpu: cpu.clone(),
+        });
+    }
+    if let Some(bin) = a.get("mosquitto") {
+        servers.push(Spec {
+            name: "mosquitto".into(),
+            proto: Proto::Mqtt,
+            port: 18100,
+            kind: Kind::Mosquitto { bin: bin.into() },
+            cpu: cpu.clone(),
+        });
+    }
+    if let Some(bin) = a.get("pushpin") {
+        servers.push(Spec {
+            name: "pushpin".into(),
+            proto: Proto::Pushpin,
+            port: 18110,
+            kind: Kind::Pushpin {
+                bin: bin.into(),
+                nginx: a
+                    .get("nginx")
+                    .ok_or("--pushpin needs --nginx (its origin)")?
+                    .into(),
             },
             cpu: cpu.clone(),
         });
@@ -245,6 +279,10 @@ fn compare_main(a: &Args) -> Result<(), String> {
             kind: Kind::Cmd { cmd: cmd.into() },
             cpu: cpu.clone(),
         });
+    }
+    if let Some(only) = a.get("servers") {
+        let keep: Vec<&str> = only.split(',').map(str::trim).collect();
+        servers.retain(|s| keep.contains(&s.name.as_str()));
     }
     if servers.is_empty() {
         return Err("no servers given".into());
@@ -283,6 +321,28 @@ fn compare_main(a: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Writes the summary table of an earlier run again (after the table's
+/// code changed, without running anything).
+fn summarize_main(a: &Args) -> Result<(), String> {
+    let path = PathBuf::from(a.req("results")?);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let results: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let names: Vec<String> = results["servers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let md = compare::summary(&results, &names);
+    let out = path.with_file_name("summary.md");
+    std::fs::write(&out, &md).map_err(|e| format!("{}: {e}", out.display()))?;
+    print!("{md}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
@@ -300,6 +360,7 @@ fn main() -> ExitCode {
         "worker" => worker_main(&parsed),
         "run" => run_main(&parsed),
         "compare" => compare_main(&parsed),
+        "summarize" => summarize_main(&parsed),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -7,6 +7,13 @@
 //! - `nchan`: `POST /pub?id=bench`; subscribers `GET /sub/bench` on an
 //!   `nchan_subscriber http-raw-stream` location: the message bodies,
 //!   each followed by `\n` (chunked or raw, whichever the server picks).
+//! - `mqtt` (mosquitto): MQTT 3.1.1 (see `mqtt`): subscribers CONNECT and
+//!   SUBSCRIBE to `bench`; a publish is a QoS 0 PUBLISH followed by a
+//!   PINGREQ, answered by the PINGRESP.
+//! - `pushpin`: subscribers `GET /bench` through the proxy (its origin
+//!   answers with `Grip-Hold: stream`, `Grip-Channel: bench`); a publish is
+//!   `POST /publish/` on the control port with the body as the
+//!   `http-stream` content of one item, plus `\n`.
 //!
 //! Every published body starts `{"r":RUN,"p":PUB,"s":SEQ,"t":SEND_NS,` and
 //! is padded to the configured size, so a receiver can tell which phase,
@@ -14,10 +21,14 @@
 
 use std::io::Write as _;
 
+use crate::mqtt;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     Pubsubd,
     Nchan,
+    Mqtt,
+    Pushpin,
 }
 
 impl Proto {
@@ -25,6 +36,8 @@ impl Proto {
         match s {
             "pubsubd" | "pypubsub" => Some(Proto::Pubsubd),
             "nchan" => Some(Proto::Nchan),
+            "mqtt" | "mosquitto" => Some(Proto::Mqtt),
+            "pushpin" => Some(Proto::Pushpin),
             _ => None,
         }
     }
@@ -33,35 +46,142 @@ impl Proto {
         match self {
             Proto::Pubsubd => "pubsubd",
             Proto::Nchan => "nchan",
+            Proto::Mqtt => "mqtt",
+            Proto::Pushpin => "pushpin",
         }
     }
 
-    /// The subscribe request for channel/topic `chan`.
+    /// Whether a publish is an HTTP request with an answer (the `publish`
+    /// scenario measures those; an MQTT QoS 0 publish has no answer).
+    pub fn http_publish(self) -> bool {
+        self != Proto::Mqtt
+    }
+
+    /// What a subscriber sends first, for channel/topic `chan`.
     pub fn subscribe_request(self, chan: &str) -> Vec<u8> {
         match self {
-            Proto::Pubsubd => format!("GET /{chan} HTTP/1.1\r\nHost: bench\r\n\r\n"),
-            Proto::Nchan => format!("GET /sub/{chan} HTTP/1.1\r\nHost: bench\r\n\r\n"),
+            Proto::Pubsubd | Proto::Pushpin => {
+                format!("GET /{chan} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes()
+            }
+            Proto::Nchan => format!("GET /sub/{chan} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes(),
+            Proto::Mqtt => {
+                let mut out = Vec::with_capacity(32);
+                mqtt::connect(&mut out);
+                mqtt::subscribe(&mut out, chan);
+                out
+            }
         }
-        .into_bytes()
     }
 
-    /// Appends the head of a publish request carrying `len` body bytes.
-    pub fn write_publish_head(self, chan: &str, len: usize, out: &mut Vec<u8>) {
-        let _ = match self {
-            Proto::Pubsubd => write!(
-                out,
-                "PUT /{chan}/load HTTP/1.1\r\nHost: bench\r\nContent-Length: {len}\r\n\r\n"
-            ),
-            Proto::Nchan => write!(
-                out,
-                "POST /pub?id={chan} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len}\r\n\r\n"
-            ),
+    /// What a subscriber sends now and then to stay connected (MQTT's
+    /// keep-alive is the client's job), if anything.
+    pub fn keepalive(self) -> Option<&'static [u8]> {
+        (self == Proto::Mqtt).then_some(&mqtt::PINGREQ[..])
+    }
+
+    /// What a publisher connection sends before its first publish, and
+    /// waits to have answered.
+    pub fn publisher_hello(self) -> Option<Vec<u8>> {
+        (self == Proto::Mqtt).then(|| {
+            let mut out = Vec::with_capacity(16);
+            mqtt::connect(&mut out);
+            out
+        })
+    }
+
+    /// The subscriber's answer at the start of `buf`: `Ok(Some((n, decoder)))`
+    /// once it is complete in the first `n` bytes and the subscription is
+    /// live; `Ok(None)` = need more.
+    pub fn subscribed(self, buf: &[u8]) -> Result<Option<(usize, Decoder)>, String> {
+        if self == Proto::Mqtt {
+            return Ok(
+                mqtt::subscribed(buf)?.map(|n| (n, Decoder::Mqtt(mqtt::StreamDecoder::default())))
+            );
+        }
+        match parse_response_head(buf)? {
+            None => Ok(None),
+            Some(head) if head.status != 200 => Err(format!("subscribe status {}", head.status)),
+            Some(head) => Ok(Some((
+                head.head_len,
+                Decoder::Http(StreamDecoder::new(head.chunked)),
+            ))),
+        }
+    }
+
+    /// The answer to a publish (or to the hello) at the start of `buf`.
+    pub fn answer(self, buf: &[u8]) -> Result<Option<Answer>, String> {
+        if self == Proto::Mqtt {
+            let Some(p) = mqtt::next_packet(buf)? else {
+                return Ok(None);
+            };
+            let (status, hello) = match mqtt::answer(buf, &p) {
+                mqtt::Answer::Connack(0) => (200, true),
+                mqtt::Answer::Connack(rc) => (600 + u16::from(rc), true),
+                mqtt::Answer::Pong => (200, false),
+                mqtt::Answer::Other => (0, false),
+            };
+            return Ok(Some(Answer {
+                len: p.len,
+                status,
+                close: false,
+                hello,
+            }));
+        }
+        let Some(head) = parse_response_head(buf)? else {
+            return Ok(None);
         };
+        let len = head.head_len + head.content_length.unwrap_or(0);
+        if buf.len() < len {
+            return Ok(None);
+        }
+        Ok(Some(Answer {
+            len,
+            status: head.status,
+            close: head.close,
+            hello: false,
+        }))
     }
 }
 
-/// Builds one publish request (head + body of exactly `size` bytes when
-/// `size` is large enough for the fixed fields).
+/// One answer on a publisher's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// Its length in bytes.
+    pub len: usize,
+    /// The HTTP status; MQTT: 200 for PINGRESP or an accepted CONNACK,
+    /// 600 + the return code for a refused one, 0 for anything else.
+    pub status: u16,
+    /// The server closes the connection after it.
+    pub close: bool,
+    /// It answers the hello (MQTT CONNACK), not a publish.
+    pub hello: bool,
+}
+
+/// A live subscription's stream decoder, by protocol.
+#[derive(Debug)]
+pub enum Decoder {
+    Http(StreamDecoder),
+    Mqtt(mqtt::StreamDecoder),
+}
+
+impl Decoder {
+    pub fn feed(&mut self, data: &[u8], on_line: &mut impl FnMut(&[u8])) -> Result<(), String> {
+        match self {
+            Decoder::Http(d) => d.feed(data, on_line),
+            Decoder::Mqtt(d) => d.feed(data, on_line),
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        match self {
+            Decoder::Http(d) => d.finished(),
+            Decoder::Mqtt(_) => false,
+        }
+    }
+}
+
+/// Builds one publish request whose event body is exactly `size` bytes
+/// when `size` is large enough for the fixed fields.
 pub fn publish_request(proto: Proto, chan: &str, stamp: Stamp, size: usize, out: &mut Vec<u8>) {
     let Stamp {
         run,
@@ -80,12 +200,60 @@ pub fn publish_request(proto: Proto, chan: &str, stamp: Stamp, size: usize, out:
     let used = w.position() as usize;
     let fields = &fields[..used];
     let fill = size.saturating_sub(fields.len() + 2);
+    let body_len = fields.len() + fill + 2;
     out.clear();
-    proto.write_publish_head(chan, fields.len() + fill + 2, out);
+    match proto {
+        Proto::Pubsubd => {
+            let _ = write!(
+                out,
+                "PUT /{chan}/load HTTP/1.1\r\nHost: bench\r\nContent-Length: {body_len}\r\n\r\n"
+            );
+        }
+        Proto::Nchan => {
+            let _ = write!(
+                out,
+                "POST /pub?id={chan} HTTP/1.1\r\nHost: bench\r\nContent-Length: {body_len}\r\n\r\n"
+            );
+        }
+        Proto::Mqtt => mqtt::publish_head(out, chan, body_len),
+        Proto::Pushpin => {
+            // The body goes in a JSON string: its quotes escaped, and the
+            // line's `\n` written as an escape.
+            // Every quote of the fields, and the closing one, gets a `\`.
+            let quotes = fields.iter().filter(|&&b| b == b'"').count() + 1;
+            let before = PUSHPIN_ITEM_HEAD.len() + chan.len() + PUSHPIN_ITEM_MID.len();
+            let len = before + body_len + quotes + 2 + PUSHPIN_ITEM_TAIL.len();
+            let _ = write!(
+                out,
+                "POST /publish/ HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+            );
+            out.extend_from_slice(PUSHPIN_ITEM_HEAD.as_bytes());
+            out.extend_from_slice(chan.as_bytes());
+            out.extend_from_slice(PUSHPIN_ITEM_MID.as_bytes());
+            for &b in fields {
+                if b == b'"' {
+                    out.push(b'\\');
+                }
+                out.push(b);
+            }
+            out.resize(out.len() + fill, b'x');
+            out.extend_from_slice(b"\\\"}\\n");
+            out.extend_from_slice(PUSHPIN_ITEM_TAIL.as_bytes());
+            return;
+        }
+    }
     out.extend_from_slice(fields);
     out.resize(out.len() + fill, b'x');
     out.extend_from_slice(b"\"}");
+    if proto == Proto::Mqtt {
+        out.extend_from_slice(&mqtt::PINGREQ);
+    }
 }
+
+/// Pushpin's publish body around the channel and the escaped content.
+const PUSHPIN_ITEM_HEAD: &str = r#"{"items":[{"channel":""#;
+const PUSHPIN_ITEM_MID: &str = r#"","formats":{"http-stream":{"content":""#;
+const PUSHPIN_ITEM_TAIL: &str = r#""}}}]}"#;
 
 /// What identifies an event: phase, publisher connection, its sequence
 /// number on that connection, and the send time.
@@ -342,6 +510,46 @@ mod tests {
         assert_eq!(parse_line(line.as_bytes()), Line::Event(stamp));
         assert_eq!(parse_line(br#"{"stillalive":1.5}"#), Line::Ping);
         assert_eq!(parse_line(b"{}"), Line::Other);
+    }
+
+    #[test]
+    fn every_protocol_carries_the_same_body() {
+        let stamp = Stamp {
+            run: 2,
+            publisher: 7,
+            seq: 9,
+            t_ns: 5,
+        };
+        let mut req = Vec::new();
+        publish_request(Proto::Pushpin, "bench", stamp, 200, &mut req);
+        let text = String::from_utf8(req.clone()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /publish/ HTTP/1.1"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let content = v["items"][0]["formats"]["http-stream"]["content"]
+            .as_str()
+            .unwrap();
+        assert_eq!(v["items"][0]["channel"], "bench");
+        assert_eq!(content.len(), 201);
+        assert!(content.ends_with('\n'));
+        assert_eq!(parse_line(&content.as_bytes()[..200]), Line::Event(stamp));
+
+        publish_request(Proto::Mqtt, "bench", stamp, 200, &mut req);
+        let p = mqtt::next_packet(&req).unwrap().unwrap();
+        assert_eq!(&req[p.len..], &mqtt::PINGREQ);
+        let mut d = Decoder::Mqtt(mqtt::StreamDecoder::default());
+        let mut got = Vec::new();
+        d.feed(&req[..p.len], &mut |l: &[u8]| got.push(parse_line(l)))
+            .unwrap();
+        assert_eq!(got, vec![Line::Event(stamp)]);
+        assert_eq!(
+            Proto::Mqtt
+                .answer(&[0xD0, 0])
+                .unwrap()
+                .map(|a| (a.len, a.status, a.hello)),
+            Some((2, 200, false))
+        );
     }
 
     #[test]

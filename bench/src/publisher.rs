@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::Hist;
-use crate::proto::{parse_response_head, publish_request, Proto, Stamp};
+use crate::proto::{publish_request, Proto, Stamp};
 use crate::transport::Conn as Transport;
 
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +72,8 @@ enum St {
     Connecting,
     /// TCP is up; the TLS handshake is not done.
     Handshaking,
+    /// The protocol's hello (MQTT CONNECT) is sent, its answer not in.
+    Greeting,
     Idle,
     Busy,
     Dead,
@@ -85,7 +87,11 @@ struct Conn {
     inbuf: Vec<u8>,
     sent_ns: u64,
     seq: u32,
+    /// Reconnections after errors (capped); a server that closes after
+    /// each answer (Pushpin's publish API) is reconnected without limit.
     reconnects: u32,
+    /// The server closed the connection after a complete answer.
+    closed_after_answer: bool,
 }
 
 const MAX_RECONNECTS: u32 = 1000;
@@ -101,9 +107,9 @@ fn connect(poll: &Poll, opts: &PubOpts, i: usize) -> io::Result<Transport> {
     Ok(s)
 }
 
-/// Takes a new connection through TCP connect and (with TLS) the
-/// handshake to `Idle`.
-fn advance_setup(c: &mut Conn, writable: bool, res: &mut PubResult) {
+/// Takes a new connection through TCP connect, (with TLS) the handshake
+/// and (MQTT) the hello to `Idle`.
+fn advance_setup(proto: Proto, c: &mut Conn, writable: bool, res: &mut PubResult) {
     let Some(s) = c.sock.as_mut() else { return };
     if c.st == St::Connecting && writable && s.socket().peer_addr().is_ok() {
         let _ = s.socket().set_nodelay(true);
@@ -119,6 +125,12 @@ fn advance_setup(c: &mut Conn, writable: bool, res: &mut PubResult) {
                 res.tls = s.tls_description();
             }
             c.st = St::Idle;
+            if let Some(hello) = proto.publisher_hello() {
+                c.out = hello;
+                c.written = 0;
+                c.st = St::Greeting;
+                flush(c, res);
+            }
         }
         Err(e) => {
             *res.io_errors.entry(format!("handshake: {e}")).or_insert(0) += 1;
@@ -151,6 +163,7 @@ pub fn publish(
             sent_ns: 0,
             seq: 0,
             reconnects: 0,
+            closed_after_answer: false,
         });
     }
     let mut res = PubResult {
@@ -160,16 +173,18 @@ pub fn publish(
     // Wait for every connection before the clock starts.
     let mut events = Events::with_capacity(1024);
     let setup_deadline = now_ns() + 10_000_000_000;
-    let setting_up = |c: &Conn| matches!(c.st, St::Connecting | St::Handshaking);
+    let setting_up = |c: &Conn| matches!(c.st, St::Connecting | St::Handshaking | St::Greeting);
     while conns.iter().any(setting_up) && now_ns() < setup_deadline {
         poll.poll(&mut events, Some(Duration::from_millis(10)))?;
         for ev in events.iter() {
             let i = ev.token().0;
             let c = &mut conns[i];
-            if c.st == St::Handshaking && (ev.is_readable() || ev.is_read_closed()) {
-                read(c, i, &mut res, &mut rbuf);
+            if matches!(c.st, St::Handshaking | St::Greeting)
+                && (ev.is_readable() || ev.is_read_closed())
+            {
+                read(opts.proto, c, i, &mut res, &mut rbuf);
             }
-            advance_setup(c, ev.is_writable(), &mut res);
+            advance_setup(opts.proto, c, ev.is_writable(), &mut res);
         }
     }
     for c in &mut conns {
@@ -266,12 +281,18 @@ pub fn publish(
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                 let before = res.ok;
                 let errs_before = res.status_errors.values().sum::<u64>();
-                read(c, i, &mut res, &mut rbuf);
+                read(opts.proto, c, i, &mut res, &mut rbuf);
                 sec_ok += res.ok - before;
                 sec_err += res.status_errors.values().sum::<u64>() - errs_before;
             }
-            if c.st == St::Dead && c.reconnects < MAX_RECONNECTS && now_ns() < end {
-                c.reconnects += 1;
+            if c.st == St::Dead
+                && (c.closed_after_answer || c.reconnects < MAX_RECONNECTS)
+                && now_ns() < end
+            {
+                if !c.closed_after_answer {
+                    c.reconnects += 1;
+                }
+                c.closed_after_answer = false;
                 res.reconnects += 1;
                 if let Some(mut s) = c.sock.take() {
                     let _ = poll.registry().deregister(s.socket_mut());
@@ -287,7 +308,7 @@ pub fn publish(
                     }
                 }
             }
-            advance_setup(c, ev.is_writable(), &mut res);
+            advance_setup(opts.proto, c, ev.is_writable(), &mut res);
         }
     }
     // (The last, partial second is left out of the series.)
@@ -345,7 +366,7 @@ struct ReadBuf {
     plain: Vec<u8>,
 }
 
-fn read(c: &mut Conn, i: usize, res: &mut PubResult, buf: &mut ReadBuf) {
+fn read(proto: Proto, c: &mut Conn, i: usize, res: &mut PubResult, buf: &mut ReadBuf) {
     let Some(sock) = c.sock.as_mut() else { return };
     let ReadBuf { raw: buf, plain } = buf;
     loop {
@@ -353,7 +374,9 @@ fn read(c: &mut Conn, i: usize, res: &mut PubResult, buf: &mut ReadBuf) {
             Ok(r) => {
                 c.inbuf.extend_from_slice(r.data);
                 if r.eof {
-                    if c.st == St::Busy {
+                    // Answers that came with the close still count.
+                    take_answers(proto, c, i, res);
+                    if c.st == St::Busy || c.st == St::Greeting {
                         *res.io_errors
                             .entry("closed with a request in flight".into())
                             .or_insert(0) += 1;
@@ -374,9 +397,14 @@ fn read(c: &mut Conn, i: usize, res: &mut PubResult, buf: &mut ReadBuf) {
             }
         }
     }
+    take_answers(proto, c, i, res);
+}
+
+/// Counts every complete answer in `c.inbuf`.
+fn take_answers(proto: Proto, c: &mut Conn, i: usize, res: &mut PubResult) {
     loop {
-        let head = match parse_response_head(&c.inbuf) {
-            Ok(Some(h)) => h,
+        let answer = match proto.answer(&c.inbuf) {
+            Ok(Some(a)) => a,
             Ok(None) => return,
             Err(e) => {
                 *res.io_errors.entry(e).or_insert(0) += 1;
@@ -384,17 +412,29 @@ fn read(c: &mut Conn, i: usize, res: &mut PubResult, buf: &mut ReadBuf) {
                 return;
             }
         };
-        let body_len = head.content_length.unwrap_or(0);
-        let total = head.head_len + body_len;
-        if c.inbuf.len() < total {
+        let total = answer.len;
+        if answer.hello {
+            c.inbuf.drain(..total);
+            if answer.status == 200 && c.st == St::Greeting {
+                c.st = St::Idle;
+                continue;
+            }
+            *res.status_errors.entry(answer.status).or_insert(0) += 1;
+            c.st = St::Dead;
             return;
         }
+        if c.st != St::Busy {
+            // Nothing in flight (an MQTT packet we did not ask for, or a
+            // connection already closed).
+            c.inbuf.drain(..total);
+            continue;
+        }
         let now = now_ns();
-        if (200..300).contains(&head.status) {
+        if (200..300).contains(&answer.status) {
             res.ok += 1;
             res.ok_per_conn[i] += 1;
         } else {
-            *res.status_errors.entry(head.status).or_insert(0) += 1;
+            *res.status_errors.entry(answer.status).or_insert(0) += 1;
             if res.first_error_body.is_none() {
                 res.first_error_body =
                     Some(String::from_utf8_lossy(&c.inbuf[..total.min(400)]).into_owned());
@@ -402,9 +442,11 @@ fn read(c: &mut Conn, i: usize, res: &mut PubResult, buf: &mut ReadBuf) {
         }
         res.rtt.record(now.saturating_sub(c.sent_ns));
         c.inbuf.drain(..total);
-        c.st = if head.close { St::Dead } else { St::Idle };
-        if c.st == St::Dead {
+        if answer.close {
+            c.st = St::Dead;
+            c.closed_after_answer = true;
             return;
         }
+        c.st = St::Idle;
     }
 }

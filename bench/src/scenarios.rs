@@ -20,7 +20,10 @@ use crate::worker::WorkerOpts;
 #[derive(Debug, Clone)]
 pub struct Target {
     pub proto: Proto,
+    /// Where subscribers connect.
     pub addr: SocketAddr,
+    /// Where publishers connect (Pushpin's control API; else `addr`).
+    pub pub_addr: SocketAddr,
     /// The server's PID, for memory and CPU (None = not measured).
     pub pid: Option<u32>,
     /// Subscribers and publishers speak TLS to `addr`.
@@ -290,7 +293,7 @@ pub fn fanout(t: &Target, cfg: &Cfg, n: usize) -> Value {
     fleet.reset(1);
     let opts = PubOpts {
         proto: t.proto,
-        addr: t.addr,
+        addr: t.pub_addr,
         chan: CHAN.into(),
         // Several connections, so a slow answer does not hold the schedule back.
         conns: 4,
@@ -366,7 +369,7 @@ pub fn fanout(t: &Target, cfg: &Cfg, n: usize) -> Value {
 pub fn publish_throughput(t: &Target, cfg: &Cfg, secs: f64) -> Value {
     let opts = PubOpts {
         proto: t.proto,
-        addr: t.addr,
+        addr: t.pub_addr,
         chan: CHAN.into(),
         conns: cfg.pub_conns,
         size: cfg.size,
@@ -443,7 +446,7 @@ pub fn slow_consumers(t: &Target, cfg: &Cfg) -> Value {
         fleet.reset(run);
         let opts = PubOpts {
             proto: t.proto,
-            addr: t.addr,
+            addr: t.pub_addr,
             chan: CHAN.into(),
             conns: 2,
             size: cfg.size,

@@ -17,9 +17,43 @@ pub enum Kind {
     Pubsubd { bin: PathBuf },
     /// nginx with the nchan module, one worker process.
     Nchan { nginx: PathBuf, module: PathBuf },
+    /// mosquitto: QoS 0, one listener on loopback, no persistence.
+    Mosquitto { bin: PathBuf },
+    /// Pushpin (its runner and every process it starts), with an nginx
+    /// origin that answers every request with a GRIP stream hold; see
+    /// `pushpin_conf` for the ports.
+    Pushpin { bin: PathBuf, nginx: PathBuf },
     /// Any command (run by `sh -c`); `{port}` is replaced by the port and
     /// `{dir}` by a fresh working directory (its current directory too).
     Cmd { cmd: String },
+}
+
+/// Pushpin's ports after its HTTP port: the publish (control) API, the
+/// origin, and three ZeroMQ sockets of its handler.
+const PUSHPIN_PUBLISH: u16 = 1;
+const PUSHPIN_ORIGIN: u16 = 2;
+const PUSHPIN_ZMQ: [u16; 3] = [3, 4, 5];
+
+impl Spec {
+    /// Where publishers connect (Pushpin: its control API).
+    pub fn pub_port(&self) -> u16 {
+        match self.kind {
+            Kind::Pushpin { .. } => self.port + PUSHPIN_PUBLISH,
+            _ => self.port,
+        }
+    }
+
+    /// Every port the server (and its helpers) will listen on.
+    fn ports(&self) -> Vec<u16> {
+        match self.kind {
+            Kind::Pushpin { .. } => std::iter::once(0)
+                .chain([PUSHPIN_PUBLISH, PUSHPIN_ORIGIN])
+                .chain(PUSHPIN_ZMQ)
+                .map(|o| self.port + o)
+                .collect(),
+            _ => vec![self.port],
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +88,11 @@ pub struct Running {
     child: Child,
     pub log: PathBuf,
     pub addr: SocketAddr,
+    /// Where publishers connect (the same as `addr` but for Pushpin).
+    pub pub_addr: SocketAddr,
+    /// A helper that is not part of the server under test and is not
+    /// measured (Pushpin's origin), stopped after the server.
+    helper: Option<Child>,
     /// The TLS listener, when configured.
     pub tls_addr: Option<SocketAddr>,
     /// Every PID seen in the server's process tree (nginx's worker too).
@@ -207,6 +246,109 @@ http {{
     )
 }
 
+fn mosquitto_conf(port: u16) -> String {
+    format!(
+        "# Written by pubsub-load: mosquitto for benchmarks (QoS 0 traffic).
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_connections -1
+log_dest stderr
+log_type error
+log_type warning
+"
+    )
+}
+
+/// Pushpin's configuration: the Debian defaults (`/etc/pushpin/pushpin.conf`)
+/// except for ports and paths, zurl run by the runner (Debian expects a
+/// system zurl), and the handler's delivery rate limit lifted.
+fn pushpin_conf(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    let [z1, z2, z3] = PUSHPIN_ZMQ.map(|o| port + o);
+    format!(
+        r#"# Written by pubsub-load: Pushpin for benchmarks.
+[global]
+include=/usr/lib/pushpin/internal.conf
+rundir={d}/run
+ipc_prefix=pushpin-
+port_offset=0
+stats_connection_ttl=120
+
+[runner]
+services=condure,zurl,pushpin-proxy,pushpin-handler
+http_port=127.0.0.1:{port}
+logdir={d}/log
+log_level=2
+client_buffer_size=8192
+client_maxconn=50000
+condure_bin=condure
+zurl_bin=zurl
+
+[proxy]
+routesfile={d}/routes
+zurl_out_specs=ipc://{d}/run/pushpin-zurl-in
+zurl_out_stream_specs=ipc://{d}/run/pushpin-zurl-in-stream
+zurl_in_specs=ipc://{d}/run/pushpin-zurl-out
+sig_key=changeme
+updates_check=off
+
+[handler]
+push_in_spec=tcp://127.0.0.1:{z1}
+push_in_sub_specs=tcp://127.0.0.1:{z2}
+push_in_sub_connect=false
+push_in_http_addr=127.0.0.1
+push_in_http_port={publish}
+stats_spec=ipc://{d}/run/pushpin-stats
+command_spec=tcp://127.0.0.1:{z3}
+# Debian's defaults are message_rate=2500 ("max messages per second") and
+# message_hwm=25000 ("max rate-limited messages"), which would cap fan-out.
+message_rate=100000000
+message_hwm=100000000
+message_wait=5000
+id_cache_ttl=60
+connection_subscription_max=20
+subscription_linger=60
+stats_subscription_ttl=60
+stats_report_interval=10
+"#,
+        publish = port + PUSHPIN_PUBLISH,
+    )
+}
+
+/// The smallest origin that answers Pushpin's request with a stream hold:
+/// a static nginx location that sets the GRIP headers, with a keep-alive
+/// line every 5 s (pubsubd's ping interval; the same JSON line).
+fn pushpin_origin_conf(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        r#"# Written by pubsub-load: Pushpin's origin.
+worker_processes 1;
+daemon off;
+pid {d}/origin.pid;
+error_log {d}/origin-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      add_header Grip-Hold stream always;
+      add_header Grip-Channel bench always;
+      add_header Grip-Keep-Alive '{{"stillalive":0}}\\n; format=cstring; timeout=5' always;
+      return 200 "";
+    }}
+  }}
+}}
+"#
+    )
+}
+
 fn pubsubd_conf(port: u16, tuning: &Tuning) -> String {
     let mut s = format!(
         "# Written by pubsub-load for benchmarks.\nserver:\n  bind: 127.0.0.1\n  port: {port}\n"
@@ -242,7 +384,7 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: &Tuning) -> io::R
         (Kind::Pubsubd { .. }, Some(t)) => Some(t.port),
         _ => None,
     };
-    for port in std::iter::once(spec.port).chain(tls_port) {
+    for port in spec.ports().into_iter().chain(tls_port) {
         while !port_free(port) {
             if Instant::now() > deadline {
                 return Err(io::Error::other(format!(
@@ -256,6 +398,7 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: &Tuning) -> io::R
     let logf = fs::File::create(&log)?;
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &spec.cpu]);
+    let mut helper = None;
     match &spec.kind {
         Kind::Pubsubd { bin } => {
             let conf = dir.join("pypubsub.yaml");
@@ -267,6 +410,40 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: &Tuning) -> io::R
             fs::write(&conf, nginx_conf(&dir, spec.port, module))?;
             cmd.arg(nginx).arg("-c").arg(&conf).arg("-p").arg(&dir);
             cmd.arg("-e").arg(dir.join("error.log"));
+        }
+        Kind::Mosquitto { bin } => {
+            let conf = dir.join("mosquitto.conf");
+            fs::write(&conf, mosquitto_conf(spec.port))?;
+            cmd.arg(bin).arg("-c").arg(&conf);
+        }
+        Kind::Pushpin { bin, nginx } => {
+            let origin = spec.port + PUSHPIN_ORIGIN;
+            for sub in ["run", "log"] {
+                fs::create_dir_all(dir.join(sub))?;
+            }
+            fs::write(dir.join("routes"), format!("* 127.0.0.1:{origin}\n"))?;
+            let conf = dir.join("pushpin.conf");
+            fs::write(&conf, pushpin_conf(&dir, spec.port))?;
+            let oconf = dir.join("origin.conf");
+            fs::write(&oconf, pushpin_origin_conf(&dir, origin))?;
+            let olog = fs::File::create(dir.join("origin.log"))?;
+            helper = Some(
+                Command::new("taskset")
+                    .args(["-c", &spec.cpu])
+                    .arg(nginx)
+                    .arg("-c")
+                    .arg(&oconf)
+                    .arg("-p")
+                    .arg(&dir)
+                    .arg("-e")
+                    .arg(dir.join("origin-error.log"))
+                    .current_dir(&dir)
+                    .stdin(Stdio::null())
+                    .stdout(olog.try_clone()?)
+                    .stderr(olog)
+                    .spawn()?,
+            );
+            cmd.arg(bin).arg("--config").arg(&conf);
         }
         Kind::Cmd { cmd: c } => {
             cmd.args(["sh", "-c"]).arg(format!(
@@ -280,14 +457,25 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: &Tuning) -> io::R
         .stdin(Stdio::null())
         .stdout(logf.try_clone()?)
         .stderr(logf);
-    let child = cmd.spawn()?;
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(mut h) = helper {
+                stop_child(&mut h);
+            }
+            return Err(e);
+        }
+    };
     let addr: SocketAddr = ([127, 0, 0, 1], spec.port).into();
+    let pub_addr: SocketAddr = ([127, 0, 0, 1], spec.pub_port()).into();
     let tls_addr = tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     let mut running = Running {
         pid: child.id(),
         child,
         log,
         addr,
+        pub_addr,
+        helper,
         tls_addr,
         seen: Vec::new(),
     };
@@ -302,7 +490,7 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: &Tuning) -> io::R
         }
         let listening =
             |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
-        if listening(&addr) && tls_addr.as_ref().is_none_or(listening) {
+        if listening(&addr) && listening(&pub_addr) && tls_addr.as_ref().is_none_or(listening) {
             break;
         }
         if Instant::now() > deadline {
@@ -320,34 +508,47 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: &Tuning) -> io::R
     Ok(running)
 }
 
+/// SIGTERM to a child we spawned, SIGKILL after 5 s; reaps it.
+fn stop_child(child: &mut Child) -> Option<std::process::ExitStatus> {
+    // SAFETY: signalling a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+        }
+    }
+}
+
 impl Running {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// SIGTERM, then SIGKILL after 5 s; leftover children by PID too.
+    /// SIGTERM, then SIGKILL after 5 s; leftover children by PID too;
+    /// then the helper.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let pid = self.pid as libc::pid_t;
-        // SAFETY: signalling a child we spawned and have not reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(s)) => break Some(s),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = self.child.kill();
-                    break self.child.wait().ok();
-                }
-            }
-        };
+        let status = stop_child(&mut self.child);
         for &p in &self.seen {
             if p != self.pid && fs::metadata(format!("/proc/{p}")).is_ok() {
                 // Only kill it if it is still one of ours (same start).
                 // SAFETY: plain kill(2) on a PID from this server's tree.
                 unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        if let Some(mut h) = self.helper.take() {
+            let helper_tree = tree(h.id());
+            stop_child(&mut h);
+            for p in helper_tree.into_iter().skip(1) {
+                if fs::metadata(format!("/proc/{p}")).is_ok() {
+                    // SAFETY: plain kill(2) on a PID from the helper's tree.
+                    unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+                }
             }
         }
         status
@@ -359,6 +560,12 @@ impl Running {
         if let Some(dir) = self.log.parent() {
             if let Ok(e) = fs::read_to_string(dir.join("error.log")) {
                 text.push_str(&e);
+            }
+            // Pushpin's processes log into log/.
+            if let Ok(logs) = fs::read_dir(dir.join("log")) {
+                for l in logs.flatten() {
+                    text.push_str(&fs::read_to_string(l.path()).unwrap_or_default());
+                }
             }
         }
         let mut counts: std::collections::BTreeMap<String, u64> = Default::default();

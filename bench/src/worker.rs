@@ -26,13 +26,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::{Hist, SparseHist};
-use crate::proto::{parse_line, parse_response_head, Line, Proto, Stamp, StreamDecoder};
+use crate::proto::{parse_line, Decoder, Line, Proto, Stamp};
 use crate::transport::{self, Conn};
 
 /// Publisher connections whose sequence numbers are tracked per subscriber.
 pub const MAX_PUB: usize = 8;
 const STDIN: Token = Token(usize::MAX - 1);
 const CONNECT_TIMEOUT_NS: u64 = 15_000_000_000;
+/// Times a subscription refused with a 5xx status is tried again.
+const SETUP_RETRIES: u8 = 5;
+/// How often a subscriber whose protocol leaves keep-alive to the client
+/// (MQTT) sends one: as often as pubsubd pings its subscribers.
+const KEEPALIVE_EVERY_NS: u64 = 5_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOpts {
@@ -71,7 +76,11 @@ struct Sub {
     in_phase: bool,
     started_ns: u64,
     head: Vec<u8>,
-    dec: Option<StreamDecoder>,
+    dec: Option<Decoder>,
+    /// When the last keep-alive was sent (MQTT PINGREQ).
+    pinged_ns: u64,
+    /// Setup attempts retried so far.
+    retries: u8,
     /// Next expected sequence number per publisher connection.
     next: [u32; MAX_PUB],
 }
@@ -128,6 +137,8 @@ struct Worker {
     poll: Poll,
     subs: Vec<Sub>,
     next_start: usize,
+    /// Subscriptions to set up again (see `setup_failed`).
+    retry: Vec<usize>,
     in_flight: usize,
     live: usize,
     stalled_live: usize,
@@ -193,16 +204,25 @@ impl Worker {
     }
 
     /// A connection that never became a live subscription.
+    /// A server error status (Pushpin answers 502 to a few of a burst of
+    /// new subscribers) is retried, as a real client would.
     fn setup_failed(&mut self, i: usize, why: String) {
-        fail(&mut self.errors, why);
         let s = &mut self.subs[i];
         if let Some(mut sock) = s.sock.take() {
             let _ = self.poll.registry().deregister(sock.socket_mut());
         }
-        s.st = St::Dead;
         s.head = Vec::new();
         self.in_flight -= 1;
+        if why.starts_with("subscribe status 5") && s.retries < SETUP_RETRIES {
+            s.retries += 1;
+            s.st = St::NotStarted;
+            self.retry.push(i);
+            fail(&mut self.errors, format!("{why} (retried)"));
+            return;
+        }
+        s.st = St::Dead;
         self.failed += 1;
+        fail(&mut self.errors, why);
     }
 
     /// A live subscription that ended.
@@ -304,23 +324,20 @@ impl Worker {
                 Ok(r) if r.data.is_empty() => {} // TLS handshake records
                 Ok(r) => {
                     s.head.extend_from_slice(r.data);
-                    match parse_response_head(&s.head) {
+                    match self.opts.proto.subscribed(&s.head) {
                         Ok(None) => {
                             if s.head.len() > 64 * 1024 {
                                 return self.setup_failed(i, "response head too long".into());
                             }
                         }
                         Err(e) => return self.setup_failed(i, e),
-                        Ok(Some(head)) if head.status != 200 => {
-                            return self
-                                .setup_failed(i, format!("subscribe status {}", head.status))
-                        }
-                        Ok(Some(head)) => {
-                            let rest = s.head.split_off(head.head_len);
+                        Ok(Some((head_len, dec))) => {
+                            let rest = s.head.split_off(head_len);
                             s.head = Vec::new();
-                            s.dec = Some(StreamDecoder::new(head.chunked));
+                            s.dec = Some(dec);
                             s.st = St::Live;
                             s.in_phase = false;
+                            s.pinged_ns = now_ns();
                             self.in_flight -= 1;
                             if s.stalled {
                                 self.stalled_live += 1;
@@ -465,12 +482,45 @@ impl Worker {
         r
     }
 
+    /// Sends the protocol's keep-alive on every live connection (stalled
+    /// ones too: they stop reading, not writing) that has not sent one for
+    /// `KEEPALIVE_EVERY_NS`.
+    fn keepalive(&mut self, now: u64) {
+        let Some(ping) = self.opts.proto.keepalive() else {
+            return;
+        };
+        for i in 0..self.next_start {
+            let s = &mut self.subs[i];
+            if s.st != St::Live || now.saturating_sub(s.pinged_ns) < KEEPALIVE_EVERY_NS {
+                continue;
+            }
+            s.pinged_ns = now;
+            let Some(sock) = s.sock.as_mut() else {
+                continue;
+            };
+            match sock.write(ping) {
+                Ok(n) if n == ping.len() => {}
+                // A full send buffer: the next round tries again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(_) => fail(&mut self.errors, "short keep-alive write".into()),
+                Err(e) => self.lost_live(i, format!("keep-alive write: {e}")),
+            }
+        }
+    }
+
     /// Starts connections up to the concurrency limit and times out stuck ones.
     fn housekeeping(&mut self, now: u64) {
-        while self.in_flight < self.opts.concurrency && self.next_start < self.opts.count {
-            let i = self.next_start;
-            self.next_start += 1;
-            self.start(i);
+        self.keepalive(now);
+        while self.in_flight < self.opts.concurrency {
+            if let Some(i) = self.retry.pop() {
+                self.start(i);
+            } else if self.next_start < self.opts.count {
+                let i = self.next_start;
+                self.next_start += 1;
+                self.start(i);
+            } else {
+                break;
+            }
         }
         if self.in_flight > 0 {
             for i in 0..self.next_start {
@@ -562,12 +612,15 @@ pub fn run(opts: WorkerOpts) -> io::Result<()> {
                 started_ns: 0,
                 head: Vec::new(),
                 dec: None,
+                pinged_ns: 0,
+                retries: 0,
                 next: [0; MAX_PUB],
             })
             .collect(),
         opts,
         poll,
         next_start: 0,
+        retry: Vec::new(),
         in_flight: 0,
         live: 0,
         stalled_live: 0,
@@ -602,7 +655,7 @@ pub fn run(opts: WorkerOpts) -> io::Result<()> {
             last_housekeeping = now;
             w.housekeeping(now);
         }
-        if !ready_sent && w.in_flight == 0 && w.next_start == count {
+        if !ready_sent && w.in_flight == 0 && w.next_start == count && w.retry.is_empty() {
             ready_sent = true;
             let mut r = w.report(0);
             r.kind = "ready".into();
