@@ -1,0 +1,235 @@
+//! What an idle TLS connection costs in heap, through the server's own
+//! `Transport`: a counting allocator measures the bytes still allocated
+//! for N server-side connections that finished a handshake, read a request
+//! and wrote a response, then went quiet (the clients are dropped, their
+//! side of the heap with them). Everything runs on this one thread over
+//! loopback sockets; every loop is bounded.
+//!
+//! A regression guard for issue 15: an idle subscriber over TLS should not
+//! cost much more than one over plaintext.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pki_types::ServerName;
+use pubsubd::config::TlsConfig;
+use pubsubd::tls::{load_config, Transport};
+
+/// Counts live heap bytes and blocks.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static LIVE_BLOCKS: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator; only adds counting.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        LIVE_BLOCKS.fetch_sub(1, Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CONNECTIONS: usize = 100;
+const WARM_UP: usize = 200;
+/// Heap an idle TLS connection may hold. rustls's unbuffered connection is
+/// about 3.4 KB of it (its own struct, the two AES-GCM keys, the TLS 1.3
+/// key schedule); the buffered `ServerConnection` held 7.7 KB.
+const MAX_IDLE_HEAP: f64 = 4096.0;
+const DEADLINE: Duration = Duration::from_secs(20);
+const REQUEST: &[u8] = b"GET /memory HTTP/1.1\r\nHost: localhost\r\n\r\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+    Transfer-Encoding: chunked\r\n\r\n";
+
+struct Pki {
+    dir: std::path::PathBuf,
+    ca_pem: String,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pki() -> (Pki, TlsConfig) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let cert = params.self_signed(&key).expect("cert");
+    let dir = std::env::temp_dir().join(format!("pubsubd-tls-memory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key");
+    let tls = TlsConfig {
+        port: 0,
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        chain: None,
+    };
+    (
+        Pki {
+            dir,
+            ca_pem: cert.pem(),
+        },
+        tls,
+    )
+}
+
+fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    use pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Moves the client's records out and in, and what it reads to `got`.
+fn pump_client(
+    client: &mut rustls::ClientConnection,
+    sock: &mut TcpStream,
+    got: &mut Vec<u8>,
+) -> io::Result<()> {
+    while client.wants_write() {
+        match client.write_tls(sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    match client.read_tls(sock) {
+        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+        Ok(_) => {
+            client.process_new_packets().map_err(io::Error::other)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    let mut buf = [0u8; 4096];
+    match client.reader().read(&mut buf) {
+        Ok(n) => got.extend_from_slice(&buf[..n]),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// One connection through handshake, request and response; returns the
+/// server side, idle.
+fn idle_connection(
+    listener: &TcpListener,
+    server_config: &Arc<rustls::ServerConfig>,
+    client_config: &Arc<rustls::ClientConfig>,
+) -> Transport {
+    let mut csock = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    csock.set_nonblocking(true).expect("nonblocking");
+    let (ssock, _) = listener.accept().expect("accept");
+    ssock.set_nonblocking(true).expect("nonblocking");
+    let mut server =
+        Transport::tls(mio::net::TcpStream::from_std(ssock), server_config.clone()).expect("tls");
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut client = rustls::ClientConnection::new(client_config.clone(), name).expect("client");
+    client.writer().write_all(REQUEST).expect("request");
+
+    let deadline = Instant::now() + DEADLINE;
+    let mut request = Vec::new();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut answered = false;
+    while response.len() < RESPONSE.len() {
+        assert!(Instant::now() < deadline, "connection did not complete");
+        pump_client(&mut client, &mut csock, &mut response).expect("client I/O");
+        match server.read(&mut buf) {
+            Ok(0) => panic!("server saw EOF"),
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("server read: {e}"),
+        }
+        if request.len() == REQUEST.len() && !answered {
+            let n = server
+                .write_vectored(&[io::IoSlice::new(RESPONSE)])
+                .expect("server write");
+            assert_eq!(n, RESPONSE.len());
+            answered = true;
+        }
+        server.flush_pending().expect("server flush");
+    }
+    assert_eq!(request, REQUEST);
+    assert_eq!(response, RESPONSE);
+    server
+}
+
+#[test]
+fn idle_tls_connection_heap() {
+    let (pki, tls) = pki();
+    let server_config = load_config(&tls).expect("server config");
+    let client_config = client_config(&pki.ca_pem);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+
+    // Connections first, so one-time allocations are not counted: the
+    // server's session cache (TLS 1.3 tickets, 256 entries shared by all
+    // connections) fills up with the first hundred or so.
+    for _ in 0..WARM_UP {
+        drop(idle_connection(&listener, &server_config, &client_config));
+    }
+    let warm = idle_connection(&listener, &server_config, &client_config);
+    let (bytes0, blocks0) = (
+        LIVE_BYTES.load(Ordering::Relaxed),
+        LIVE_BLOCKS.load(Ordering::Relaxed),
+    );
+    let mut idle = Vec::with_capacity(CONNECTIONS);
+    let (bytes_vec, blocks_vec) = (
+        LIVE_BYTES.load(Ordering::Relaxed) - bytes0,
+        LIVE_BLOCKS.load(Ordering::Relaxed) - blocks0,
+    );
+    for _ in 0..CONNECTIONS {
+        idle.push(idle_connection(&listener, &server_config, &client_config));
+    }
+    let bytes = LIVE_BYTES.load(Ordering::Relaxed) - bytes0 - bytes_vec;
+    let blocks = LIVE_BLOCKS.load(Ordering::Relaxed) - blocks0 - blocks_vec;
+    let per_conn = bytes as f64 / CONNECTIONS as f64;
+    let blocks_per_conn = blocks as f64 / CONNECTIONS as f64;
+    eprintln!(
+        "idle TLS connection: {per_conn:.0} heap bytes in {blocks_per_conn:.1} blocks \
+         (Transport itself {} bytes inline)",
+        std::mem::size_of::<Transport>()
+    );
+    assert!(
+        per_conn <= MAX_IDLE_HEAP,
+        "an idle TLS connection holds {per_conn:.0} heap bytes (at most {MAX_IDLE_HEAP})"
+    );
+    drop(idle);
+    drop(warm);
+}
