@@ -191,25 +191,24 @@ impl TlsStream {
         self.outgoing_sent < self.outgoing.len()
     }
 
-    /// Runs rustls over the received bytes in `input[..*len]`: handshake
+    /// Runs rustls over the received bytes in `input[*start..]`: handshake
     /// records are answered (their replies appended to `outgoing`),
     /// application data is copied to `out` from `*filled` on and what does
-    /// not fit to `plaintext`. Consumed bytes are removed from the front
-    /// of `input`.
+    /// not fit to `plaintext`. `*start` moves past the consumed bytes.
     fn process(
         &mut self,
         input: &mut [u8],
-        len: &mut usize,
+        start: &mut usize,
         out: &mut [u8],
         filled: &mut usize,
     ) -> io::Result<Progress> {
         loop {
             let UnbufferedStatus { mut discard, state } =
-                self.tls.process_tls_records(&mut input[..*len]);
+                self.tls.process_tls_records(&mut input[*start..]);
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
-                    discard_front(input, len, discard);
+                    *start += discard;
                     self.send_alert();
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
@@ -251,7 +250,7 @@ impl TlsStream {
                     return Err(io::Error::other("unexpected TLS connection state"));
                 }
             };
-            discard_front(input, len, discard);
+            *start += discard;
             if let Some(progress) = progress {
                 return Ok(progress);
             }
@@ -295,8 +294,8 @@ impl TlsStream {
             let mut scratch = scratch.borrow_mut();
             let input = &mut scratch.input;
             let mut len = self.incoming.len();
-            if input.len() < len + READ_CHUNK {
-                input.resize(len + READ_CHUNK, 0);
+            if input.len() < len {
+                input.resize(len, 0);
             }
             input[..len].copy_from_slice(&self.incoming);
             let result = self.read_records(input, &mut len, buf);
@@ -315,13 +314,17 @@ impl TlsStream {
     /// came out, the peer closed, or the socket would block.
     fn read_records(
         &mut self,
-        input: &mut [u8],
+        input: &mut Vec<u8>,
         len: &mut usize,
         buf: &mut [u8],
     ) -> io::Result<usize> {
         loop {
             let mut filled = 0;
-            let progress = self.process(input, len, buf, &mut filled);
+            let mut start = 0;
+            let progress = self.process(&mut input[..*len], &mut start, buf, &mut filled);
+            // Keep only what is not a whole record yet, at the front.
+            input.copy_within(start..*len, 0);
+            *len -= start;
             // Handshake replies (and alerts) go out as soon as they exist.
             self.send_outgoing()?;
             match progress? {
@@ -338,8 +341,10 @@ impl TlsStream {
                     "TLS record or handshake message too large",
                 ));
             }
-            let end = (*len + READ_CHUNK).min(input.len());
-            match self.socket.read(&mut input[*len..end]) {
+            if input.len() < *len + READ_CHUNK {
+                input.resize(*len + READ_CHUNK, 0);
+            }
+            match self.socket.read(&mut input[*len..*len + READ_CHUNK]) {
                 Ok(0) => {
                     self.closed = true;
                     return Ok(0);
@@ -504,15 +509,6 @@ fn encode_into(
             }
         }
     }
-}
-
-/// Removes the first `n` of the `*len` bytes in `buf`.
-fn discard_front(buf: &mut [u8], len: &mut usize, n: usize) {
-    if n == 0 {
-        return;
-    }
-    buf.copy_within(n..*len, 0);
-    *len -= n;
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
