@@ -7,7 +7,8 @@
 //!   cost much more than one over plaintext);
 //! - reads give the same bytes however the records arrive: many small
 //!   records at once, a record a byte at a time, a reader with little
-//!   room; close_notify reads as end of stream.
+//!   room; close_notify reads as end of stream; TLS 1.2 both ways; a
+//!   TLS 1.3 key update from the client.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -115,6 +116,13 @@ fn pki() -> (Pki, TlsConfig) {
 }
 
 fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    client_config_for(ca_pem, rustls::DEFAULT_VERSIONS)
+}
+
+fn client_config_for(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     use pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -123,7 +131,7 @@ fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Arc::new(
         rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("protocol versions")
             .with_root_certificates(roots)
             .with_no_client_auth(),
@@ -151,13 +159,17 @@ fn pump_client(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) => return Err(e),
     }
+    // Take all the plaintext there is (rustls refuses more records while
+    // too much waits); bounded by what one read_tls brought.
     let mut buf = [0u8; 4096];
-    match client.reader().read(&mut buf) {
-        Ok(n) => got.extend_from_slice(&buf[..n]),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
+    loop {
+        match client.reader().read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
 }
 
 /// Both ends of one connection.
@@ -423,4 +435,66 @@ fn close_notify_reads_as_end_of_stream() {
         }
     }
     drop(csock);
+}
+
+/// The server writes `data`; the client reads it all.
+fn server_to_client(pair: &mut Pair, data: &[u8]) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut written = 0;
+    let mut got = Vec::new();
+    while got.len() < data.len() {
+        assert!(
+            Instant::now() < deadline,
+            "client got {} of {} bytes",
+            got.len(),
+            data.len()
+        );
+        if written < data.len() {
+            match pair
+                .server
+                .write_vectored(&[io::IoSlice::new(&data[written..])])
+            {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("server write: {e}"),
+            }
+        }
+        pair.server.flush_pending().expect("server flush");
+        pump_client(&mut pair.client, &mut pair.csock, &mut got).expect("client I/O");
+    }
+    assert_eq!(got, data);
+}
+
+#[test]
+fn tls12_reads_and_writes() {
+    let (pki, sc, _, listener) = setup();
+    let cc = client_config_for(&pki.ca_pem, &[&rustls::version::TLS12]);
+    let mut pair = connected(&listener, &sc, &cc);
+    assert_eq!(
+        pair.client.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let data = pattern(30_000);
+    let wire = records(&mut pair.client, &data, 1000);
+    pair.csock.set_nonblocking(false).expect("blocking");
+    pair.csock.write_all(&wire).expect("send");
+    assert_eq!(read_all(&mut pair.server, data.len(), 4096), data);
+    pair.csock.set_nonblocking(true).expect("nonblocking");
+    server_to_client(&mut pair, &pattern(100_000));
+}
+
+#[test]
+fn the_connection_goes_on_after_a_client_key_update() {
+    let (_pki, sc, cc, listener) = setup();
+    let mut pair = connected(&listener, &sc, &cc);
+    // rustls asks the peer to update its keys too.
+    pair.client.refresh_traffic_keys().expect("key update");
+    let wire = records(&mut pair.client, b"after the update", 100);
+    pair.csock.set_nonblocking(false).expect("blocking");
+    pair.csock.write_all(&wire).expect("send");
+    assert_eq!(read_all(&mut pair.server, 16, 1024), b"after the update");
+    pair.csock.set_nonblocking(true).expect("nonblocking");
+    // rustls's server answers with its own key_update before this record;
+    // the client must still read it.
+    server_to_client(&mut pair, b"and the answer");
 }
