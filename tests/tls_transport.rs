@@ -96,7 +96,13 @@ fn pki() -> (Pki, TlsConfig) {
     let key = rcgen::KeyPair::generate().expect("key");
     let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
     let cert = params.self_signed(&key).expect("cert");
-    let dir = std::env::temp_dir().join(format!("pubsubd-tls-memory-{}", std::process::id()));
+    // One directory per call: the tests of this file run in parallel.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pubsubd-tls-transport-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key");
