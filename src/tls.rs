@@ -2,23 +2,46 @@
 //! rustls server config, and the `Transport` a connection reads and writes,
 //! plain TCP or rustls over TCP, both non-blocking.
 //!
-//! rustls buffers at most `TLS_BUFFER_LIMIT` bytes of plaintext per
-//! connection; the connection's own output queue stays the one place where
-//! pending output is counted and capped.
+//! TLS runs on rustls's unbuffered API: rustls keeps only the session
+//! (keys, handshake state); the bytes in flight are ours. Records are read
+//! into, and encrypted into, scratch buffers shared by every connection of
+//! the loop's one thread, so an idle connection holds no buffer at all.
+//! A connection keeps bytes of its own only while they wait: the tail of a
+//! record not yet complete, plaintext its reader had no room for, records
+//! the socket did not take. Each is freed once empty.
+//!
+//! A write encrypts what it is given (at most `MAX_PLAINTEXT_PER_WRITE`,
+//! one record per 16 KiB) and hands the records to the socket in one
+//! `write`; while records are still waiting for the socket it takes
+//! nothing more, so the connection's own output queue stays the one place
+//! where pending output is counted and capped.
 
-use std::io::{self, Read, Write};
+use std::cell::RefCell;
+use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
 use pki_types::pem::PemObject;
 use pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+use rustls::ServerConfig;
 
 use crate::config::TlsConfig;
 
-/// Plaintext rustls may hold for one connection before `write` returns
-/// fewer bytes than offered.
-const TLS_BUFFER_LIMIT: usize = 64 * 1024;
+/// Plaintext encrypted by one `write` at most: four full records.
+const MAX_PLAINTEXT_PER_WRITE: usize = 64 * 1024;
+/// Bytes read from the socket at once.
+const READ_CHUNK: usize = 32 * 1024;
+/// Received bytes a connection may hold before they make a whole record or
+/// handshake message (rustls refuses handshake messages over 64 KiB).
+const MAX_INCOMING: usize = 64 * 1024 + 18 * 1024;
+/// TLS record header, and the most a record adds to its plaintext (TLS 1.2
+/// AES-GCM: explicit nonce and tag; TLS 1.3: content type and tag).
+const RECORD_OVERHEAD: usize = 5 + 8 + 16 + 1;
+const MAX_FRAGMENT: usize = 16 * 1024;
 
 /// Builds the rustls config from `server.tls`; errors name the file.
 pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
@@ -63,17 +86,59 @@ pub enum Transport {
 }
 
 /// rustls over a non-blocking TCP socket.
-#[derive(Debug)]
 pub struct TlsStream {
     socket: TcpStream,
-    tls: ServerConnection,
+    tls: UnbufferedServerConnection,
+    /// Received bytes not yet a whole record (or handshake message).
+    incoming: Vec<u8>,
+    /// Decrypted bytes the last reader had no room for.
+    plaintext: Vec<u8>,
+    /// Records the socket has not taken yet, from `outgoing_sent` on.
+    outgoing: Vec<u8>,
+    outgoing_sent: usize,
+    /// The peer sent close_notify, or its socket reached EOF.
+    closed: bool,
+}
+
+impl std::fmt::Debug for TlsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("socket", &self.socket)
+            .field("incoming", &self.incoming.len())
+            .field("plaintext", &self.plaintext.len())
+            .field("outgoing", &(self.outgoing.len() - self.outgoing_sent))
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The buffers every TLS connection of this thread works in.
+#[derive(Default)]
+struct Scratch {
+    /// Received TLS bytes, decrypted in place.
+    input: Vec<u8>,
+    /// Plaintext gathered from the slices of one write.
+    plain: Vec<u8>,
+    /// Records encrypted by one write.
+    output: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 impl Transport {
     pub fn tls(socket: TcpStream, config: Arc<ServerConfig>) -> io::Result<Transport> {
-        let mut tls = ServerConnection::new(config).map_err(io::Error::other)?;
-        tls.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-        Ok(Transport::Tls(Box::new(TlsStream { socket, tls })))
+        let tls = UnbufferedServerConnection::new(config).map_err(io::Error::other)?;
+        Ok(Transport::Tls(Box::new(TlsStream {
+            socket,
+            tls,
+            incoming: Vec::new(),
+            plaintext: Vec::new(),
+            outgoing: Vec::new(),
+            outgoing_sent: 0,
+            closed: false,
+        })))
     }
 
     /// The socket, for (de)registration.
@@ -89,78 +154,386 @@ impl Transport {
     pub fn flush_pending(&mut self) -> io::Result<bool> {
         match self {
             Transport::Plain(_) => Ok(false),
-            Transport::Tls(t) => t.write_tls(),
+            Transport::Tls(t) => t.send_outgoing(),
         }
     }
 }
 
+/// What processing the received records came to.
+enum Progress {
+    /// Nothing more can happen without more bytes from the peer.
+    NeedInput,
+    /// The peer closed the TLS session.
+    Closed,
+}
+
 impl TlsStream {
-    /// Writes TLS records until none are left or the socket would block.
-    fn write_tls(&mut self) -> io::Result<bool> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut self.socket) {
+    /// Writes waiting records until none are left or the socket would
+    /// block (then returns true). An emptied buffer is freed.
+    fn send_outgoing(&mut self) -> io::Result<bool> {
+        while self.outgoing_sent < self.outgoing.len() {
+            match self.socket.write(&self.outgoing[self.outgoing_sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
+                Ok(n) => self.outgoing_sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) => return Err(e),
             }
         }
+        if !self.outgoing.is_empty() {
+            self.outgoing = Vec::new();
+            self.outgoing_sent = 0;
+        }
         Ok(false)
     }
+
+    fn has_outgoing(&self) -> bool {
+        self.outgoing_sent < self.outgoing.len()
+    }
+
+    /// Runs rustls over the received bytes in `input[*start..]`: handshake
+    /// records are answered (their replies appended to `outgoing`),
+    /// application data is copied to `out` from `*filled` on and what does
+    /// not fit to `plaintext`. `*start` moves past the consumed bytes.
+    fn process(
+        &mut self,
+        input: &mut [u8],
+        start: &mut usize,
+        out: &mut [u8],
+        filled: &mut usize,
+    ) -> io::Result<Progress> {
+        loop {
+            let UnbufferedStatus { mut discard, state } =
+                self.tls.process_tls_records(&mut input[*start..]);
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    *start += discard;
+                    self.send_alert();
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            };
+            let progress = match state {
+                ConnectionState::ReadTraffic(mut records) => {
+                    while let Some(record) = records.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        discard += record.discard;
+                        let take = record.payload.len().min(out.len() - *filled);
+                        out[*filled..*filled + take].copy_from_slice(&record.payload[..take]);
+                        *filled += take;
+                        self.plaintext.extend_from_slice(&record.payload[take..]);
+                    }
+                    None
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    encode_into(&mut self.outgoing, |buf| encode.encode(buf))?;
+                    None
+                }
+                ConnectionState::TransmitTlsData(transmit) => {
+                    // The records stay in `outgoing` until the socket takes
+                    // them; for rustls they are sent.
+                    transmit.done();
+                    None
+                }
+                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
+                    Some(Progress::NeedInput)
+                }
+                ConnectionState::PeerClosed | ConnectionState::Closed => Some(Progress::Closed),
+                ConnectionState::ReadEarlyData(_) => {
+                    // Never accepted: the config allows no early data.
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "unexpected TLS early data",
+                    ));
+                }
+                _ => {
+                    return Err(io::Error::other("unexpected TLS connection state"));
+                }
+            };
+            *start += discard;
+            if let Some(progress) = progress {
+                return Ok(progress);
+            }
+        }
+    }
+
+    /// After a TLS error: encodes the alert rustls queued, if any, and
+    /// tries once to send it.
+    fn send_alert(&mut self) {
+        for _ in 0..4 {
+            let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut []);
+            match state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    if encode_into(&mut self.outgoing, |buf| encode.encode(buf)).is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let _ = self.send_outgoing();
+    }
+
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if !self.plaintext.is_empty() {
+            let n = buf.len().min(self.plaintext.len());
+            buf[..n].copy_from_slice(&self.plaintext[..n]);
+            self.plaintext.drain(..n);
+            if self.plaintext.is_empty() {
+                self.plaintext = Vec::new();
+            }
+            return Ok(n);
+        }
+        if self.closed {
+            return Ok(0);
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let input = &mut scratch.input;
+            let mut len = self.incoming.len();
+            if input.len() < len {
+                input.resize(len, 0);
+            }
+            input[..len].copy_from_slice(&self.incoming);
+            let result = self.read_records(input, &mut len, buf);
+            // Keep the tail that is not a whole record yet.
+            self.incoming.clear();
+            if len == 0 {
+                self.incoming = Vec::new();
+            } else {
+                self.incoming.extend_from_slice(&input[..len]);
+            }
+            result
+        })
+    }
+
+    /// Reads from the socket and processes records until some plaintext
+    /// came out, the peer closed, or the socket would block.
+    fn read_records(
+        &mut self,
+        input: &mut Vec<u8>,
+        len: &mut usize,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        loop {
+            let mut filled = 0;
+            let mut start = 0;
+            let progress = self.process(&mut input[..*len], &mut start, buf, &mut filled);
+            // Keep only what is not a whole record yet, at the front.
+            input.copy_within(start..*len, 0);
+            *len -= start;
+            // Handshake replies (and alerts) go out as soon as they exist.
+            self.send_outgoing()?;
+            match progress? {
+                Progress::Closed => {
+                    self.closed = true;
+                    return Ok(filled);
+                }
+                Progress::NeedInput if filled > 0 => return Ok(filled),
+                Progress::NeedInput => {}
+            }
+            if *len >= MAX_INCOMING {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS record or handshake message too large",
+                ));
+            }
+            if input.len() < *len + READ_CHUNK {
+                input.resize(*len + READ_CHUNK, 0);
+            }
+            match self.socket.read(&mut input[*len..*len + READ_CHUNK]) {
+                Ok(0) => {
+                    self.closed = true;
+                    return Ok(0);
+                }
+                Ok(n) => *len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn write_plain(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // Records from earlier writes go first; while the socket is full,
+        // take nothing more.
+        if self.send_outgoing()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(0);
+        }
+        // Whatever rustls wants to send first (a key update, handshake
+        // records), then the data, once the handshake allows it.
+        loop {
+            let mut incoming = std::mem::take(&mut self.incoming);
+            let UnbufferedStatus { discard, state } = self.tls.process_tls_records(&mut incoming);
+            let result = match state.map_err(tls_error)? {
+                ConnectionState::WriteTraffic(mut traffic) => Some(SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    let Scratch { plain, output, .. } = &mut *scratch;
+                    let data = gather(bufs, plain);
+                    let want = records_size(data.len());
+                    if output.len() < want {
+                        output.resize(want, 0);
+                    }
+                    let n = match traffic.encrypt(data, output) {
+                        Ok(n) => n,
+                        Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) => {
+                            output.resize(required_size, 0);
+                            traffic.encrypt(data, output).map_err(io::Error::other)?
+                        }
+                        Err(e) => return Err(io::Error::other(e)),
+                    };
+                    Ok((data.len(), n))
+                })),
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    encode_into(&mut self.outgoing, |buf| encode.encode(buf))?;
+                    None
+                }
+                ConnectionState::TransmitTlsData(transmit) => {
+                    transmit.done();
+                    None
+                }
+                ConnectionState::ReadTraffic(mut records) => {
+                    // Not expected here (reads take all records), but
+                    // keep what arrived for the next read.
+                    while let Some(record) = records.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        self.plaintext.extend_from_slice(record.payload);
+                    }
+                    None
+                }
+                ConnectionState::PeerClosed => {
+                    // The next read reports it.
+                    self.closed = true;
+                    None
+                }
+                ConnectionState::Closed => Some(Err(io::ErrorKind::BrokenPipe.into())),
+                // Still handshaking: wait for the peer.
+                _ => Some(Err(io::ErrorKind::WouldBlock.into())),
+            };
+            incoming.drain(..discard);
+            self.incoming = incoming;
+            match result {
+                None => {
+                    if self.send_outgoing()? {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                Some(Ok((taken, encrypted))) => {
+                    self.send_encrypted(encrypted)?;
+                    return Ok(taken);
+                }
+            }
+        }
+    }
+
+    /// Writes the first `n` bytes of the output scratch to the socket;
+    /// what it does not take waits in `outgoing`.
+    fn send_encrypted(&mut self, n: usize) -> io::Result<()> {
+        SCRATCH.with(|scratch| {
+            let scratch = scratch.borrow();
+            let records = &scratch.output[..n];
+            let mut sent = 0;
+            while sent < n {
+                match self.socket.write(&records[sent..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(k) => sent += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            debug_assert!(!self.has_outgoing());
+            if sent < n {
+                self.outgoing.clear();
+                self.outgoing_sent = 0;
+                self.outgoing.extend_from_slice(&records[sent..]);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The plaintext of one write: the first slice itself when it is all there
+/// is (or big enough), else the slices copied into `plain`, up to
+/// `MAX_PLAINTEXT_PER_WRITE`.
+fn gather<'a>(bufs: &'a [IoSlice<'a>], plain: &'a mut Vec<u8>) -> &'a [u8] {
+    let mut nonempty = bufs.iter().filter(|b| !b.is_empty());
+    let first = nonempty.next().map_or(&[][..], |b| &b[..]);
+    if first.len() >= MAX_FRAGMENT || nonempty.next().is_none() {
+        return &first[..first.len().min(MAX_PLAINTEXT_PER_WRITE)];
+    }
+    plain.clear();
+    for b in bufs {
+        let room = MAX_PLAINTEXT_PER_WRITE - plain.len();
+        if room == 0 {
+            break;
+        }
+        plain.extend_from_slice(&b[..b.len().min(room)]);
+    }
+    plain
+}
+
+/// The most `plaintext` bytes can take as records.
+fn records_size(plaintext: usize) -> usize {
+    plaintext + plaintext.div_ceil(MAX_FRAGMENT).max(1) * RECORD_OVERHEAD
+}
+
+/// Appends what `encode` writes to `out`, growing it as rustls asks.
+fn encode_into(
+    out: &mut Vec<u8>,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> io::Result<()> {
+    let start = out.len();
+    let mut room = 1024;
+    loop {
+        out.resize(start + room, 0);
+        match encode(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                room = required_size;
+            }
+            Err(e) => {
+                out.truncate(start);
+                return Err(io::Error::other(e));
+            }
+        }
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let t = match self {
-            Transport::Plain(s) => return s.read(buf),
-            Transport::Tls(t) => t,
-        };
-        loop {
-            match t.tls.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            // No plaintext yet: take more records from the socket.
-            match t.tls.read_tls(&mut t.socket) {
-                Ok(0) => return Ok(0),
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
-            if let Err(e) = t.tls.process_new_packets() {
-                // Send the alert if we can, then give up on the peer.
-                let _ = t.write_tls();
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            // The handshake may have produced records to send.
-            t.write_tls()?;
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(t) => t.read_plain(buf),
         }
     }
 }
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[io::IoSlice::new(buf)])
+        self.write_vectored(&[IoSlice::new(buf)])
     }
 
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let t = match self {
-            Transport::Plain(s) => return s.write_vectored(bufs),
-            Transport::Tls(t) => t,
-        };
-        // Records from earlier writes go first; while the socket is full,
-        // take nothing more.
-        if t.write_tls()? {
-            return Err(io::ErrorKind::WouldBlock.into());
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write_vectored(bufs),
+            Transport::Tls(t) => t.write_plain(bufs),
         }
-        let n = t.tls.writer().write_vectored(bufs)?;
-        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            // Still handshaking with a full buffer: wait for the peer.
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        t.write_tls()?;
-        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
