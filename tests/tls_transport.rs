@@ -9,6 +9,7 @@
 //!   records at once, a record a byte at a time, a reader with little
 //!   room; close_notify reads as end of stream; TLS 1.2 both ways; a
 //!   TLS 1.3 key update from the client.
+#![cfg(feature = "tls")] // the TLS transport
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
