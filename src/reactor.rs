@@ -418,7 +418,23 @@ impl Reactor {
             let Some(Some(socket)) = self.sockets.get_mut(key) else {
                 return;
             };
-            match socket.read(&mut self.scratch[..room]) {
+            let result = socket.read(&mut self.scratch[..room]);
+            if socket.take_handshake_done() {
+                self.hub.count_tls_handshake(true);
+            } else if socket.is_handshaking() {
+                // An error or EOF before the handshake completed.
+                let failed = match &result {
+                    Ok(n) => *n == 0,
+                    Err(e) => !matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ),
+                };
+                if failed {
+                    self.hub.count_tls_handshake(false);
+                }
+            }
+            match result {
                 Ok(0) => {
                     self.hub.peer_closed(key);
                     return;

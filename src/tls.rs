@@ -98,6 +98,8 @@ pub struct TlsStream {
     outgoing_sent: usize,
     /// The peer sent close_notify, or its socket reached EOF.
     closed: bool,
+    /// The completed handshake has been reported (`take_handshake_done`).
+    handshake_reported: bool,
 }
 
 impl std::fmt::Debug for TlsStream {
@@ -138,6 +140,7 @@ impl Transport {
             outgoing: Vec::new(),
             outgoing_sent: 0,
             closed: false,
+            handshake_reported: false,
         })))
     }
 
@@ -147,6 +150,23 @@ impl Transport {
             Transport::Plain(s) => s,
             Transport::Tls(t) => &mut t.socket,
         }
+    }
+
+    /// True the first time it is asked after the TLS handshake completed
+    /// (for the handshake counter), false before and after.
+    pub fn take_handshake_done(&mut self) -> bool {
+        match self {
+            Transport::Tls(t) if !t.handshake_reported && !t.tls.is_handshaking() => {
+                t.handshake_reported = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A TLS connection whose handshake has not completed.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self, Transport::Tls(t) if t.tls.is_handshaking())
     }
 
     /// Sends bytes that TLS has encrypted but not yet written. Returns

@@ -34,6 +34,14 @@ impl Transport {
         }
     }
 
+    pub fn take_handshake_done(&mut self) -> bool {
+        false
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        false
+    }
+
     /// Nothing is ever held back.
     pub fn flush_pending(&mut self) -> io::Result<bool> {
         Ok(false)

@@ -780,3 +780,44 @@ fn asfpy_deprecated_listener_over_https() {
     // requests verifies with certifi unless REQUESTS_CA_BUNDLE names a bundle
     asfpy_over_https("listener", "REQUESTS_CA_BUNDLE");
 }
+
+/// `/metrics` counts completed and failed TLS handshakes.
+#[cfg(feature = "admin")]
+#[test]
+fn handshakes_are_counted_in_metrics() {
+    let (pki, _ca) = Pki::new();
+    let (srv, tls) = tls_server(
+        &pki.yaml("cert.pem", "key.pem", None),
+        "admin: {bind: 127.0.0.1, port: 0}",
+    );
+    let ca_pem = pki.read("ca.pem");
+    let _a = TlsClient::subscribe(tls, &ca_pem, "/m");
+    let _b = TlsClient::subscribe(tls, &ca_pem, "/m");
+    // plaintext HTTP to the TLS port: a failed handshake
+    let mut plain = Conn::connect(tls);
+    plain.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    plain
+        .wait_closed(Duration::from_secs(5))
+        .expect("the plaintext client is closed");
+    let log = srv.log();
+    let needle = "admin listener on http://";
+    let at = log.find(needle).expect("admin listener") + needle.len();
+    let admin: SocketAddr = log[at..]
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("admin address");
+    let metric = |name: &str| -> Option<u64> {
+        let mut c = Conn::connect(admin);
+        c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let text = c.read_response(false, T).expect("metrics").body_str();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    assert!(
+        wait_until(T, || metric("pubsubd_tls_handshakes_total ") == Some(2)),
+        "handshakes: {:?}",
+        metric("pubsubd_tls_handshakes_total ")
+    );
+    assert!(metric("pubsubd_tls_handshake_failures_total ").is_some_and(|n| n >= 1));
+}

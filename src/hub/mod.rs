@@ -596,6 +596,15 @@ impl Hub {
         self.ldap.as_ref().map(Ldap::counts)
     }
 
+    /// A TLS handshake completed (or failed) on the reactor's side.
+    pub fn count_tls_handshake(&mut self, ok: bool) {
+        if ok {
+            self.stats.tls_handshakes += 1;
+        } else {
+            self.stats.tls_handshake_failures += 1;
+        }
+    }
+
     /// The SQS feed's counters, when it runs.
     #[cfg(feature = "admin")]
     fn sqs_counts(&self) -> Option<stats::SqsCounts> {
