@@ -23,16 +23,19 @@ pub mod event;
 pub mod http;
 pub mod hub;
 mod json_check;
+pub mod logging;
 #[cfg(feature = "admin")]
 pub mod metrics;
 mod persist;
 mod reactor;
+pub mod stats;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(not(feature = "tls"))]
 #[path = "tls_off.rs"]
 pub mod tls;
 pub mod topics;
+pub mod yaml;
 
 use std::io;
 use std::net::SocketAddr;
@@ -158,21 +161,7 @@ impl Server {
     }
 }
 
-/// Sets the log level (`server.log_level`: `error` … `trace`, `off`);
-/// `None` is `info`.
-pub fn set_log_level(level: Option<&str>) {
-    let level = match level.map(str::trim) {
-        None | Some("") => log::LevelFilter::Info,
-        Some(text) => match text.parse() {
-            Ok(level) => level,
-            Err(_) => {
-                log::warn!("server.log_level {text:?} is not a level; using info");
-                log::LevelFilter::Info
-            }
-        },
-    };
-    log::set_max_level(level);
-}
+pub use logging::set_log_level;
 
 /// What `--check-config` checks beyond parsing: the files a start would
 /// read (TLS, the LDAP CA), without binding or connecting; one line per

@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::hub::stats::{LdapCounts, SqsCounts, Stats};
+use crate::stats::{LdapCounts, SqsCounts, Stats};
 
 /// The content type `/metrics` is served with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -31,7 +31,7 @@ pub struct Snapshot<'a> {
     pub ldap: Option<LdapCounts>,
     pub sqs: Option<SqsCounts>,
     #[cfg(feature = "cluster")]
-    pub cluster: Option<crate::hub::ClusterStatus>,
+    pub cluster: Option<crate::stats::ClusterStatus>,
 }
 
 type Labels = Vec<(String, String)>;

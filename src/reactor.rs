@@ -269,7 +269,7 @@ impl Reactor {
                     for note in notes {
                         warn!("SIGHUP: {note}");
                     }
-                    crate::set_log_level(next.server.log_level.as_deref());
+                    crate::logging::set_log_level(next.server.log_level.as_deref());
                     let max = max_connections(next.server.max_connections);
                     self.hub.reconfigure(next, max);
                     info!("SIGHUP: reloaded {}", path.display());

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde_yaml::Value;
 
 use super::Grant;
-use crate::config::yaml::{key_text, kind, scalar_text};
+use crate::yaml::{key_text, kind, scalar_text};
 
 /// Highest `rounds=` accepted in a `$5$`/`$6$` hash (≈14 ms for `$6$`).
 pub const MAX_HASH_ROUNDS: u32 = 50_000;

@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use super::yaml::{
+use super::ConfigError;
+use crate::yaml::{
     entries, err, nonempty_string, positive, positive_duration, section, string_list,
 };
-use super::ConfigError;
 
 /// Entries the stream keeps at least, by default.
 pub const DEFAULT_MAX_LEN: u64 = 10_000;

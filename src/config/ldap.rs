@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
-use super::yaml::{
+use super::ConfigError;
+use crate::acl::{Grant, LdapAclMap};
+use crate::yaml::{
     duration, entries, err, key_text, kind, nonempty_string, present, scalar_text, section,
     uint_range,
 };
-use super::ConfigError;
-use crate::acl::{Grant, LdapAclMap};
 
 const LDAP: &str = "clients.ldap";
 

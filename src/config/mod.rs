@@ -18,9 +18,7 @@ pub mod cluster;
 pub mod ldap;
 pub mod reload;
 pub mod sqs;
-pub mod yaml;
 
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,9 +35,11 @@ pub use ldap::LdapConfig;
 #[cfg(not(feature = "ldap"))]
 #[derive(Debug, Clone)]
 pub enum LdapConfig {}
+use crate::yaml::{
+    self, entries, err, positive, positive_duration, section, string, string_list, uint,
+};
+pub use crate::yaml::{parse_duration, ConfigError};
 pub use sqs::{SqsCredentials, SqsEndpoint, SqsQueueConfig};
-pub use yaml::parse_duration;
-use yaml::{entries, err, positive, positive_duration, section, string, string_list, uint};
 
 /// Everything the server needs to know, validated.
 #[derive(Debug, Clone)]
@@ -179,47 +179,6 @@ impl Default for Config {
         }
     }
 }
-
-/// A configuration problem: which file (when loaded from one), which key
-/// (dotted, e.g. `server.port` or `clients.ldap.timeout`; empty for the
-/// document as a whole) and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: Option<PathBuf>,
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    /// An error about `key`, not yet tied to a file.
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: None,
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-
-    fn in_file(mut self, path: &Path) -> ConfigError {
-        self.file = Some(path.to_owned());
-        self
-    }
-}
-
-impl fmt::Display for ConfigError {
-    /// `file: key: message`, leaving out what is not known.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(file) = &self.file {
-            write!(f, "{}: ", file.display())?;
-        }
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Parses YAML text. Returns the config and the warnings (unknown keys,

@@ -11,8 +11,8 @@ use std::fmt;
 
 use serde_yaml::Value;
 
-use super::yaml::{boolean, duration, entries, err, nonempty_string, section};
 use super::ConfigError;
+use crate::yaml::{boolean, duration, entries, err, nonempty_string, section};
 
 /// Long-poll seconds when `wait_time` is not set (the SQS maximum).
 const DEFAULT_WAIT_TIME: u32 = 20;

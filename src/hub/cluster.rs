@@ -32,13 +32,13 @@ use log::{info, warn};
 use mio::Waker;
 
 use super::requests::{After, TEXT_RECEIVED};
-use super::stats::Source;
 use super::timers::Kind;
 use super::Hub;
 use crate::backlog;
 use crate::config::{ClusterRedis, Config};
 use crate::conn::State;
 use crate::event::{self, Event, Payload};
+use crate::stats::{ClusterStatus, Source};
 
 pub const TEXT_UNAVAILABLE: &str =
     "The event could not be stored in the cluster's stream; please try again.\n";
@@ -59,47 +59,6 @@ struct Waiting {
     /// The parked publisher (`None`: an SQS event, or answered already).
     reply: Option<(usize, After)>,
     source: Source,
-}
-
-/// What `/metrics` and `/readyz` can tell about the cluster.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterStatus {
-    /// This node's name in the stream's entries.
-    pub node: String,
-    pub reader_up: bool,
-    pub writer_up: bool,
-    /// The start-up load from the stream is done.
-    pub loaded: bool,
-    /// The last stream entry delivered.
-    pub last_id: Option<String>,
-    /// How old (by its stream ID's clock) the last entry was when it was
-    /// delivered here, in milliseconds.
-    pub lag_ms: u64,
-    /// The reader's last batch was full: it is catching up.
-    pub behind: bool,
-    /// Appends waiting for Redis.
-    pub appends_waiting: usize,
-    pub appended: u64,
-    pub append_failures: u64,
-    /// Events delivered from the stream (this node's and others').
-    pub delivered: u64,
-    /// Repeated cursors dropped (retried appends that had landed).
-    pub duplicates: u64,
-    /// Times the stream was found reset (Redis came back empty).
-    pub resets: u64,
-    /// Times entries were trimmed before this node read them.
-    pub gaps: u64,
-    /// Entries that could not be read back into events.
-    pub bad_entries: u64,
-    pub last_error: Option<String>,
-}
-
-impl ClusterStatus {
-    /// Ready to serve as a cluster node: the backlog is loaded and both
-    /// links to Redis are up.
-    pub fn ready(&self) -> bool {
-        self.loaded && self.reader_up && self.writer_up
-    }
 }
 
 impl Cluster {

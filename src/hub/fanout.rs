@@ -12,10 +12,10 @@ use std::rc::Rc;
 
 use log::warn;
 
-use super::stats::{Drop, Source, Stats};
 use super::{Hub, Turn};
 use crate::conn::{Conn, State};
 use crate::event::{self, Event, Frame, Payload};
+use crate::stats::{Drop, Source, Stats};
 
 /// Events replayed to one subscriber per turn.
 const REPLAY_BUDGET: usize = 1024;

@@ -25,7 +25,7 @@ mod with_ldap {
     use super::Submitted;
     use crate::acl::{Grant, LdapAclMap};
     use crate::config::LdapConfig;
-    use crate::hub::stats::LdapCounts;
+    use crate::stats::LdapCounts;
 
     pub struct Ldap {
         pool: LdapPool,
@@ -122,7 +122,7 @@ mod without_ldap {
     use super::Submitted;
     use crate::acl::Grant;
     use crate::config::LdapConfig;
-    use crate::hub::stats::LdapCounts;
+    use crate::stats::LdapCounts;
 
     /// No LDAP in this build: there is never a value of this type.
     pub enum Ldap {}

@@ -28,7 +28,6 @@ mod cluster;
 mod fanout;
 mod ldap;
 mod requests;
-pub mod stats;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -49,11 +48,11 @@ use crate::http::{self, ServerHeaders};
 use crate::persist::Persister;
 use crate::topics::TopicIndex;
 
+use crate::stats::{self, Stats};
 pub use auth::AclFile;
 #[cfg(feature = "cluster")]
-pub use cluster::{Cluster, ClusterStatus};
+pub use cluster::Cluster;
 pub use ldap::Ldap;
-use stats::Stats;
 use timers::Timers;
 
 #[cfg(feature = "sqs")]

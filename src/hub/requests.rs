@@ -8,13 +8,13 @@
 use log::debug;
 
 use super::auth::Check;
-use super::stats::Source;
 use super::{Hub, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER, SMALL_REQUEST};
 use crate::acl::{self, Grant};
 use crate::backlog::Start;
 use crate::conn::{AfterAuth, BodyState, Pending, State, Stream};
 use crate::event::{self, Frame, Framing, PayloadError};
 use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
+use crate::stats::Source;
 use crate::topics::{self, Subscription};
 
 pub const TEXT_RECEIVED: &str = "Payload received, thank you very much!\n";

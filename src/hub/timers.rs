@@ -141,7 +141,7 @@ impl Hub {
                             conn.out.queued()
                         );
                         self.turn.doom(key, conn);
-                        self.stats.dropped(super::stats::Drop::WriteTimeout);
+                        self.stats.dropped(crate::stats::Drop::WriteTimeout);
                     }
                 }
             }

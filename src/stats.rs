@@ -1,6 +1,6 @@
 //! What the hub counts for `/metrics` and the status page: plain integers
 //! bumped on the event loop's thread (no atomics, nothing shared), read
-//! when someone asks.
+//! when someone asks. Plain data, so both the hub and `metrics` use it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -131,5 +131,46 @@ impl Activity {
         all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         all.truncate(n);
         all
+    }
+}
+
+/// What `/metrics` and `/readyz` can tell about the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterStatus {
+    /// This node's name in the stream's entries.
+    pub node: String,
+    pub reader_up: bool,
+    pub writer_up: bool,
+    /// The start-up load from the stream is done.
+    pub loaded: bool,
+    /// The last stream entry delivered.
+    pub last_id: Option<String>,
+    /// How old (by its stream ID's clock) the last entry was when it was
+    /// delivered here, in milliseconds.
+    pub lag_ms: u64,
+    /// The reader's last batch was full: it is catching up.
+    pub behind: bool,
+    /// Appends waiting for Redis.
+    pub appends_waiting: usize,
+    pub appended: u64,
+    pub append_failures: u64,
+    /// Events delivered from the stream (this node's and others').
+    pub delivered: u64,
+    /// Repeated cursors dropped (retried appends that had landed).
+    pub duplicates: u64,
+    /// Times the stream was found reset (Redis came back empty).
+    pub resets: u64,
+    /// Times entries were trimmed before this node read them.
+    pub gaps: u64,
+    /// Entries that could not be read back into events.
+    pub bad_entries: u64,
+    pub last_error: Option<String>,
+}
+
+impl ClusterStatus {
+    /// Ready to serve as a cluster node: the backlog is loaded and both
+    /// links to Redis are up.
+    pub fn ready(&self) -> bool {
+        self.loaded && self.reader_up && self.writer_up
     }
 }

@@ -1,16 +1,58 @@
-//! The one set of YAML helpers every configuration section uses, and the
-//! one duration grammar (`45s 30m 12h 7d 200ms`, or a number of seconds).
+//! The one set of YAML helpers every configuration file uses (`pypubsub.yaml`
+//! and the ACL file), the error naming the file and key, and the one duration
+//! grammar (`45s 30m 12h 7d 200ms`, or a number of seconds).
 //!
 //! Each helper takes the value and its dotted key (`server.port`,
 //! `clients.ldap.acl["cn=x"].ops`) and returns a [`ConfigError`] naming that
 //! key, so no section formats its own messages for type errors. `~` (null)
 //! means "absent" wherever a section or an optional key is read.
 
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
-use super::ConfigError;
+/// A configuration problem: which file (when loaded from one), which key
+/// (dotted, e.g. `server.port` or `clients.ldap.timeout`; empty for the
+/// document as a whole) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `key`, not yet tied to a file.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: None,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn in_file(mut self, path: &Path) -> ConfigError {
+        self.file = Some(path.to_owned());
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    /// `file: key: message`, leaving out what is not known.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// An error for `key`.
 pub fn err<T>(key: &str, message: impl Into<String>) -> Result<T, ConfigError> {
