@@ -270,6 +270,8 @@ fn slow_redis_gives_503_and_the_retry_shows_once_client_kill_loses_nothing() {
     // cursor once Redis answers again; the first attempt lands too.
     let port = r.port;
     let sleeper = std::thread::spawn(move || redis::cli(port, &["DEBUG", "SLEEP", "2.5"]));
+    // A sleep, not an await: nothing tells from outside that Redis is now
+    // inside DEBUG SLEEP; 200 ms gives redis-cli time to send it.
     std::thread::sleep(Duration::from_millis(200));
     let (resp, took) = timed_publish(&a, &json!({"n": 1}));
     assert_eq!(resp.status, 503, "{}", resp.body_str());

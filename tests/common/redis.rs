@@ -10,8 +10,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// True when `redis-server` and `redis-cli` are installed (`.ci/run`
 /// installs them); tests skip with a message otherwise.
@@ -78,7 +77,7 @@ impl Redis {
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        let up = wait(Duration::from_secs(10), || {
+        let up = super::wait_until(Duration::from_secs(10), || {
             self.cli(&["PING"]).is_some_and(|o| o.trim() == "PONG")
         });
         assert!(
@@ -222,7 +221,7 @@ impl Sentinel {
             child: Some(child),
             port,
         };
-        let up = wait(Duration::from_secs(10), || {
+        let up = super::wait_until(Duration::from_secs(10), || {
             cli(port, &["PING"]).is_some_and(|o| o.trim() == "PONG")
         });
         assert!(up, "sentinel on {port} did not start");
@@ -236,20 +235,6 @@ impl Drop for Sentinel {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// Polls `cond` until it holds or `timeout` passes.
-pub fn wait(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -389,7 +374,7 @@ impl Netns {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server in the namespace");
-        let up = wait(Duration::from_secs(10), || {
+        let up = super::wait_until(Duration::from_secs(10), || {
             cli_at(&self.ns_ip, port, &["PING"]).is_some_and(|o| o.trim() == "PONG")
         });
         assert!(up, "redis-server in {} did not start", self.name);
