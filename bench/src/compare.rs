@@ -861,6 +861,22 @@ pub fn summary(results: &Value, names: &[String]) -> String {
             });
             rows.push(Row {
                 figure: format!(
+                    "  … {other} ÷ {base}: deliveries per server CPU-second, {n} subscribers, flat out"
+                ),
+                values: per(&|s| {
+                    pair.ratio(sc, &ns, s, &["max_rate", "deliveries_per_server_cpu_s"])
+                }),
+                digits: 2,
+                target: if sse {
+                    "≥ 0.9 (the fair figure when the server is starved)".into()
+                } else {
+                    "".into()
+                },
+                check: if sse { abs(|p| p >= 0.9) } else { None },
+                scenario: None,
+            });
+            rows.push(Row {
+                figure: format!(
                     "  … {other} ÷ {base}: latency p99, {n} subscribers at {lat_rate} events/s"
                 ),
                 values: per(&|s| pair.ratio(sc, &ns, s, &["fixed_rate", "latency", "p99_ms"])),
@@ -1125,11 +1141,15 @@ fn pair_table(
         "| server | subscribers | deliveries/s {a} | deliveries/s {b} | {b} ÷ {a} | \
          p50 / p99 (ms) at {rate} ev/s, {a} | p50 / p99 (ms), {b} | \
          server RSS per idle subscriber (bytes), {a} / {b} | \
-         server CPU % flat out, {a} / {b} | its kernel share, {a} / {b} | \
+         server CPU % flat out, {a} / {b} | \
+         deliveries per server CPU-second, {a} / {b} | its kernel share, {a} / {b} | \
          generator CPU %, {a} / {b} | \
          connect all (s), {a} / {b} | lost, {a} / {b} |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for s in &ran {
         for n in sweep {
             let ns = n.to_string();
@@ -1150,7 +1170,7 @@ fn pair_table(
             };
             let _ = writeln!(
                 md,
-                "| {s} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                "| {s} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
                 fmt(v(pair.base, &["max_rate", "deliveries_per_sec"]), 0),
                 fmt(v(pair.other, &["max_rate", "deliveries_per_sec"]), 0),
                 pair.ratio(sc, &ns, s, &["max_rate", "deliveries_per_sec"])
@@ -1160,6 +1180,7 @@ fn pair_table(
                 lat(pair.other),
                 both(&["rss_per_idle_subscriber_bytes"], 0),
                 both(&["max_rate", "server_cpu_percent"], 0),
+                both(&["max_rate", "deliveries_per_server_cpu_s"], 0),
                 both(&["max_rate", "server_kernel_share"], 2),
                 both(&["max_rate", "generator_cpu_percent"], 0),
                 both(&["setup_s"], 1),

@@ -14,7 +14,7 @@ use crate::fleet::{Fleet, Merged};
 use crate::hist::Hist;
 use crate::proto::Proto;
 use crate::publisher::{publish, Mode, PubOpts, PubResult};
-use crate::server::{sample, Sample};
+use crate::server::{clk_tck, sample, Sample};
 use crate::worker::WorkerOpts;
 
 #[derive(Debug, Clone)]
@@ -362,6 +362,17 @@ pub fn fanout(t: &Target, cfg: &Cfg, n: usize) -> Value {
             let mut d = delivery_json(&m, &p);
             d["publisher"] = pub_json(&p);
             d["server_cpu_percent"] = json!(s1.cpu_percent_since(&s0));
+            // The server's CPU from the first publish to the last delivery:
+            // deliveries per CPU-second compare two runs fairly when others
+            // take the server's core for part of one of them.
+            let s2 = t.sample();
+            let cpu_s = s2.cpu_ticks.saturating_sub(s0.cpu_ticks) as f64 / clk_tck();
+            d["server_cpu_s"] = json!(cpu_s);
+            d["deliveries_per_server_cpu_s"] = if cpu_s > 0.0 {
+                json!(m.received as f64 / cpu_s)
+            } else {
+                Value::Null
+            };
             d["server_kernel_share"] = json!(s1.sys_share_since(&s0));
             d["generator_cpu_percent"] = json!(gen_cpu(&m, self_cpu_ns() - cpu0, wall));
             d["peak_rss_kib"] = json!(peak_rss.max(s1.rss_kib));
