@@ -1135,7 +1135,7 @@ fn pair_table(
         return;
     }
     let (a, b) = (pair.base_label, pair.other_label);
-    let _ = writeln!(md, "\n{intro} ({})\n", ran.join(", "));
+    let _ = writeln!(md, "\n{intro} Server: {}.\n", ran.join(", "));
     let _ = writeln!(
         md,
         "| server | subscribers | deliveries/s {a} | deliveries/s {b} | {b} ÷ {a} | \
