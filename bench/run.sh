@@ -8,6 +8,7 @@
 #   bench/run.sh --quick    a few minutes, smaller counts
 #   bench/run.sh --quick --scenarios fanout --sweep 100,1000
 #   bench/run.sh --quick --scenarios fanout-tls   pubsubd plaintext vs TLS
+#   bench/run.sh --quick --scenarios fanout-sse   pubsubd chunked vs SSE
 #   bench/run.sh --quick --servers pubsubd,mosquitto   only these servers
 #
 # Servers run pinned to CPU 0 (taskset -c 0), the load generator to CPU 1.
@@ -25,7 +26,7 @@ args=()
 for a in "$@"; do
   case "$a" in
     --quick) mode=quick; args+=("$a") ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) args+=("$a") ;;
   esac
 done
@@ -113,7 +114,9 @@ taskset -c 1 "$load" compare "${args[@]}" "${tls_args[@]}" \
   --machine "$machine"
 cp "$out/summary.md" "bench/results/latest-$mode.md"
 
-# 6. The plot (matplotlib in the project's virtualenv).
+# 6. The plot (matplotlib in the project's virtualenv), when the run has
+#    the fan-out sweep it plots.
+if [ "$(wc -l <"$out/sweep.csv")" -le 1 ]; then exit 0; fi
 py="$root/.venv/bin/python"
 if [ ! -x "$py" ]; then python3 -m venv "$root/.venv"; fi
 if ! "$py" -c 'import matplotlib' 2>/dev/null; then

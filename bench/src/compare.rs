@@ -42,7 +42,7 @@ fn tuning_for(scenario: &str) -> Tuning {
     match scenario {
         // Big fan-outs queue a lot per subscriber while the generator
         // catches up; the slow-consumer scenario keeps the default bound.
-        "fanout" | "fanout-tls" => Tuning {
+        "fanout" | "fanout-tls" | "fanout-sse" => Tuning {
             max_queued_bytes: Some(64 << 20),
             tls: None,
         },
@@ -68,17 +68,19 @@ fn run_one(
     tuning: &Tuning,
     f: impl FnOnce(&Target) -> Value,
 ) -> Value {
-    run_one_over(spec, label, workdir, tuning, None, f)
+    run_one_over(spec, label, workdir, tuning, None, false, f)
 }
 
 /// `run_one`, with the generator speaking TLS to the server's TLS port
-/// when `tls` is given (`tuning.tls` must configure that port).
+/// when `tls` is given (`tuning.tls` must configure that port), and its
+/// subscribers asking for Server-Sent Events when `sse` is.
 fn run_one_over(
     spec: &Spec,
     label: &str,
     workdir: &Path,
     tuning: &Tuning,
     tls: Option<&TargetTls>,
+    sse: bool,
     f: impl FnOnce(&Target) -> Value,
 ) -> Value {
     let t0 = Instant::now();
@@ -103,6 +105,7 @@ fn run_one_over(
         pub_addr: if tls.is_some() { addr } else { srv.pub_addr },
         pid: Some(srv.pid),
         tls: tls.cloned(),
+        sse,
     };
     let mut v = f(&target);
     let crashed = !srv.alive();
@@ -211,6 +214,7 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
                 }
             }
             "fanout-tls" => fanout_tls(opts, &tuning, started, &mut results),
+            "fanout-sse" => fanout_sse(opts, &tuning, started, &mut results),
             other => eprintln!("unknown scenario '{other}' skipped"),
         }
     }
@@ -275,6 +279,7 @@ fn publish_rounds(opts: &CompareOpts, tuning: &Tuning, started: Instant, results
                 pub_addr: srv.pub_addr,
                 pid: Some(srv.pid),
                 tls: None,
+                sse: false,
             };
             let v = scenarios::publish_throughput(&target, cfg, secs);
             eprintln!(
@@ -422,24 +427,10 @@ fn fanout_tls(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &m
                     spec.name
                 );
                 let label = format!("fanout-{transport}{n}");
-                let v = run_one_over(spec, &label, &opts.workdir, &tuning, tls, |t| {
+                let v = run_one_over(spec, &label, &opts.workdir, &tuning, tls, false, |t| {
                     scenarios::fanout(t, cfg, n)
                 });
-                eprintln!(
-                    "         fixed rate p50 {:.1} ms p99 {:.1} ms, lost {}; max {:.0} deliveries/s, lost {}, server cpu {:.0}%, generator cpu {:.0}%; rss per idle subscriber {:.0} B{}",
-                    v["fixed_rate"]["latency"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                    v["fixed_rate"]["latency"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
-                    v["fixed_rate"]["lost"],
-                    v["max_rate"]["deliveries_per_sec"].as_f64().unwrap_or(f64::NAN),
-                    v["max_rate"]["lost"],
-                    v["max_rate"]["server_cpu_percent"].as_f64().unwrap_or(f64::NAN),
-                    v["max_rate"]["generator_cpu_percent"].as_f64().unwrap_or(f64::NAN),
-                    v["rss_per_idle_subscriber_bytes"].as_f64().unwrap_or(f64::NAN),
-                    v["max_rate"]["publisher"]["tls"]
-                        .as_str()
-                        .map(|s| format!(", {s}"))
-                        .unwrap_or_default(),
-                );
+                eprintln!("         {}", fanout_brief(&v));
                 results["scenarios"]["fanout-tls"][n.to_string()][transport][&spec.name] = v;
                 save(&opts.out, results);
             }
@@ -447,17 +438,116 @@ fn fanout_tls(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &m
     }
 }
 
-/// TLS ÷ plaintext for one figure of `fanout-tls` at `n` subscribers.
-fn tls_ratio(sc: &Value, n: &str, server: &str, field: &[&str]) -> Option<f64> {
-    let get = |transport: &str| {
-        let mut x = &sc["fanout-tls"][n][transport][server];
-        for k in field {
-            x = &x[*k];
+/// pubsubd's fan-out to subscribers of its chunked stream, then to
+/// subscribers asking for Server-Sent Events (`Accept:
+/// text/event-stream`), back to back at each count of `cfg.sse_sweep`: a
+/// fresh server for each, the same configuration, publishers and
+/// generator. Only the pubsubd built here runs it (the SSE framing is its
+/// own; PyPubSub and the peers have no such stream on these URLs).
+fn fanout_sse(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &mut Value) {
+    let cfg = &opts.cfg;
+    for &n in &cfg.sse_sweep {
+        for spec in &opts.servers {
+            if !matches!(spec.kind, Kind::Pubsubd { .. }) {
+                eprintln!(
+                    "[{:>5.0}s] fan-out SSE {n} subscribers: {} skipped (pubsubd's framing)",
+                    started.elapsed().as_secs_f64(),
+                    spec.name
+                );
+                continue;
+            }
+            for (framing, sse) in [("chunked", false), ("sse", true)] {
+                eprintln!(
+                    "[{:>5.0}s] fan-out {n} subscribers, {framing}: {}",
+                    started.elapsed().as_secs_f64(),
+                    spec.name
+                );
+                let label = format!("fanout-{framing}{n}");
+                let v = run_one_over(spec, &label, &opts.workdir, tuning, None, sse, |t| {
+                    scenarios::fanout(t, cfg, n)
+                });
+                eprintln!("         {}", fanout_brief(&v));
+                results["scenarios"]["fanout-sse"][n.to_string()][framing][&spec.name] = v;
+                save(&opts.out, results);
+            }
         }
-        x.as_f64()
-    };
-    let (plain, tls) = (get("plain")?, get("tls")?);
-    (plain != 0.0).then(|| tls / plain)
+    }
+}
+
+/// One fan-out's figures on a line, for the progress log.
+fn fanout_brief(v: &Value) -> String {
+    format!(
+        "fixed rate p50 {:.1} ms p99 {:.1} ms, lost {}; max {:.0} deliveries/s, lost {}, server cpu {:.0}%, generator cpu {:.0}%; rss per idle subscriber {:.0} B{}",
+        v["fixed_rate"]["latency"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        v["fixed_rate"]["latency"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        v["fixed_rate"]["lost"],
+        v["max_rate"]["deliveries_per_sec"].as_f64().unwrap_or(f64::NAN),
+        v["max_rate"]["lost"],
+        v["max_rate"]["server_cpu_percent"].as_f64().unwrap_or(f64::NAN),
+        v["max_rate"]["generator_cpu_percent"].as_f64().unwrap_or(f64::NAN),
+        v["rss_per_idle_subscriber_bytes"].as_f64().unwrap_or(f64::NAN),
+        v["max_rate"]["publisher"]["tls"]
+            .as_str()
+            .map(|s| format!(", {s}"))
+            .unwrap_or_default(),
+    )
+}
+
+/// A scenario that runs pubsubd's fan-out two ways back to back, and the
+/// keys of the two ways in `results.json`.
+struct Pair {
+    scenario: &'static str,
+    /// The way compared against (plaintext, the chunked stream).
+    base: &'static str,
+    /// The way measured (TLS, SSE).
+    other: &'static str,
+    /// How the summary names them.
+    base_label: &'static str,
+    other_label: &'static str,
+}
+
+const TLS_PAIR: Pair = Pair {
+    scenario: "fanout-tls",
+    base: "plain",
+    other: "tls",
+    base_label: "plaintext",
+    other_label: "TLS",
+};
+
+const SSE_PAIR: Pair = Pair {
+    scenario: "fanout-sse",
+    base: "chunked",
+    other: "sse",
+    base_label: "chunked",
+    other_label: "SSE",
+};
+
+impl Pair {
+    /// Other ÷ base for one figure at `n` subscribers.
+    fn ratio(&self, sc: &Value, n: &str, server: &str, field: &[&str]) -> Option<f64> {
+        let (base, other) = (
+            self.value(sc, n, self.base, server, field)?,
+            self.value(sc, n, self.other, server, field)?,
+        );
+        (base != 0.0).then(|| other / base)
+    }
+
+    fn value(&self, sc: &Value, n: &str, way: &str, server: &str, field: &[&str]) -> Option<f64> {
+        field
+            .iter()
+            .fold(&sc[self.scenario][n][way][server], |x, k| &x[*k])
+            .as_f64()
+    }
+
+    /// The subscriber counts the run has, ascending.
+    fn sweep(&self, sc: &Value) -> Vec<usize> {
+        let mut ns: Vec<usize> = sc[self.scenario]
+            .as_object()
+            .map(|o| o.keys().filter_map(|k| k.parse().ok()).collect())
+            .unwrap_or_default();
+        ns.sort();
+        ns
+    }
 }
 
 fn brief(v: &Value, keys: &[&str]) -> String {
@@ -750,41 +840,66 @@ pub fn summary(results: &Value, names: &[String]) -> String {
             scenario: None,
         });
     }
-    let mut tls_sweep: Vec<usize> = sc["fanout-tls"]
-        .as_object()
-        .map(|o| o.keys().filter_map(|k| k.parse().ok()).collect())
-        .unwrap_or_default();
-    tls_sweep.sort();
-    for &n in tls_sweep.iter().rev() {
-        let ns = n.to_string();
-        rows.push(Row {
-            figure: format!(
-                "TLS fan-out ÷ plaintext: deliveries/s, {n} subscribers, publish flat out"
-            ),
-            values: per(&|s| tls_ratio(sc, &ns, s, &["max_rate", "deliveries_per_sec"])),
-            digits: 2,
-            target: "".into(),
-            check: None,
-            scenario: None,
-        });
-        rows.push(Row {
-            figure: format!(
-                "  … TLS ÷ plaintext: latency p99, {n} subscribers at {lat_rate} events/s"
-            ),
-            values: per(&|s| tls_ratio(sc, &ns, s, &["fixed_rate", "latency", "p99_ms"])),
-            digits: 2,
-            target: "".into(),
-            check: None,
-            scenario: None,
-        });
-        rows.push(Row {
-            figure: format!("  … TLS ÷ plaintext: server RSS per idle subscriber, {n} subscribers"),
-            values: per(&|s| tls_ratio(sc, &ns, s, &["rss_per_idle_subscriber_bytes"])),
-            digits: 2,
-            target: "".into(),
-            check: None,
-            scenario: None,
-        });
+    let tls_sweep = TLS_PAIR.sweep(sc);
+    let sse_sweep = SSE_PAIR.sweep(sc);
+    for (pair, sweep) in [(&TLS_PAIR, &tls_sweep), (&SSE_PAIR, &sse_sweep)] {
+        // issue 14: SSE costs at most a tenth of the chunked stream's rate,
+        // and no memory per idle subscriber; TLS has no target.
+        let sse = pair.scenario == SSE_PAIR.scenario;
+        let (other, base) = (pair.other_label, pair.base_label);
+        for &n in sweep.iter().rev() {
+            let ns = n.to_string();
+            rows.push(Row {
+                figure: format!(
+                    "{other} fan-out ÷ {base}: deliveries/s, {n} subscribers, publish flat out"
+                ),
+                values: per(&|s| pair.ratio(sc, &ns, s, &["max_rate", "deliveries_per_sec"])),
+                digits: 2,
+                target: if sse { "≥ 0.9".into() } else { "".into() },
+                check: if sse { abs(|p| p >= 0.9) } else { None },
+                scenario: None,
+            });
+            rows.push(Row {
+                figure: format!(
+                    "  … {other} ÷ {base}: deliveries per server CPU-second, {n} subscribers, flat out"
+                ),
+                values: per(&|s| {
+                    pair.ratio(sc, &ns, s, &["max_rate", "deliveries_per_server_cpu_s"])
+                }),
+                digits: 2,
+                target: if sse {
+                    "≥ 0.9 (the fair figure when the server is starved)".into()
+                } else {
+                    "".into()
+                },
+                check: if sse { abs(|p| p >= 0.9) } else { None },
+                scenario: None,
+            });
+            rows.push(Row {
+                figure: format!(
+                    "  … {other} ÷ {base}: latency p99, {n} subscribers at {lat_rate} events/s"
+                ),
+                values: per(&|s| pair.ratio(sc, &ns, s, &["fixed_rate", "latency", "p99_ms"])),
+                digits: 2,
+                target: "".into(),
+                check: None,
+                scenario: None,
+            });
+            rows.push(Row {
+                figure: format!(
+                    "  … {other} ÷ {base}: server RSS per idle subscriber, {n} subscribers"
+                ),
+                values: per(&|s| pair.ratio(sc, &ns, s, &["rss_per_idle_subscriber_bytes"])),
+                digits: 2,
+                target: if sse {
+                    "the same (≤ 1.1)".into()
+                } else {
+                    "".into()
+                },
+                check: if sse { abs(|p| p <= 1.1) } else { None },
+                scenario: None,
+            });
+        }
     }
     let ours_idx = names.iter().position(|s| *s == "pubsubd");
     let peer_idx: Vec<usize> = (0..names.len()).filter(|&i| Some(i) != ours_idx).collect();
@@ -850,7 +965,37 @@ pub fn summary(results: &Value, names: &[String]) -> String {
         };
         let _ = writeln!(md, " {} | {met} |", r.target);
     }
-    tls_table(&mut md, sc, &tls_sweep, &names, lat_rate);
+    let suite = tls_sweep
+        .iter()
+        .flat_map(|n| names.iter().map(move |s| (n, s)))
+        .find_map(|(n, s)| {
+            sc["fanout-tls"][n.to_string()]["tls"][*s]["max_rate"]["publisher"]["tls"].as_str()
+        })
+        .unwrap_or("?");
+    pair_table(
+        &mut md,
+        sc,
+        &TLS_PAIR,
+        &tls_sweep,
+        &names,
+        lat_rate,
+        &format!(
+            "TLS fan-out against plaintext ({suite}): the same server configuration \
+             (TLS port open in both), a fresh server for each, run back to back. \
+             Subscribers and publishers use the same transport."
+        ),
+    );
+    pair_table(
+        &mut md,
+        sc,
+        &SSE_PAIR,
+        &sse_sweep,
+        &names,
+        lat_rate,
+        "SSE fan-out against the chunked stream: the same server configuration, \
+         a fresh server for each, run back to back; the subscribers of the second \
+         send `Accept: text/event-stream`, the publishers are the same.",
+    );
     // Misbehaviour seen.
     let mut notes = Vec::new();
     let mut walk = |path: String, v: &Value| {
@@ -945,12 +1090,14 @@ pub fn summary(results: &Value, names: &[String]) -> String {
     for n in &sweep {
         walk(format!("fanout {n}"), &sc["fanout"][n.to_string()]);
     }
-    for n in &tls_sweep {
-        for transport in ["plain", "tls"] {
-            walk(
-                format!("fanout-tls {n} {transport}"),
-                &sc["fanout-tls"][n.to_string()][transport],
-            );
+    for (pair, sweep) in [(&TLS_PAIR, &tls_sweep), (&SSE_PAIR, &sse_sweep)] {
+        for n in sweep {
+            for way in [pair.base, pair.other] {
+                walk(
+                    format!("{} {n} {way}", pair.scenario),
+                    &sc[pair.scenario][n.to_string()][way],
+                );
+            }
         }
     }
     if let Some(e) = sc["fanout-tls"]["error"].as_str() {
@@ -965,79 +1112,80 @@ pub fn summary(results: &Value, names: &[String]) -> String {
     md
 }
 
-/// The `fanout-tls` figures side by side: plaintext, TLS, and the ratio.
-fn tls_table(md: &mut String, sc: &Value, tls_sweep: &[usize], names: &[&str], rate: &str) {
+/// A pair scenario's figures side by side: the two ways and the ratio.
+fn pair_table(
+    md: &mut String,
+    sc: &Value,
+    pair: &Pair,
+    sweep: &[usize],
+    names: &[&str],
+    rate: &str,
+    intro: &str,
+) {
     let ran: Vec<&str> = names
         .iter()
         .copied()
         .filter(|s| {
-            tls_sweep
+            sweep
                 .iter()
-                .any(|n| sc["fanout-tls"][n.to_string()]["tls"][*s].is_object())
+                .any(|n| sc[pair.scenario][n.to_string()][pair.other][*s].is_object())
         })
         .collect();
     if ran.is_empty() {
         return;
     }
-    let suite = tls_sweep
-        .iter()
-        .flat_map(|n| ran.iter().map(move |s| (n, s)))
-        .find_map(|(n, s)| {
-            sc["fanout-tls"][n.to_string()]["tls"][*s]["max_rate"]["publisher"]["tls"].as_str()
-        })
-        .unwrap_or("?");
+    let (a, b) = (pair.base_label, pair.other_label);
+    let _ = writeln!(md, "\n{intro} Server: {}.\n", ran.join(", "));
     let _ = writeln!(
         md,
-        "\nTLS fan-out against plaintext ({}; {suite}): the same server configuration \
-         (TLS port open in both), a fresh server for each, run back to back. \
-         Subscribers and publishers use the same transport.\n",
-        ran.join(", ")
+        "| server | subscribers | deliveries/s {a} | deliveries/s {b} | {b} ÷ {a} | \
+         p50 / p99 (ms) at {rate} ev/s, {a} | p50 / p99 (ms), {b} | \
+         server RSS per idle subscriber (bytes), {a} / {b} | \
+         server CPU % flat out, {a} / {b} | \
+         deliveries per server CPU-second, {a} / {b} | its kernel share, {a} / {b} | \
+         generator CPU %, {a} / {b} | \
+         connect all (s), {a} / {b} | lost, {a} / {b} |"
     );
     let _ = writeln!(
         md,
-        "| server | subscribers | deliveries/s plain | deliveries/s TLS | TLS ÷ plain | \
-         p50 / p99 (ms) at {rate} ev/s, plain | p50 / p99 (ms), TLS | \
-         server RSS per idle subscriber (bytes), plain / TLS | \
-         server CPU % flat out, plain / TLS | its kernel share, plain / TLS | \
-         generator CPU %, plain / TLS | \
-         connect all (s), plain / TLS |"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in &ran {
-        for n in tls_sweep {
+        for n in sweep {
             let ns = n.to_string();
-            let v = |t: &str, f: &[&str]| {
-                let mut x = &sc["fanout-tls"][&ns][t][*s];
-                for k in f {
-                    x = &x[*k];
-                }
-                x.as_f64()
+            let v = |way: &str, f: &[&str]| pair.value(sc, &ns, way, s, f);
+            let both = |f: &[&str], d: usize| {
+                format!("{} / {}", fmt(v(pair.base, f), d), fmt(v(pair.other, f), d))
             };
-            let pair = |f: &[&str], d: usize| {
-                format!("{} / {}", fmt(v("plain", f), d), fmt(v("tls", f), d))
-            };
-            let lat = |t: &str| {
+            let lat = |way: &str| {
                 format!(
                     "{} / {}",
-                    fmt(v(t, &["fixed_rate", "latency", "p50_ms"]), 1),
-                    fmt(v(t, &["fixed_rate", "latency", "p99_ms"]), 1)
+                    fmt(v(way, &["fixed_rate", "latency", "p50_ms"]), 1),
+                    fmt(v(way, &["fixed_rate", "latency", "p99_ms"]), 1)
                 )
+            };
+            let lost = |way: &str| {
+                let l = |phase: &str| v(way, &[phase, "lost"]).unwrap_or(0.0);
+                l("fixed_rate") + l("max_rate")
             };
             let _ = writeln!(
                 md,
-                "| {s} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                fmt(v("plain", &["max_rate", "deliveries_per_sec"]), 0),
-                fmt(v("tls", &["max_rate", "deliveries_per_sec"]), 0),
-                tls_ratio(sc, &ns, s, &["max_rate", "deliveries_per_sec"])
+                "| {s} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                fmt(v(pair.base, &["max_rate", "deliveries_per_sec"]), 0),
+                fmt(v(pair.other, &["max_rate", "deliveries_per_sec"]), 0),
+                pair.ratio(sc, &ns, s, &["max_rate", "deliveries_per_sec"])
                     .map(|r| format!("{r:.2}×"))
                     .unwrap_or_else(|| "—".into()),
-                lat("plain"),
-                lat("tls"),
-                pair(&["rss_per_idle_subscriber_bytes"], 0),
-                pair(&["max_rate", "server_cpu_percent"], 0),
-                pair(&["max_rate", "server_kernel_share"], 2),
-                pair(&["max_rate", "generator_cpu_percent"], 0),
-                pair(&["setup_s"], 1),
+                lat(pair.base),
+                lat(pair.other),
+                both(&["rss_per_idle_subscriber_bytes"], 0),
+                both(&["max_rate", "server_cpu_percent"], 0),
+                both(&["max_rate", "deliveries_per_server_cpu_s"], 0),
+                both(&["max_rate", "server_kernel_share"], 2),
+                both(&["max_rate", "generator_cpu_percent"], 0),
+                both(&["setup_s"], 1),
+                lost(pair.base),
+                lost(pair.other),
             );
         }
     }

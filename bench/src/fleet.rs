@@ -91,10 +91,12 @@ impl Fleet {
             let src_count = 40u8;
             let src_first = 10 + (w as u8 % 6) * src_count;
             let mut cmd = Command::new(&exe);
+            cmd.arg("worker");
             if let Some(ca) = &opts.tls_ca {
-                cmd.arg("worker").arg("--tls-ca").arg(ca);
-            } else {
-                cmd.arg("worker");
+                cmd.arg("--tls-ca").arg(ca);
+            }
+            if opts.sse {
+                cmd.arg("--sse");
             }
             let mut child = cmd
                 .args(["--target", opts.proto.name()])

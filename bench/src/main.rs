@@ -20,6 +20,7 @@ mod proto;
 mod publisher;
 mod scenarios;
 mod server;
+mod sse;
 mod transport;
 mod worker;
 
@@ -42,13 +43,14 @@ pubsub-load: load generator and server comparison for pubsubd
         [--mosquitto BIN] [--pushpin BIN (needs --nginx: its origin)]
         [--server NAME:PROTOCOL:PORT:COMMAND]...   (COMMAND may use {port})
         [--servers pubsubd,nchan,...]   (only these of the above)
-        [--scenarios idle,fanout,publish,slow,fanout-tls] [--sweep 100,1000,...]
+        [--scenarios idle,fanout,publish,slow,fanout-tls,fanout-sse] [--sweep 100,1000,...]
         [--tls-sweep 1000,10000] [--tls-ca PEM --tls-cert PEM --tls-key PEM]
+        [--sse-sweep 1000,10000]
         [--server-cpu 0] [--machine TEXT]
   pubsub-load run --target pubsubd|nchan|mqtt|pushpin --addr 127.0.0.1:PORT
         [--pub-addr 127.0.0.1:PORT (Pushpin's publish port)] [--pid PID]
         --scenario idle|fanout|publish|slow [--subs N] [--quick]
-        [--lat-secs S] [--max-secs S] [--rate R] [--tls-ca PEM]
+        [--lat-secs S] [--max-secs S] [--rate R] [--tls-ca PEM] [--sse]
   pubsub-load summarize --results DIR/results.json   (rewrites DIR/summary.md)
   pubsub-load worker ...   (internal: one subscriber process)
 
@@ -56,6 +58,10 @@ fanout-tls runs pubsubd's fan-out over plaintext and over TLS back to back
 (pubsubd gets `server.tls` on its port + 1 with --tls-cert/--tls-key; the
 generator trusts --tls-ca). With `run`, --tls-ca makes the generator speak
 TLS to --addr.
+
+fanout-sse runs pubsubd's fan-out to subscribers of its chunked stream and
+to subscribers asking for Server-Sent Events, back to back. With `run`,
+--sse makes the subscribers ask for Server-Sent Events.
 
 Servers are started with `taskset -c SERVER_CPU`; run this program itself
 pinned to another CPU (bench/run.sh does: taskset -c 1).
@@ -146,6 +152,7 @@ fn worker_main(a: &Args) -> Result<(), String> {
         src_count: a.num("src-count", 40)?,
         concurrency: a.num("concurrency", 256)?,
         tls_ca: a.get("tls-ca").map(PathBuf::from),
+        sse: a.flag("sse"),
     };
     worker::run(opts).map_err(|e| e.to_string())
 }
@@ -156,21 +163,17 @@ fn cfg_from(a: &Args) -> Result<Cfg, String> {
     } else {
         Cfg::full()
     };
-    if let Some(s) = a.get("tls-sweep") {
-        cfg.tls_sweep = s
-            .split(',')
-            .map(|x| {
-                x.trim()
-                    .parse()
-                    .map_err(|_| format!("--tls-sweep: bad '{x}'"))
-            })
-            .collect::<Result<_, _>>()?;
-    }
-    if let Some(s) = a.get("sweep") {
-        cfg.sweep = s
-            .split(',')
-            .map(|x| x.trim().parse().map_err(|_| format!("--sweep: bad '{x}'")))
-            .collect::<Result<_, _>>()?;
+    for (key, sweep) in [
+        ("sweep", &mut cfg.sweep),
+        ("tls-sweep", &mut cfg.tls_sweep),
+        ("sse-sweep", &mut cfg.sse_sweep),
+    ] {
+        if let Some(s) = a.get(key) {
+            *sweep = s
+                .split(',')
+                .map(|x| x.trim().parse().map_err(|_| format!("--{key}: bad '{x}'")))
+                .collect::<Result<_, _>>()?;
+        }
     }
     cfg.lat_secs = a.num("lat-secs", cfg.lat_secs)?;
     cfg.max_secs = a.num("max-secs", cfg.max_secs)?;
@@ -202,6 +205,7 @@ fn run_main(a: &Args) -> Result<(), String> {
             .get("tls-ca")
             .map(|ca| TargetTls::load(PathBuf::from(ca)))
             .transpose()?,
+        sse: a.flag("sse"),
     };
     let cfg = cfg_from(a)?;
     let v = match a.req("scenario")? {

@@ -3,7 +3,8 @@
 //!
 //! - `pubsubd` (and Apache PyPubSub): `PUT /bench/load` with a JSON body;
 //!   subscribers `GET /bench` and get a chunked stream of `\n`-ended JSON
-//!   lines (plus `{"stillalive": …}` pings).
+//!   lines (plus `{"stillalive": …}` pings), or, asking with
+//!   `Accept: text/event-stream`, Server-Sent Events (see `sse`).
 //! - `nchan`: `POST /pub?id=bench`; subscribers `GET /sub/bench` on an
 //!   `nchan_subscriber http-raw-stream` location: the message bodies,
 //!   each followed by `\n` (chunked or raw, whichever the server picks).
@@ -22,6 +23,7 @@
 use std::io::Write as _;
 
 use crate::mqtt;
+use crate::sse::SseDecoder;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -57,13 +59,21 @@ impl Proto {
         self != Proto::Mqtt
     }
 
-    /// What a subscriber sends first, for channel/topic `chan`.
-    pub fn subscribe_request(self, chan: &str) -> Vec<u8> {
+    /// What a subscriber sends first, for channel/topic `chan`; `sse`
+    /// asks an HTTP server for Server-Sent Events (what `EventSource` sends).
+    pub fn subscribe_request(self, chan: &str, sse: bool) -> Vec<u8> {
+        let accept = if sse {
+            "Accept: text/event-stream\r\n"
+        } else {
+            ""
+        };
         match self {
             Proto::Pubsubd | Proto::Pushpin => {
-                format!("GET /{chan} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes()
+                format!("GET /{chan} HTTP/1.1\r\nHost: bench\r\n{accept}\r\n").into_bytes()
             }
-            Proto::Nchan => format!("GET /sub/{chan} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes(),
+            Proto::Nchan => {
+                format!("GET /sub/{chan} HTTP/1.1\r\nHost: bench\r\n{accept}\r\n").into_bytes()
+            }
             Proto::Mqtt => {
                 let mut out = Vec::with_capacity(32);
                 mqtt::connect(&mut out);
@@ -91,8 +101,10 @@ impl Proto {
 
     /// The subscriber's answer at the start of `buf`: `Ok(Some((n, decoder)))`
     /// once it is complete in the first `n` bytes and the subscription is
-    /// live; `Ok(None)` = need more.
-    pub fn subscribed(self, buf: &[u8]) -> Result<Option<(usize, Decoder)>, String> {
+    /// live; `Ok(None)` = need more. With `sse` (it was asked for), an
+    /// answer that is not `text/event-stream` is an error, so a server that
+    /// ignores the `Accept` is not measured as an SSE one.
+    pub fn subscribed(self, buf: &[u8], sse: bool) -> Result<Option<(usize, Decoder)>, String> {
         if self == Proto::Mqtt {
             return Ok(
                 mqtt::subscribed(buf)?.map(|n| (n, Decoder::Mqtt(mqtt::StreamDecoder::default())))
@@ -101,6 +113,13 @@ impl Proto {
         match parse_response_head(buf)? {
             None => Ok(None),
             Some(head) if head.status != 200 => Err(format!("subscribe status {}", head.status)),
+            Some(head) if sse && !head.event_stream => {
+                Err("asked for text/event-stream, got another content type".into())
+            }
+            Some(head) if head.event_stream => Ok(Some((
+                head.head_len,
+                Decoder::Sse(SseDecoder::new(head.chunked)),
+            ))),
             Some(head) => Ok(Some((
                 head.head_len,
                 Decoder::Http(StreamDecoder::new(head.chunked)),
@@ -161,20 +180,25 @@ pub struct Answer {
 #[derive(Debug)]
 pub enum Decoder {
     Http(StreamDecoder),
+    Sse(SseDecoder),
     Mqtt(mqtt::StreamDecoder),
 }
 
 impl Decoder {
-    pub fn feed(&mut self, data: &[u8], on_line: &mut impl FnMut(&[u8])) -> Result<(), String> {
+    /// Feeds bytes; calls `on_line` with every event, ping or other line
+    /// (SSE: every event block) they complete.
+    pub fn feed(&mut self, data: &[u8], on_line: &mut impl FnMut(Line)) -> Result<(), String> {
         match self {
-            Decoder::Http(d) => d.feed(data, on_line),
-            Decoder::Mqtt(d) => d.feed(data, on_line),
+            Decoder::Http(d) => d.feed(data, &mut |l: &[u8]| on_line(parse_line(l))),
+            Decoder::Sse(d) => d.feed(data, on_line),
+            Decoder::Mqtt(d) => d.feed(data, &mut |l: &[u8]| on_line(parse_line(l))),
         }
     }
 
     pub fn finished(&self) -> bool {
         match self {
             Decoder::Http(d) => d.finished(),
+            Decoder::Sse(d) => d.finished(),
             Decoder::Mqtt(_) => false,
         }
     }
@@ -322,6 +346,8 @@ pub struct ResponseHead {
     pub content_length: Option<usize>,
     pub chunked: bool,
     pub close: bool,
+    /// `Content-Type: text/event-stream` (Server-Sent Events).
+    pub event_stream: bool,
 }
 
 /// Parses a response head from the start of `buf`; `Ok(None)` = need more.
@@ -337,9 +363,10 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
                 content_length: None,
                 chunked: false,
                 close: resp.version == Some(0),
+                event_stream: false,
             };
             for h in resp.headers.iter() {
-                // Only the three headers that matter are looked at (this
+                // Only the four headers that matter are looked at (this
                 // runs once per publish answer: no allocation for others).
                 let value = || String::from_utf8_lossy(h.value).to_ascii_lowercase();
                 if h.name.eq_ignore_ascii_case("content-length") {
@@ -348,6 +375,8 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
                         .and_then(|v| v.trim().parse().ok());
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     head.chunked = value().contains("chunked");
+                } else if h.name.eq_ignore_ascii_case("content-type") {
+                    head.event_stream = value().starts_with("text/event-stream");
                 } else if h.name.eq_ignore_ascii_case("connection") {
                     let v = value();
                     if v.contains("close") {
@@ -540,8 +569,7 @@ mod tests {
         assert_eq!(&req[p.len..], &mqtt::PINGREQ);
         let mut d = Decoder::Mqtt(mqtt::StreamDecoder::default());
         let mut got = Vec::new();
-        d.feed(&req[..p.len], &mut |l: &[u8]| got.push(parse_line(l)))
-            .unwrap();
+        d.feed(&req[..p.len], &mut |l| got.push(l)).unwrap();
         assert_eq!(got, vec![Line::Event(stamp)]);
         assert_eq!(
             Proto::Mqtt
@@ -589,5 +617,22 @@ mod tests {
         .unwrap();
         assert_eq!((r.status, r.content_length, r.close), (202, Some(5), false));
         assert_eq!(parse_response_head(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
+    }
+
+    #[test]
+    fn sse_is_asked_for_and_checked() {
+        let req = Proto::Pubsubd.subscribe_request("bench", true);
+        assert_eq!(
+            req,
+            b"GET /bench HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        let sse = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (len, dec) = Proto::Pubsubd.subscribed(sse, true).unwrap().unwrap();
+        assert_eq!(len, sse.len());
+        assert!(matches!(dec, Decoder::Sse(_)));
+        assert!(Proto::Pubsubd.subscribed(plain, true).is_err());
+        let (_, dec) = Proto::Pubsubd.subscribed(plain, false).unwrap().unwrap();
+        assert!(matches!(dec, Decoder::Http(_)));
     }
 }

@@ -14,7 +14,7 @@ use crate::fleet::{Fleet, Merged};
 use crate::hist::Hist;
 use crate::proto::Proto;
 use crate::publisher::{publish, Mode, PubOpts, PubResult};
-use crate::server::{sample, Sample};
+use crate::server::{clk_tck, sample, Sample};
 use crate::worker::WorkerOpts;
 
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct Target {
     pub pid: Option<u32>,
     /// Subscribers and publishers speak TLS to `addr`.
     pub tls: Option<TargetTls>,
+    /// Subscribers ask for Server-Sent Events (pubsubd).
+    pub sse: bool,
 }
 
 /// How the generator's TLS clients trust the server.
@@ -66,6 +68,8 @@ pub struct Cfg {
     pub max_secs: f64,
     /// Subscriber counts of `fanout-tls` (each over plaintext and TLS).
     pub tls_sweep: Vec<usize>,
+    /// Subscriber counts of `fanout-sse` (each chunked and SSE).
+    pub sse_sweep: Vec<usize>,
     pub max_pubs: usize,
     pub pub_conns: usize,
     /// Publishing time per server, split into `pub_rounds` turns.
@@ -94,6 +98,7 @@ impl Cfg {
             lat_secs: 12.0,
             max_secs: 8.0,
             tls_sweep: vec![1_000, 10_000],
+            sse_sweep: vec![1_000, 10_000],
             max_pubs: 8,
             pub_conns: 32,
             pub_secs: 40.0,
@@ -113,6 +118,7 @@ impl Cfg {
             idle_window: 10.0,
             sweep: vec![100, 1_000, 3_000],
             tls_sweep: vec![1_000],
+            // `sse_sweep` stays 1 000 and 10 000: its target is at 10 000.
             lat_secs: 6.0,
             max_secs: 5.0,
             pub_secs: 12.0,
@@ -139,6 +145,7 @@ fn worker_opts(t: &Target, cfg: &Cfg, count: usize, stalled: usize) -> WorkerOpt
         src_count: 40,
         concurrency: cfg.concurrency,
         tls_ca: t.tls.as_ref().map(|x| x.ca.clone()),
+        sse: t.sse,
     }
 }
 
@@ -280,6 +287,7 @@ pub fn fanout(t: &Target, cfg: &Cfg, n: usize) -> Value {
     let mut out = json!({
         "subscribers": n,
         "transport": if t.tls.is_some() { "tls" } else { "plain" },
+        "framing": if t.sse { "sse" } else { "chunked" },
         "live": ready.live,
         "failed": ready.failed,
         "worker_processes": fleet.len(),
@@ -354,6 +362,17 @@ pub fn fanout(t: &Target, cfg: &Cfg, n: usize) -> Value {
             let mut d = delivery_json(&m, &p);
             d["publisher"] = pub_json(&p);
             d["server_cpu_percent"] = json!(s1.cpu_percent_since(&s0));
+            // The server's CPU from the first publish to the last delivery:
+            // deliveries per CPU-second compare two runs fairly when others
+            // take the server's core for part of one of them.
+            let s2 = t.sample();
+            let cpu_s = s2.cpu_ticks.saturating_sub(s0.cpu_ticks) as f64 / clk_tck();
+            d["server_cpu_s"] = json!(cpu_s);
+            d["deliveries_per_server_cpu_s"] = if cpu_s > 0.0 {
+                json!(m.received as f64 / cpu_s)
+            } else {
+                Value::Null
+            };
             d["server_kernel_share"] = json!(s1.sys_share_since(&s0));
             d["generator_cpu_percent"] = json!(gen_cpu(&m, self_cpu_ns() - cpu0, wall));
             d["peak_rss_kib"] = json!(peak_rss.max(s1.rss_kib));

@@ -9,7 +9,8 @@
 //! used: the target must be on 127.0.0.0/8 and each connection binds a
 //! source address 127.0.0.x before connecting, so large counts do not run
 //! out of ephemeral ports. With `--tls-ca FILE` every connection speaks
-//! TLS (see `transport`), checking the server's certificate against FILE.
+//! TLS (see `transport`), checking the server's certificate against FILE;
+//! with `--sse` every subscription asks for Server-Sent Events (see `sse`).
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::{Hist, SparseHist};
-use crate::proto::{parse_line, Decoder, Line, Proto, Stamp};
+use crate::proto::{Decoder, Line, Proto, Stamp};
 use crate::transport::{self, Conn};
 
 /// Publisher connections whose sequence numbers are tracked per subscriber.
@@ -57,6 +58,9 @@ pub struct WorkerOpts {
     pub concurrency: usize,
     /// Speak TLS, trusting the CA certificate(s) in this PEM file.
     pub tls_ca: Option<PathBuf>,
+    /// Ask for Server-Sent Events (`Accept: text/event-stream`), and
+    /// refuse a subscription answered otherwise.
+    pub sse: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,7 +269,10 @@ impl Worker {
                     }
                     return self.setup_failed(i, format!("connect: {e}"));
                 }
-                let req = self.opts.proto.subscribe_request(&self.opts.chan);
+                let req = self
+                    .opts
+                    .proto
+                    .subscribe_request(&self.opts.chan, self.opts.sse);
                 let sock = self.subs[i].sock.as_mut().expect("socket");
                 match sock.write(&req) {
                     Ok(n) if n == req.len() => self.subs[i].st = St::Head,
@@ -324,7 +331,7 @@ impl Worker {
                 Ok(r) if r.data.is_empty() => {} // TLS handshake records
                 Ok(r) => {
                     s.head.extend_from_slice(r.data);
-                    match self.opts.proto.subscribed(&s.head) {
+                    match self.opts.proto.subscribed(&s.head, self.opts.sse) {
                         Ok(None) => {
                             if s.head.len() > 64 * 1024 {
                                 return self.setup_failed(i, "response head too long".into());
@@ -403,7 +410,7 @@ impl Worker {
         } = &mut self.subs[i];
         let Some(dec) = dec.as_mut() else { return };
         let counted = *in_phase;
-        let result = dec.feed(data, &mut |line: &[u8]| match parse_line(line) {
+        let result = dec.feed(data, &mut |line: Line| match line {
             Line::Event(Stamp {
                 run,
                 publisher,
