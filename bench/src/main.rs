@@ -12,6 +12,7 @@
 //! every process it starts is ended by PID.
 
 mod clock;
+mod cluster;
 mod compare;
 mod fleet;
 mod hist;
@@ -42,9 +43,9 @@ pubsub-load: load generator and server comparison for pubsubd
         [--mosquitto BIN] [--pushpin BIN (needs --nginx: its origin)]
         [--server NAME:PROTOCOL:PORT:COMMAND]...   (COMMAND may use {port})
         [--servers pubsubd,nchan,...]   (only these of the above)
-        [--scenarios idle,fanout,publish,slow,fanout-tls] [--sweep 100,1000,...]
+        [--scenarios idle,fanout,publish,slow,fanout-tls,cluster] [--sweep 100,1000,...]
         [--tls-sweep 1000,10000] [--tls-ca PEM --tls-cert PEM --tls-key PEM]
-        [--server-cpu 0] [--machine TEXT]
+        [--server-cpu 0] [--machine TEXT] [--redis-server BIN (for cluster)]
   pubsub-load run --target pubsubd|nchan|mqtt|pushpin --addr 127.0.0.1:PORT
         [--pub-addr 127.0.0.1:PORT (Pushpin's publish port)] [--pid PID]
         --scenario idle|fanout|publish|slow [--subs N] [--quick]
@@ -56,6 +57,12 @@ fanout-tls runs pubsubd's fan-out over plaintext and over TLS back to back
 (pubsubd gets `server.tls` on its port + 1 with --tls-cert/--tls-key; the
 generator trusts --tls-ca). With `run`, --tls-ca makes the generator speak
 TLS to --addr.
+
+cluster starts --redis-server (AOF, appendfsync always) and two pubsubd
+nodes sharing its stream beside a single pubsubd, all on SERVER_CPU, and
+compares publish requests/s (node A) and delivery latency (subscribers on
+node B, publisher on node A) with the single node; then the stream key's
+XADD ceiling with the redis-benchmark found beside --redis-server.
 
 Servers are started with `taskset -c SERVER_CPU`; run this program itself
 pinned to another CPU (bench/run.sh does: taskset -c 1).
@@ -289,7 +296,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
     }
     let scenarios = a
         .get("scenarios")
-        .unwrap_or("idle,fanout,publish,slow,fanout-tls")
+        .unwrap_or("idle,fanout,publish,slow,fanout-tls,cluster")
         .split(',')
         .map(str::to_owned)
         .collect();
@@ -315,6 +322,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
         workdir,
         machine: json!({"summary": a.get("machine").unwrap_or("")}),
         tls,
+        redis_server: a.get("redis-server").map(PathBuf::from),
     };
     compare::compare(&opts)
         .map(|_| ())
