@@ -320,6 +320,16 @@ pub fn run(o: &ClusterOpts) -> Value {
         return out;
     }
     out["publish"] = publish_rounds(o, &servers);
+    // The same rounds with Redis fsyncing once a second: how much of the
+    // cost is the disk's fsync and how much the bus itself.
+    let port = servers.redis.port;
+    if redis_line(port, "CONFIG SET appendfsync everysec").is_ok_and(|l| l == "+OK") {
+        log(o, "again with appendfsync everysec (for comparison only)");
+        out["publish_fsync_everysec"] = publish_rounds(o, &servers);
+        if !redis_line(port, "CONFIG SET appendfsync always").is_ok_and(|l| l == "+OK") {
+            out["error"] = json!("could not set appendfsync back to always");
+        }
+    }
     out["latency"] = latency(o, &servers);
     out["xadd_ceiling"] = xadd_ceiling(o, &servers.redis);
     out["servers"] = servers.stop();
@@ -560,6 +570,10 @@ pub fn table(md: &mut String, v: &Value) {
         Some(x) if x.is_finite() => format!("{x:.d$}"),
         _ => "—".into(),
     };
+    let signed = |x: &Value| match x.as_f64() {
+        Some(x) if x.is_finite() => format!("{x:+.2}"),
+        _ => "—".into(),
+    };
     let met = |ok: Option<bool>| match ok {
         Some(true) => "yes",
         Some(false) => "**no**",
@@ -603,23 +617,33 @@ pub fn table(md: &mut String, v: &Value) {
         "| … publish errors | {} | {} | | 0 | |",
         p["single_errors"], p["cluster_errors"]
     );
+    let e = &v["publish_fsync_everysec"];
+    if e.is_object() {
+        let _ = writeln!(
+            md,
+            "| … the same with Redis at `appendfsync everysec` (comparison only: no longer durable) | {} | {} | {}× | | |",
+            f(&e["single_requests_per_sec"], 0),
+            f(&e["cluster_requests_per_sec"], 0),
+            f(&e["ratio_median"], 2),
+        );
+    }
     let d50 = l["p50_ms_over_single"].as_f64();
     let _ = writeln!(
         md,
-        "| delivery latency p50 (ms), {} subscribers at {} events/s (cluster: on node B, published to node A) | {} | {} | +{} ms | ≤ +1 ms | {} |",
+        "| delivery latency p50 (ms), {} subscribers at {} events/s (cluster: on node B, published to node A) | {} | {} | {} ms | ≤ +1 ms | {} |",
         l["subscribers"],
         l["rate"],
         f(lat("single", "p50_ms"), 2),
         f(lat("cluster", "p50_ms"), 2),
-        f(&l["p50_ms_over_single"], 2),
+        signed(&l["p50_ms_over_single"]),
         met(d50.map(|d| d <= 1.0))
     );
     let _ = writeln!(
         md,
-        "| … p99 (ms) | {} | {} | +{} ms | | |",
+        "| … p99 (ms) | {} | {} | {} ms | | |",
         f(lat("single", "p99_ms"), 2),
         f(lat("cluster", "p99_ms"), 2),
-        f(&l["p99_ms_over_single"], 2),
+        signed(&l["p99_ms_over_single"]),
     );
     let lost = |side: &str| &l[side]["fixed_rate"]["lost"];
     let _ = writeln!(
