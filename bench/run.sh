@@ -10,6 +10,7 @@
 #   bench/run.sh --quick --scenarios fanout-tls   pubsubd plaintext vs TLS
 #   bench/run.sh --quick --scenarios fanout-sse   pubsubd chunked vs SSE
 #   bench/run.sh --quick --servers pubsubd,mosquitto   only these servers
+#   bench/run.sh --quick --scenarios cluster   two nodes + Redis vs one node
 #
 # Servers run pinned to CPU 0 (taskset -c 0), the load generator to CPU 1.
 # Results go to bench/results/<date>-<mode>/ (results.json, sweep.csv,
@@ -65,6 +66,13 @@ pushpin_bin=$(command -v pushpin)
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem_total=$(free -h | awk '/^Mem:/ {print $2}')
 machine="$(nproc) CPUs ($cpu_model), $mem_total RAM, Linux $(uname -r), nginx $($nginx_bin -v 2>&1 | sed 's/.*nginx\///'), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan), mosquitto $(dpkg-query -W -f='${Version}' mosquitto), pushpin $(dpkg-query -W -f='${Version}' pushpin) (condure $(dpkg-query -W -f='${Version}' condure), zurl $(dpkg-query -W -f='${Version}' zurl))"
+# redis-server (Debian's) for the cluster scenario, if installed; the
+# scenario starts its own on a free loopback port, and is skipped without it.
+redis_args=()
+if command -v redis-server >/dev/null 2>&1; then
+  redis_args=(--redis-server "$(command -v redis-server)")
+  machine="$machine, $(redis-server --version | cut -d' ' -f1-3)"
+fi
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- src 2>/dev/null)" ]; then rev="$rev+dirty"; fi
 machine="$machine, pubsubd $rev"
@@ -110,7 +118,7 @@ taskset -c 1 "$load" compare "${args[@]}" "${tls_args[@]}" \
   --pubsubd "$pubsubd" \
   --nginx "$nginx_bin" --nchan-module "$module" \
   --mosquitto "$mosquitto_bin" --pushpin "$pushpin_bin" \
-  --server-cpu 0 \
+  --server-cpu 0 "${redis_args[@]}" \
   --machine "$machine"
 cp "$out/summary.md" "bench/results/latest-$mode.md"
 

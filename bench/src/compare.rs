@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use crate::cluster;
 use crate::scenarios::{self, Cfg, Target, TargetTls};
 use crate::server::{self, Kind, ServerTls, Spec, Tuning};
 
@@ -36,6 +37,8 @@ pub struct CompareOpts {
     pub workdir: PathBuf,
     pub machine: Value,
     pub tls: Option<TlsFiles>,
+    /// `redis-server` for the `cluster` scenario (None: it is skipped).
+    pub redis_server: Option<PathBuf>,
 }
 
 fn tuning_for(scenario: &str) -> Tuning {
@@ -215,6 +218,10 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
             }
             "fanout-tls" => fanout_tls(opts, &tuning, started, &mut results),
             "fanout-sse" => fanout_sse(opts, &tuning, started, &mut results),
+            "cluster" => {
+                results["scenarios"]["cluster"] = cluster_scenario(opts, started);
+                save(&opts.out, &results);
+            }
             other => eprintln!("unknown scenario '{other}' skipped"),
         }
     }
@@ -362,6 +369,30 @@ fn publish_rounds(opts: &CompareOpts, tuning: &Tuning, started: Instant, results
         }
     }
     save(&opts.out, results);
+}
+
+/// The `cluster` scenario against the first pubsubd of the run (its port
+/// and CPU for the single node; nodes A and B and Redis beside it).
+fn cluster_scenario(opts: &CompareOpts, started: Instant) -> Value {
+    let Some(redis_server) = &opts.redis_server else {
+        eprintln!("cluster skipped: no --redis-server");
+        return json!({"error": "no --redis-server given"});
+    };
+    let Some((spec, bin)) = opts.servers.iter().find_map(|s| match &s.kind {
+        Kind::Pubsubd { bin } => Some((s, bin)),
+        _ => None,
+    }) else {
+        eprintln!("cluster skipped: no pubsubd among the servers");
+        return json!({"error": "no pubsubd among the servers"});
+    };
+    cluster::run(&cluster::ClusterOpts {
+        bin,
+        spec,
+        redis_server,
+        cfg: &opts.cfg,
+        workdir: &opts.workdir,
+        started,
+    })
 }
 
 /// One number from each turn.
@@ -996,6 +1027,7 @@ pub fn summary(results: &Value, names: &[String]) -> String {
          a fresh server for each, run back to back; the subscribers of the second \
          send `Accept: text/event-stream`, the publishers are the same.",
     );
+    cluster::table(&mut md, &sc["cluster"]);
     // Misbehaviour seen.
     let mut notes = Vec::new();
     let mut walk = |path: String, v: &Value| {

@@ -12,6 +12,7 @@
 //! every process it starts is ended by PID.
 
 mod clock;
+mod cluster;
 mod compare;
 mod fleet;
 mod hist;
@@ -43,10 +44,10 @@ pubsub-load: load generator and server comparison for pubsubd
         [--mosquitto BIN] [--pushpin BIN (needs --nginx: its origin)]
         [--server NAME:PROTOCOL:PORT:COMMAND]...   (COMMAND may use {port})
         [--servers pubsubd,nchan,...]   (only these of the above)
-        [--scenarios idle,fanout,publish,slow,fanout-tls,fanout-sse] [--sweep 100,1000,...]
+        [--scenarios idle,fanout,publish,slow,fanout-tls,fanout-sse,cluster] [--sweep 100,1000,...]
         [--tls-sweep 1000,10000] [--tls-ca PEM --tls-cert PEM --tls-key PEM]
         [--sse-sweep 1000,10000]
-        [--server-cpu 0] [--machine TEXT]
+        [--server-cpu 0] [--machine TEXT] [--redis-server BIN (for cluster)]
   pubsub-load run --target pubsubd|nchan|mqtt|pushpin --addr 127.0.0.1:PORT
         [--pub-addr 127.0.0.1:PORT (Pushpin's publish port)] [--pid PID]
         --scenario idle|fanout|publish|slow [--subs N] [--quick]
@@ -62,6 +63,12 @@ TLS to --addr.
 fanout-sse runs pubsubd's fan-out to subscribers of its chunked stream and
 to subscribers asking for Server-Sent Events, back to back. With `run`,
 --sse makes the subscribers ask for Server-Sent Events.
+
+cluster starts --redis-server (AOF, appendfsync always) and two pubsubd
+nodes sharing its stream beside a single pubsubd, all on SERVER_CPU, and
+compares publish requests/s (node A) and delivery latency (subscribers on
+node B, publisher on node A) with the single node; then the stream key's
+XADD ceiling with the redis-benchmark found beside --redis-server.
 
 Servers are started with `taskset -c SERVER_CPU`; run this program itself
 pinned to another CPU (bench/run.sh does: taskset -c 1).
@@ -293,7 +300,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
     }
     let scenarios = a
         .get("scenarios")
-        .unwrap_or("idle,fanout,publish,slow,fanout-tls")
+        .unwrap_or("idle,fanout,publish,slow,fanout-tls,fanout-sse,cluster")
         .split(',')
         .map(str::to_owned)
         .collect();
@@ -319,6 +326,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
         workdir,
         machine: json!({"summary": a.get("machine").unwrap_or("")}),
         tls,
+        redis_server: a.get("redis-server").map(PathBuf::from),
     };
     compare::compare(&opts)
         .map(|_| ())

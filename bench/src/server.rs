@@ -349,7 +349,8 @@ http {{
     )
 }
 
-fn pubsubd_conf(port: u16, tuning: &Tuning) -> String {
+/// pubsubd's configuration for one scenario (`cluster` appends its section).
+pub fn pubsubd_conf(port: u16, tuning: &Tuning) -> String {
     let mut s = format!(
         "# Written by pubsub-load for benchmarks.\nserver:\n  bind: 127.0.0.1\n  port: {port}\n"
     );

@@ -1,0 +1,718 @@
+//! The `cluster` scenario (issue 12's performance part): one Redis and two
+//! pubsubd nodes sharing its stream, beside a single pubsubd node, all
+//! started once and measured in the same run:
+//!
+//! 1. publish requests/s through node A against the single node, in
+//!    interleaved rounds (like `publish`), with the per-round ratio;
+//! 2. delivery latency on node B for events published to node A (the
+//!    `fanout` scenario with its subscribers on B and its publisher on A),
+//!    against the single node serving both;
+//! 3. the stream key's own XADD ceiling (`redis-benchmark`, pipelined like
+//!    the nodes' writer) on the same Redis, with the same durability.
+//!
+//! Redis runs with `--appendonly yes --appendfsync always` (what the
+//! README's promises need), `--save ''`, in its own temporary directory on
+//! a free loopback port, pinned to the servers' CPU; it is stopped by PID.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::scenarios::{self, Cfg, Target};
+use crate::server::{self, sample, Kind, Running, Spec, Tuning};
+
+/// The stream key the two nodes share.
+const STREAM: &str = "pubsub-bench";
+/// Ports of nodes A and B after the single node's (its TLS port is + 1).
+const NODE_A_OFFSET: u16 = 2;
+const NODE_B_OFFSET: u16 = 3;
+/// The nodes' writer pipelines at most this many appends (cluster-bus).
+const WRITER_BATCH: usize = 512;
+
+/// A `redis-server` we started: its port, PID and directory.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+/// A free loopback port (the kernel's pick, released at once: Redis cannot
+/// be told to bind port 0 and report it).
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One command in RESP's inline form and the first line of the answer.
+fn redis_line(port: u16, cmd: &str) -> io::Result<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(format!("{cmd}\r\n").as_bytes())?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string())
+}
+
+impl Redis {
+    /// Starts `bin` pinned to `cpu` in `dir` and waits (at most 10 s) for
+    /// it to answer PING.
+    pub fn start(bin: &Path, dir: &Path, cpu: &str) -> io::Result<Redis> {
+        fs::create_dir_all(dir)?;
+        let port = free_port()?;
+        let log = fs::File::create(dir.join("redis.log"))?;
+        let child = Command::new("taskset")
+            .args(["-c", cpu])
+            .arg(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--save", "", "--daemonize", "no", "--maxmemory-policy"])
+            .arg("noeviction")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let mut redis = Redis {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                return Err(io::Error::other(format!(
+                    "redis-server exited at start-up ({status}); see {}",
+                    dir.join("redis.log").display()
+                )));
+            }
+            if redis_line(port, "PING").is_ok_and(|l| l == "+PONG") {
+                return Ok(redis);
+            }
+            if Instant::now() > deadline {
+                redis.stop();
+                return Err(io::Error::other("redis-server did not answer PING in 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGTERM, SIGKILL after 5 s; reaps it.
+    pub fn stop(&mut self) {
+        // SAFETY: signalling a child we spawned and have not reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The `cluster` section the nodes get (appended to the single node's
+/// configuration, so that is the only difference).
+fn cluster_yaml(url: &str) -> String {
+    format!("cluster:\n  redis: {url}\n  stream: {STREAM}\n  timeout: 5s\n")
+}
+
+/// A shell word (single-quoted).
+fn sh_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Starts a cluster node: `bin` with the single node's configuration plus
+/// the `cluster` section, on `port`, pinned like the single node.
+fn start_node(
+    bin: &Path,
+    name: &str,
+    port: u16,
+    cpu: &str,
+    url: &str,
+    workdir: &Path,
+    tuning: &Tuning,
+) -> io::Result<Running> {
+    let conf = workdir.join(format!("{name}.yaml"));
+    fs::write(
+        &conf,
+        server::pubsubd_conf(port, tuning) + &cluster_yaml(url),
+    )?;
+    let spec = Spec {
+        name: name.into(),
+        proto: crate::proto::Proto::Pubsubd,
+        port,
+        kind: Kind::Cmd {
+            cmd: format!("{} --config {}", sh_quote(bin), sh_quote(&conf)),
+        },
+        cpu: cpu.into(),
+    };
+    server::start(&spec, "cluster", workdir, tuning)
+}
+
+/// Publishes `{}` to `/cluster-warmup` through `node` until it answers 202
+/// (the node listens before its Redis links are up), at most 15 s.
+fn wait_accepting(node: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let attempt = || -> io::Result<String> {
+            let mut s = TcpStream::connect_timeout(&node, Duration::from_millis(500))?;
+            s.set_read_timeout(Some(Duration::from_secs(6)))?;
+            s.write_all(
+                b"POST /cluster-warmup HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            )?;
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf)?;
+            Ok(String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string())
+        };
+        match attempt() {
+            Ok(l) if l.contains(" 202") => return Ok(()),
+            Ok(l) => last = l,
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!("{node} did not accept a publish in 15 s: {last}"))
+}
+
+/// Everything the scenario needs from `compare`.
+pub struct ClusterOpts<'a> {
+    /// The pubsubd binary and the single node's spec (its port and CPU).
+    pub bin: &'a Path,
+    pub spec: &'a Spec,
+    pub redis_server: &'a Path,
+    pub cfg: &'a Cfg,
+    pub workdir: &'a Path,
+    pub started: Instant,
+}
+
+fn log(o: &ClusterOpts, what: &str) {
+    eprintln!(
+        "[{:>5.0}s] cluster: {what}",
+        o.started.elapsed().as_secs_f64()
+    );
+}
+
+/// The servers of one run, stopped by PID on drop.
+struct Servers {
+    single: Running,
+    redis: Redis,
+    a: Running,
+    b: Running,
+}
+
+impl Servers {
+    fn stop(&mut self) -> Value {
+        let mut out = json!({});
+        for (name, srv) in [
+            ("single", &mut self.single),
+            ("node_a", &mut self.a),
+            ("node_b", &mut self.b),
+        ] {
+            let crashed = !srv.alive();
+            let status = srv.stop();
+            let (counts, examples) = srv.log_summary();
+            out[name] = json!({
+                "crashed_during_run": crashed,
+                "exit": status.map(|s| s.to_string()),
+                "log_counts": counts.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
+                "log_examples": examples,
+                "log": srv.log.display().to_string(),
+            });
+        }
+        self.redis.stop();
+        out["redis"] = json!({"dir": self.redis.dir.display().to_string()});
+        out
+    }
+}
+
+/// Runs the scenario; the figures as JSON (`error` when it could not).
+pub fn run(o: &ClusterOpts) -> Value {
+    let tuning = Tuning {
+        max_queued_bytes: Some(64 << 20),
+        tls: None,
+    };
+    let dir = o.workdir.join("cluster");
+    let redis = match Redis::start(o.redis_server, &dir.join("redis"), &o.spec.cpu) {
+        Ok(r) => r,
+        Err(e) => return json!({"error": format!("redis-server: {e}")}),
+    };
+    let url = redis.url();
+    log(o, &format!("redis-server on {url}, CPU {}", o.spec.cpu));
+    let mut redis = Some(redis);
+    let mut started: Vec<Running> = Vec::new();
+    for (name, port) in [
+        ("single", o.spec.port),
+        ("node-a", o.spec.port + NODE_A_OFFSET),
+        ("node-b", o.spec.port + NODE_B_OFFSET),
+    ] {
+        let r = if name == "single" {
+            let spec = Spec {
+                name: "single".into(),
+                ..o.spec.clone()
+            };
+            server::start(&spec, "cluster", &dir, &tuning)
+        } else {
+            start_node(o.bin, name, port, &o.spec.cpu, &url, &dir, &tuning)
+        };
+        match r {
+            Ok(r) => started.push(r),
+            Err(e) => {
+                for mut s in started {
+                    s.stop();
+                }
+                if let Some(mut r) = redis.take() {
+                    r.stop();
+                }
+                return json!({"error": format!("start {name}: {e}")});
+            }
+        }
+    }
+    let (Some(redis), Some(b), Some(a), Some(single)) =
+        (redis, started.pop(), started.pop(), started.pop())
+    else {
+        return json!({"error": "internal: servers missing"});
+    };
+    let mut servers = Servers {
+        single,
+        redis,
+        a,
+        b,
+    };
+    let mut out = json!({
+        "redis": {"cpu": o.spec.cpu, "appendfsync": "always", "stream": STREAM},
+        "nodes": {"single": servers.single.addr.to_string(), "a": servers.a.addr.to_string(), "b": servers.b.addr.to_string()},
+    });
+    let ready = wait_accepting(servers.a.addr).and_then(|()| wait_accepting(servers.b.addr));
+    if let Err(e) = ready {
+        out["error"] = json!(e);
+        out["servers"] = servers.stop();
+        return out;
+    }
+    out["publish"] = publish_rounds(o, &servers);
+    // The same rounds with Redis fsyncing once a second: how much of the
+    // cost is the disk's fsync and how much the bus itself.
+    let port = servers.redis.port;
+    if redis_line(port, "CONFIG SET appendfsync everysec").is_ok_and(|l| l == "+OK") {
+        log(o, "again with appendfsync everysec (for comparison only)");
+        out["publish_fsync_everysec"] = publish_rounds(o, &servers);
+        if !redis_line(port, "CONFIG SET appendfsync always").is_ok_and(|l| l == "+OK") {
+            out["error"] = json!("could not set appendfsync back to always");
+        }
+    }
+    out["latency"] = latency(o, &servers);
+    out["xadd_ceiling"] = xadd_ceiling(o, &servers.redis);
+    out["servers"] = servers.stop();
+    out
+}
+
+fn target(srv: &Running, pub_addr: SocketAddr) -> Target {
+    Target {
+        proto: crate::proto::Proto::Pubsubd,
+        addr: srv.addr,
+        pub_addr,
+        pid: Some(srv.pid),
+        tls: None,
+        sse: false,
+    }
+}
+
+fn median(xs: &[f64]) -> Option<f64> {
+    let mut xs = xs.to_vec();
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(xs[n / 2]),
+        n => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
+    }
+}
+
+/// Publish requests/s: the single node and node A take turns, the order
+/// swapped each round; each cluster turn also records the CPU of node B
+/// and Redis (all three share the servers' CPU).
+fn publish_rounds(o: &ClusterOpts, s: &Servers) -> Value {
+    let cfg = o.cfg;
+    let rounds = cfg.pub_rounds.max(1);
+    let secs = cfg.pub_secs / rounds as f64;
+    let mut single = Vec::new();
+    let mut cluster = Vec::new();
+    for round in 0..rounds {
+        for k in 0..2 {
+            let on_cluster = (k + round) % 2 == 1;
+            log(
+                o,
+                &format!(
+                    "publish round {}/{rounds}, {} connections, {secs:.0} s: {}",
+                    round + 1,
+                    cfg.pub_conns,
+                    if on_cluster { "node A" } else { "single" }
+                ),
+            );
+            if on_cluster {
+                let (b0, r0) = (sample(s.b.pid), sample(s.redis.pid()));
+                let mut v = scenarios::publish_throughput(&target(&s.a, s.a.addr), cfg, secs);
+                let (b1, r1) = (sample(s.b.pid), sample(s.redis.pid()));
+                v["node_b_cpu_percent"] = json!(b1.cpu_percent_since(&b0));
+                v["redis_cpu_percent"] = json!(r1.cpu_percent_since(&r0));
+                cluster.push(v);
+            } else {
+                single.push(scenarios::publish_throughput(
+                    &target(&s.single, s.single.addr),
+                    cfg,
+                    secs,
+                ));
+            }
+        }
+    }
+    let rate = |t: &Value| t["requests_per_sec"].as_f64().unwrap_or(0.0);
+    let rs: Vec<f64> = single.iter().map(rate).collect();
+    let rc: Vec<f64> = cluster.iter().map(rate).collect();
+    let ratios: Vec<f64> = rc
+        .iter()
+        .zip(&rs)
+        .filter(|(_, b)| **b > 0.0)
+        .map(|(a, b)| a / b)
+        .collect();
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+    let field =
+        |ts: &[Value], k: &str| mean(&ts.iter().filter_map(|t| t[k].as_f64()).collect::<Vec<_>>());
+    let errors = |ts: &[Value]| -> u64 {
+        ts.iter()
+            .flat_map(|t| ["status_errors", "io_errors"].map(|k| t["publisher"][k].clone()))
+            .filter_map(|o| o.as_object().cloned())
+            .flat_map(|o| o.into_iter().filter_map(|(_, v)| v.as_u64()))
+            .sum()
+    };
+    log(
+        o,
+        &format!(
+            "publish: single {:.0}/s, node A {:.0}/s, median ratio {:.2}",
+            mean(&rs),
+            mean(&rc),
+            median(&ratios).unwrap_or(f64::NAN)
+        ),
+    );
+    json!({
+        "connections": cfg.pub_conns,
+        "rounds": rounds,
+        "secs_per_round": secs,
+        "single_requests_per_sec": mean(&rs),
+        "cluster_requests_per_sec": mean(&rc),
+        "single_by_round": rs,
+        "cluster_by_round": rc,
+        "ratio_by_round": ratios,
+        "ratio_median": median(&ratios),
+        "single_cpu_percent": field(&single, "server_cpu_percent"),
+        "node_a_cpu_percent": field(&cluster, "server_cpu_percent"),
+        "node_b_cpu_percent": field(&cluster, "node_b_cpu_percent"),
+        "redis_cpu_percent": field(&cluster, "redis_cpu_percent"),
+        "single_errors": errors(&single),
+        "cluster_errors": errors(&cluster),
+        "single_turns": single,
+        "cluster_turns": cluster,
+    })
+}
+
+/// The `fanout` scenario at 1 000 subscribers (the fan-out sweep's own
+/// phases: `lat_rate` events/s, then flat out): on the single node, then
+/// with the subscribers on node B and the publisher on node A.
+fn latency(o: &ClusterOpts, s: &Servers) -> Value {
+    const SUBS: usize = 1000;
+    log(o, &format!("latency, {SUBS} subscribers: single"));
+    let single = scenarios::fanout(&target(&s.single, s.single.addr), o.cfg, SUBS);
+    log(
+        o,
+        &format!("latency, {SUBS} subscribers on node B, publishing to node A"),
+    );
+    let (a0, r0) = (sample(s.a.pid), sample(s.redis.pid()));
+    let mut cluster = scenarios::fanout(&target(&s.b, s.a.addr), o.cfg, SUBS);
+    let (a1, r1) = (sample(s.a.pid), sample(s.redis.pid()));
+    cluster["node_a_cpu_percent_whole_run"] = json!(a1.cpu_percent_since(&a0));
+    cluster["redis_cpu_percent_whole_run"] = json!(r1.cpu_percent_since(&r0));
+    let p = |v: &Value, q: &str| v["fixed_rate"]["latency"][q].as_f64();
+    let diff = |q: &str| Some(p(&cluster, q)? - p(&single, q)?);
+    log(
+        o,
+        &format!(
+            "latency p50/p99 ms: single {:.2}/{:.2}, cluster {:.2}/{:.2}",
+            p(&single, "p50_ms").unwrap_or(f64::NAN),
+            p(&single, "p99_ms").unwrap_or(f64::NAN),
+            p(&cluster, "p50_ms").unwrap_or(f64::NAN),
+            p(&cluster, "p99_ms").unwrap_or(f64::NAN),
+        ),
+    );
+    json!({
+        "subscribers": SUBS,
+        "rate": o.cfg.lat_rate,
+        "p50_ms_over_single": diff("p50_ms"),
+        "p99_ms_over_single": diff("p99_ms"),
+        "single": single,
+        "cluster": cluster,
+    })
+}
+
+/// `redis-benchmark` (beside `redis-server`) appending entries shaped like
+/// the nodes' (`c`, `e` of about an event's size, `n`) to a key of its own,
+/// pipelined `WRITER_BATCH` deep on one connection (one node's writer) and
+/// on two (two nodes). It runs where this program runs (the generator's CPU).
+fn xadd_ceiling(o: &ClusterOpts, redis: &Redis) -> Value {
+    let bench = o.redis_server.with_file_name("redis-benchmark");
+    if !bench.exists() {
+        return json!({"error": format!("{} not found", bench.display())});
+    }
+    // An event as the nodes store it: the body plus pubsubd's four keys.
+    let event = "x".repeat(o.cfg.size + 150);
+    let n = if o.cfg.pub_secs < 20.0 {
+        200_000
+    } else {
+        500_000
+    };
+    let mut out = json!({
+        "entry_bytes": event.len(),
+        "requests": n,
+        "pipeline": WRITER_BATCH,
+        "key": "xadd-ceiling",
+        "appendfsync": "always",
+    });
+    for clients in [1u32, 2] {
+        log(
+            o,
+            &format!("XADD ceiling, {clients} connection(s), pipeline {WRITER_BATCH}"),
+        );
+        let r0 = sample(redis.pid());
+        let t0 = Instant::now();
+        let res = Command::new(&bench)
+            .args(["-h", "127.0.0.1", "-p", &redis.port.to_string()])
+            .args(["-c", &clients.to_string(), "-n", &n.to_string()])
+            .args(["-P", &WRITER_BATCH.to_string(), "--csv"])
+            .args(["XADD", "xadd-ceiling", "MAXLEN", "~", "100000", "*"])
+            .args(["c", "__rand_int__", "e", &event, "n", "bench"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        let r1 = sample(redis.pid());
+        let key = format!("{clients}_connections");
+        out[&key] = match res {
+            Ok(r) if r.status.success() => {
+                let text = String::from_utf8_lossy(&r.stdout).to_string();
+                let rps = parse_csv_rps(&text);
+                log(
+                    o,
+                    &format!(
+                        "XADD ceiling: {:.0}/s, redis cpu {:.0}%",
+                        rps.unwrap_or(f64::NAN),
+                        r1.cpu_percent_since(&r0)
+                    ),
+                );
+                json!({
+                    "per_sec": rps,
+                    "wall_s": t0.elapsed().as_secs_f64(),
+                    "redis_cpu_percent": r1.cpu_percent_since(&r0),
+                    "csv": text,
+                })
+            }
+            Ok(r) => json!({"error": format!("redis-benchmark: {}", r.status)}),
+            Err(e) => json!({"error": format!("redis-benchmark: {e}")}),
+        };
+    }
+    let _ = redis_line(redis.port, "DEL xadd-ceiling");
+    out
+}
+
+/// The requests/s of `redis-benchmark --csv` (a header line, then
+/// `"TEST","RPS",...`).
+fn parse_csv_rps(text: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with("\"test\""))
+        .find_map(|l| l.split(',').nth(1)?.trim_matches('"').parse().ok())
+}
+
+/// The scenario's table (markdown), from its JSON.
+pub fn table(md: &mut String, v: &Value) {
+    use std::fmt::Write as _;
+    if !v.is_object() {
+        return;
+    }
+    if let Some(e) = v["error"].as_str() {
+        let _ = writeln!(md, "\ncluster not run: {e}");
+        return;
+    }
+    let f = |x: &Value, d: usize| match x.as_f64() {
+        Some(x) if x.is_finite() => format!("{x:.d$}"),
+        _ => "—".into(),
+    };
+    let signed = |x: &Value| match x.as_f64() {
+        Some(x) if x.is_finite() => format!("{x:+.2}"),
+        _ => "—".into(),
+    };
+    let met = |ok: Option<bool>| match ok {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "",
+    };
+    let p = &v["publish"];
+    let l = &v["latency"];
+    let lat = |side: &str, q: &str| &l[side]["fixed_rate"]["latency"][q];
+    let _ = writeln!(
+        md,
+        "\nCluster (two nodes and one Redis, AOF `appendfsync always`, all on CPU {}; \
+         the single node beside them, idle while the cluster runs and vice versa):\n",
+        v["redis"]["cpu"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        md,
+        "| figure | single node | cluster | cluster ÷ or − single | target | met |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let ratio = p["ratio_median"].as_f64();
+    let _ = writeln!(
+        md,
+        "| publish requests/s, {} connections (cluster: through node A; ratio: median of {} interleaved rounds) | {} | {} | {}× | ≥ 0.5× | {} |",
+        p["connections"],
+        p["rounds"],
+        f(&p["single_requests_per_sec"], 0),
+        f(&p["cluster_requests_per_sec"], 0),
+        f(&p["ratio_median"], 2),
+        met(ratio.map(|r| r >= 0.5))
+    );
+    let _ = writeln!(
+        md,
+        "| … CPU % during publish: single / node A, node B, Redis | {} | {}, {}, {} | | | |",
+        f(&p["single_cpu_percent"], 0),
+        f(&p["node_a_cpu_percent"], 0),
+        f(&p["node_b_cpu_percent"], 0),
+        f(&p["redis_cpu_percent"], 0),
+    );
+    let _ = writeln!(
+        md,
+        "| … publish errors | {} | {} | | 0 | |",
+        p["single_errors"], p["cluster_errors"]
+    );
+    let e = &v["publish_fsync_everysec"];
+    if e.is_object() {
+        let _ = writeln!(
+            md,
+            "| … the same with Redis at `appendfsync everysec` (comparison only: no longer durable) | {} | {} | {}× | | |",
+            f(&e["single_requests_per_sec"], 0),
+            f(&e["cluster_requests_per_sec"], 0),
+            f(&e["ratio_median"], 2),
+        );
+    }
+    let d50 = l["p50_ms_over_single"].as_f64();
+    let _ = writeln!(
+        md,
+        "| delivery latency p50 (ms), {} subscribers at {} events/s (cluster: on node B, published to node A) | {} | {} | {} ms | ≤ +1 ms | {} |",
+        l["subscribers"],
+        l["rate"],
+        f(lat("single", "p50_ms"), 2),
+        f(lat("cluster", "p50_ms"), 2),
+        signed(&l["p50_ms_over_single"]),
+        met(d50.map(|d| d <= 1.0))
+    );
+    let _ = writeln!(
+        md,
+        "| … p99 (ms) | {} | {} | {} ms | | |",
+        f(lat("single", "p99_ms"), 2),
+        f(lat("cluster", "p99_ms"), 2),
+        signed(&l["p99_ms_over_single"]),
+    );
+    let lost = |side: &str| &l[side]["fixed_rate"]["lost"];
+    let _ = writeln!(
+        md,
+        "| … deliveries lost | {} | {} | | 0 | |",
+        lost("single"),
+        lost("cluster")
+    );
+    let maxr = |side: &str| &l[side]["max_rate"]["deliveries_per_sec"];
+    let _ = writeln!(
+        md,
+        "| fan-out deliveries/s, {} subscribers, publish flat out | {} | {} | | | |",
+        l["subscribers"],
+        f(maxr("single"), 0),
+        f(maxr("cluster"), 0),
+    );
+    let x = &v["xadd_ceiling"];
+    for c in ["1_connections", "2_connections"] {
+        if x[c].is_object() {
+            let _ = writeln!(
+                md,
+                "| the stream key's XADD ceiling, redis-benchmark, {} pipelined {} deep, {} B entries (Redis CPU {}%) | | {} | | | |",
+                c.replace('_', " ").replace("1 connections", "1 connection"),
+                x["pipeline"],
+                x["entry_bytes"],
+                f(&x[c]["redis_cpu_percent"], 0),
+                f(&x[c]["per_sec"], 0),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rps() {
+        let text =
+            "\"test\",\"rps\",\"avg_latency_ms\"\n\"XADD xadd-ceiling\",\"123456.79\",\"1.0\"\n";
+        assert_eq!(parse_csv_rps(text), Some(123456.79));
+        assert_eq!(parse_csv_rps(""), None);
+    }
+
+    #[test]
+    fn node_config_adds_only_the_cluster_section() {
+        let t = Tuning {
+            max_queued_bytes: None,
+            tls: None,
+        };
+        let single = server::pubsubd_conf(18069, &t);
+        let node = single.clone() + &cluster_yaml("redis://127.0.0.1:6399/0");
+        assert!(node.starts_with(&single));
+        assert!(node.ends_with(
+            "cluster:\n  redis: redis://127.0.0.1:6399/0\n  stream: pubsub-bench\n  timeout: 5s\n"
+        ));
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote(Path::new("/tmp/a b")), "'/tmp/a b'");
+        assert_eq!(sh_quote(Path::new("/tmp/it's")), r"'/tmp/it'\''s'");
+    }
+
+    #[test]
+    fn table_of_an_error() {
+        let mut md = String::new();
+        table(&mut md, &json!({"error": "redis-server: not found"}));
+        assert!(md.contains("cluster not run: redis-server: not found"));
+    }
+}
