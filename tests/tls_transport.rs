@@ -194,8 +194,12 @@ fn connected(
 ) -> Pair {
     let mut csock = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     csock.set_nonblocking(true).expect("nonblocking");
+    // As the reactor does for every accepted socket: without it each
+    // handshake waits out a delayed ACK.
+    csock.set_nodelay(true).expect("nodelay");
     let (ssock, _) = listener.accept().expect("accept");
     ssock.set_nonblocking(true).expect("nonblocking");
+    ssock.set_nodelay(true).expect("nodelay");
     let mut server =
         Transport::tls(mio::net::TcpStream::from_std(ssock), server_config.clone()).expect("tls");
     let name = ServerName::try_from("localhost").expect("name");
