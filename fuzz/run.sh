@@ -3,6 +3,7 @@
 # the seed corpus in fuzz/corpus/<target>/; what libFuzzer finds new goes to
 # a scratch directory, so the repo's seeds stay small. Crashes land in
 # fuzz/artifacts/<target>/ and fail the run. Needs `cargo +nightly fuzz`.
+# (`fuzz run` builds each target itself; the build time is not counted.)
 #   fuzz/run.sh [SECONDS] [TARGET...]
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -18,7 +19,6 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-cargo +nightly fuzz build -O >"$scratch/build.log" 2>&1 || { tail -20 "$scratch/build.log"; exit 1; }
 failed=0
 for t in "${targets[@]}"; do
   mkdir -p "$scratch/$t"
