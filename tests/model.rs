@@ -11,6 +11,9 @@
 //! run. `MODEL_ROUNDS` and `MODEL_PUBLISHES` scale it.
 
 mod common;
+#[cfg(feature = "ldap")]
+#[path = "../ldap-worker/tests/slapd/mod.rs"]
+mod slapd;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -61,6 +64,8 @@ struct User {
     password: String,
     segments: Vec<Vec<String>>,
     publish: Vec<String>,
+    /// In the directory (LDAP), not in the ACL file.
+    ldap: bool,
 }
 
 /// Who a request says it is.
@@ -177,7 +182,8 @@ fn expected(spec: &SubSpec, users: &[User], before: &[Ev], after: &[Ev]) -> Vec<
 
 // Generating cases
 
-fn random_users(rng: &mut Rng, round: usize) -> Vec<User> {
+/// The ACL file's users for `round`, then the directory's, then the oracle.
+fn random_users(rng: &mut Rng, round: usize, directory: &[User]) -> Vec<User> {
     let mut users = Vec::new();
     for i in 0..3 + rng.below(4) {
         let segments = (0..rng.below(3))
@@ -193,21 +199,35 @@ fn random_users(rng: &mut Rng, round: usize) -> Vec<User> {
             password: format!("pw{}", rng.below(1000)),
             segments,
             publish,
+            ldap: false,
         });
     }
+    users.extend_from_slice(directory);
     // The oracle sees every private event (each has a plain topic).
     users.push(User {
         name: "oracle".into(),
         password: "oracle-pw".into(),
         segments: TOPICS.iter().map(|t| vec![t.to_string()]).collect(),
         publish: SECURE.iter().map(|s| s.to_string()).collect(),
+        ldap: false,
     });
     users
 }
 
+#[cfg(feature = "ldap")]
+/// Segments for one mapped DN: 1-2 named segments of 1-2 topics.
+fn random_segments(rng: &mut Rng) -> Vec<Vec<String>> {
+    (0..1 + rng.below(2))
+        .map(|_| {
+            let k = 1 + rng.below(2);
+            rng.pick(&TOPICS, k).iter().map(|s| s.to_string()).collect()
+        })
+        .collect()
+}
+
 fn acl_yaml(users: &[User]) -> String {
     let mut y = String::new();
-    for u in users {
+    for u in users.iter().filter(|u| !u.ldap) {
         y += &format!("{}:\n  password: \"{}\"\n", u.name, u.password);
         if !u.segments.is_empty() {
             y += "  acl:\n";
@@ -402,6 +422,84 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 #[test]
 fn deliveries_match_the_model() {
+    run_model(None);
+}
+
+/// The same with LDAP-mapped segments: the test directory's alice (groups
+/// admins and devs), bob (devs) and carol (her own entry), each group DN
+/// mapped to random segments (`clients.ldap.acl`).
+#[cfg(feature = "ldap")]
+#[test]
+fn deliveries_match_the_model_with_ldap_segments() {
+    let ldap = slapd::Slapd::start();
+    run_model(Some(&ldap.uri));
+}
+
+#[cfg(feature = "ldap")]
+/// Group DN → segments, and the directory's users as the model sees them.
+fn directory(rng: &mut Rng) -> (String, Vec<User>) {
+    const ADMINS: &str = "cn=admins,ou=groups,dc=example,dc=org";
+    const DEVS: &str = "cn=devs,ou=groups,dc=example,dc=org";
+    const CAROL: &str = "uid=carol,ou=people,dc=example,dc=org";
+    let admins = random_segments(rng);
+    let devs = random_segments(rng);
+    let carol = random_segments(rng)[0].clone();
+    let named = |segs: &[Vec<String>]| {
+        segs.iter()
+            .enumerate()
+            .map(|(i, s)| format!("      g{i}: [{}]\n", s.join(", ")))
+            .collect::<String>()
+    };
+    let acl = format!(
+        "    \"{ADMINS}\":\n{}    \"{DEVS}\":\n{}    \"{CAROL}\": [{}]\n",
+        named(&admins),
+        named(&devs),
+        carol.join(", ")
+    );
+    let user = |name: &str, password: &str, segments: Vec<Vec<String>>| User {
+        name: name.into(),
+        password: password.into(),
+        segments,
+        publish: Vec::new(),
+        ldap: true,
+    };
+    let users = vec![
+        user("alice", "alicepw", [admins, devs.clone()].concat()),
+        user("bob", "bobpw", devs),
+        user("carol", "carolpw", vec![carol]),
+    ];
+    (acl, users)
+}
+
+/// `clients.ldap` for the directory at `ldap_uri` (if any), with random
+/// segments for its groups; the directory's users as the model sees them.
+#[cfg(feature = "ldap")]
+fn with_directory(
+    mut builder: Builder,
+    ldap_uri: Option<&str>,
+    rng: &mut Rng,
+) -> (Builder, Vec<User>) {
+    let mut in_directory = Vec::new();
+    if let Some(uri) = ldap_uri {
+        let (acl, users) = directory(rng);
+        in_directory = users;
+        builder = builder.clients(&format!(
+            "ldap:\n  uri: {uri}\n  user_dn: \"uid=%s,ou=people,dc=example,dc=org\"\n  \
+             base_scope: \"dc=example,dc=org\"\n  membership_patterns:\n    \
+             - \"(member=uid=%s,ou=people,dc=example,dc=org)\"\n    - \"(uid=%s)\"\n  \
+             timeout: 2\n  acl:\n{acl}"
+        ));
+        eprintln!("model: LDAP users {in_directory:?}");
+    }
+    (builder, in_directory)
+}
+
+#[cfg(not(feature = "ldap"))]
+fn with_directory(builder: Builder, _: Option<&str>, _: &mut Rng) -> (Builder, Vec<User>) {
+    (builder, Vec::new())
+}
+
+fn run_model(ldap_uri: Option<&str>) {
     let seed = env_number(
         "MODEL_SEED",
         std::time::SystemTime::now()
@@ -416,13 +514,13 @@ fn deliveries_match_the_model() {
     let mut rng = Rng(seed);
     let started = Instant::now();
 
-    let mut users = random_users(&mut rng, 0);
-    let mut srv = Server::builder()
+    let builder = Server::builder()
         .server("backlog: {size: 100000, max_age: 0}")
         .payloaders(&["127.0.0.1/32"])
-        .clients(&format!("secure_topics: [{}]", SECURE.join(", ")))
-        .acl(&acl_yaml(&users))
-        .start();
+        .clients(&format!("secure_topics: [{}]", SECURE.join(", ")));
+    let (builder, in_directory) = with_directory(builder, ldap_uri, &mut rng);
+    let mut users = random_users(&mut rng, 0, &in_directory);
+    let mut srv = builder.acl(&acl_yaml(&users)).start();
 
     let mut history: Vec<Ev> = Vec::new();
     let mut n = 0u64;
@@ -430,7 +528,7 @@ fn deliveries_match_the_model() {
     for round in 0..rounds {
         if round > 0 {
             // A new ACL file, through SIGUSR2: new subscribers get it.
-            users = random_users(&mut rng, round);
+            users = random_users(&mut rng, round, &in_directory);
             std::fs::write(srv.dir().join("pypubsub_acl.yaml"), acl_yaml(&users))
                 .expect("write ACL");
             let reloads = srv.log().matches("SIGUSR2: reloaded").count();
