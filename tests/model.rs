@@ -401,16 +401,64 @@ fn until_sentinel(o: &mut Open, mark: u64) -> Result<Vec<u64>, String> {
     }
 }
 
-fn publish(
-    srv: &Server,
-    ip: &str,
-    path: &str,
-    creds: &Creds,
-    users: &[User],
-    body: &Value,
-) -> Response {
-    let auth = creds.header(users);
-    publish_from(srv, ip, "PUT", path, auth.as_deref(), body)
+/// Keep-alive publishing connections, one per client address: thousands
+/// of publishes must not each leave a socket in TIME_WAIT (a fresh bound
+/// port apiece would exhaust the ephemeral range on a shared machine).
+#[derive(Default)]
+struct Publishers {
+    conns: BTreeMap<&'static str, Conn>,
+}
+
+impl Publishers {
+    fn publish(
+        &mut self,
+        srv: &Server,
+        ip: &'static str,
+        path: &str,
+        creds: &Creds,
+        users: &[User],
+        body: &Value,
+    ) -> Response {
+        let body = body.to_string();
+        let auth = creds
+            .header(users)
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "PUT {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        // A connection the server has closed since shows as a failed
+        // send or read: once more on a fresh one.
+        for _ in 0..2 {
+            let conn = self.conns.entry(ip).or_insert_with(|| {
+                let c = conn_from(srv, ip);
+                // Closed with a reset, not into TIME_WAIT.
+                let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
+                c
+            });
+            let answer = conn
+                .try_send(request.as_bytes())
+                .and_then(|_| conn.read_response(false, T));
+            match answer {
+                Ok(r) => {
+                    // A refused publish closes the connection (its body
+                    // was never read).
+                    if r.status != 202
+                        || r.header("Connection")
+                            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                    {
+                        self.conns.remove(ip);
+                    }
+                    return r;
+                }
+                Err(_) => {
+                    self.conns.remove(ip);
+                }
+            }
+        }
+        panic!("PUT {path} from {ip}: no answer on two connections");
+    }
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -523,6 +571,7 @@ fn run_model(ldap_uri: Option<&str>) {
     let mut srv = builder.acl(&acl_yaml(&users)).start();
 
     let mut history: Vec<Ev> = Vec::new();
+    let mut publishers = Publishers::default();
     let mut n = 0u64;
     let (mut publishes, mut checked, mut deliveries) = (0usize, 0usize, 0usize);
     for round in 0..rounds {
@@ -580,7 +629,7 @@ fn run_model(ldap_uri: Option<&str>) {
             );
             n += 1;
             let body = json!({ "n": n, "round": round });
-            let r = publish(&srv, ip, &path, &creds, &users, &body);
+            let r = publishers.publish(&srv, ip, &path, &creds, &users, &body);
             let want = may_publish(creds.user(&users), &topics, private, payloader);
             publishes += 1;
             assert_eq!(
@@ -598,7 +647,7 @@ fn run_model(ldap_uri: Option<&str>) {
         n += 1;
         let mark = n;
         let sentinel_topics: Vec<&str> = TOPICS.iter().chain(SECURE.iter()).copied().collect();
-        let r = publish(
+        let r = publishers.publish(
             &srv,
             PAYLOADER_IP,
             &format!("/{}", sentinel_topics.join("/")),

@@ -43,6 +43,9 @@ impl Shared {
 
 fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    // Closed with a reset, not into TIME_WAIT: thousands of short
+    // connections must not use up the shared machine's ephemeral ports.
+    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     s.set_nodelay(true)?;
