@@ -16,7 +16,12 @@ fuzz_target!(|body: &[u8]| {
                 .map(|_| text)
         })
         .map(|text| text.trim_start().starts_with('{'));
-    assert_eq!(ours.map(|s| s.object), theirs, "{:?}", String::from_utf8_lossy(body));
+    assert_eq!(
+        ours.map(|s| s.object),
+        theirs,
+        "{:?}",
+        String::from_utf8_lossy(body)
+    );
     if let Some(shape) = ours {
         let breaks = body.iter().any(|&c| c == b'\n' || c == b'\r');
         assert_eq!(shape.one_line, !breaks);
