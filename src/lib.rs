@@ -22,7 +22,7 @@ pub mod error;
 pub mod event;
 pub mod http;
 pub mod hub;
-mod json_check;
+pub mod json_check;
 pub mod logging;
 #[cfg(feature = "admin")]
 pub mod metrics;
