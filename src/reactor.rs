@@ -490,21 +490,23 @@ fn open_backlog(config: &Config) -> Result<(Backlog, Option<Persister>), StartEr
 fn start_sqs(
     config: &Config,
     waker: &Arc<Waker>,
-) -> Result<Option<crossbeam_channel::Receiver<sqs_feed::SqsEvent>>, StartError> {
+) -> Result<Option<crate::hub::SqsFeed>, StartError> {
     if config.sqs.is_empty() {
         return Ok(None);
     }
     let queues = config.sqs.iter().map(sqs_settings).collect();
     let (tx, rx) = crossbeam_channel::bounded(1024);
     let waker = waker.clone();
+    let stats = Arc::new(sqs_feed::FeedStats::default());
     sqs_feed::start(
         queues,
         tx,
         Arc::new(move || {
             let _ = waker.wake();
         }),
+        stats.clone(),
     );
-    Ok(Some(rx))
+    Ok(Some(crate::hub::SqsFeed { events: rx, stats }))
 }
 
 /// The validated `sqs` entry as the feed's settings.

@@ -118,6 +118,22 @@ impl Moto {
     }
 }
 
+/// `GET /metrics` from the server's admin listener (found in its log).
+#[cfg(feature = "admin")]
+fn admin_metrics(server: &Server) -> String {
+    let log = server.log();
+    let needle = "admin listener on http://";
+    let at = log.find(needle).expect("admin listener") + needle.len();
+    let addr: std::net::SocketAddr = log[at..]
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("admin address");
+    let mut c = Conn::connect(addr);
+    c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.read_response(false, T).expect("metrics").body_str()
+}
+
 /// The real `pubsubd` with `config`, logging the SQS poller at debug level
 /// (the `sqs_feed` crate).
 fn start_server(config: &str) -> Server {
@@ -130,6 +146,7 @@ fn start_server(config: &str) -> Server {
 fn config(moto: &Moto, queues: &[(&str, &str, bool)]) -> String {
     let mut c = String::from(
         "server:\n  bind: 127.0.0.1\n  port: 0\n  backlog: {size: 100}\n\
+         \x20 admin: {bind: 127.0.0.1, port: 0}\n\
          clients:\n  payloaders: [127.0.0.1/32]\nsqs:\n",
     );
     for (name, queue, delete) in queues {
@@ -330,6 +347,22 @@ fn sqs_outage_does_not_stop_the_server() {
         "no back-off logged:\n{}",
         server.log()
     );
+    // The feed's counters reach /metrics: one message taken and deleted,
+    // and the failed calls since the server went away.
+    #[cfg(feature = "admin")]
+    {
+        let metrics = admin_metrics(&server);
+        let value = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing in\n{metrics}"))
+        };
+        assert!(value("pubsubd_sqs_received_total ") >= 1, "{metrics}");
+        assert!(value("pubsubd_sqs_deleted_total ") >= 1, "{metrics}");
+        assert!(value("pubsubd_sqs_errors_total ") >= 1, "{metrics}");
+        assert!(value("pubsubd_events_published_total{source=\"sqs\"} ") >= 1);
+    }
 
     // Still serving: health check, publish and subscribe.
     assert_eq!(server.head("/").status, 204);

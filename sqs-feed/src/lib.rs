@@ -32,6 +32,7 @@ pub mod credentials;
 pub mod message;
 mod poller;
 pub mod sigv4;
+mod stats;
 
 use std::fmt;
 use std::time::Duration;
@@ -41,6 +42,7 @@ use serde_json::{Map, Value};
 pub use credentials::credentials_from_chain;
 pub use message::{event_from_body, triage, BodyError, SeenIds, Taken};
 pub use poller::{start, Backoff};
+pub use stats::{FeedCounts, FeedStats};
 
 /// MessageIds remembered per queue for de-duplication.
 pub const SEEN_CAPACITY: usize = 10_000;

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use crate::client::{CallError, Client};
 use crate::credentials::resolve;
 use crate::message::{triage, SeenIds, Taken};
-use crate::{Credentials, QueueSettings, SqsEvent, BACKOFF_MAX, BACKOFF_MIN, SEEN_CAPACITY};
+use crate::{
+    Credentials, FeedStats, QueueSettings, SqsEvent, BACKOFF_MAX, BACKOFF_MIN, SEEN_CAPACITY,
+};
 
 /// Messages asked for per `ReceiveMessage` (the SQS maximum).
 const MAX_MESSAGES: u32 = 10;
@@ -44,12 +46,13 @@ impl Backoff {
 }
 
 /// Starts one poller thread per queue. Each sends `SqsEvent`s on `tx`, then
-/// calls `notify()` (the reactor passes its waker's `wake`). A poller ends
-/// when `tx`'s receiver has been dropped.
+/// calls `notify()` (the reactor passes its waker's `wake`), and counts in
+/// `stats`. A poller ends when `tx`'s receiver has been dropped.
 pub fn start(
     queues: Vec<QueueSettings>,
     tx: Sender<SqsEvent>,
     notify: Arc<dyn Fn() + Send + Sync>,
+    stats: Arc<FeedStats>,
 ) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     for settings in queues {
@@ -59,6 +62,7 @@ pub fn start(
             settings,
             tx: tx.clone(),
             notify: notify.clone(),
+            stats: stats.clone(),
             seen: SeenIds::new(SEEN_CAPACITY),
             backoff: Backoff::default(),
             failing: false,
@@ -89,6 +93,7 @@ struct Poller {
     client: Client,
     tx: Sender<SqsEvent>,
     notify: Arc<dyn Fn() + Send + Sync>,
+    stats: Arc<FeedStats>,
     seen: SeenIds,
     backoff: Backoff,
     /// The last session failed (so the next success is worth a log line).
@@ -115,6 +120,7 @@ impl Poller {
                     return;
                 }
                 Stop::Failed(why) => {
+                    self.stats.error();
                     self.failing = true;
                     let delay = self.backoff.next_delay();
                     warn!("sqs.{name}: {why}; retrying in {}s", delay.as_secs());
@@ -178,6 +184,7 @@ impl Poller {
     /// Hands over new messages, then deletes what was taken (with `delete`).
     fn take(&mut self, creds: &Credentials, url: &str, messages: &[Value]) -> Result<(), Stop> {
         let name = &self.settings.name;
+        self.stats.received(messages.len());
         let mut receipts = Vec::new();
         let mut sent = 0usize;
         for m in messages {
@@ -241,8 +248,14 @@ impl Poller {
             "DeleteMessageBatch",
             &json!({ "QueueUrl": url, "Entries": entries }),
         )?;
+        let failed = match answer.get("Failed") {
+            Some(Value::Array(failed)) => failed.len(),
+            _ => 0,
+        };
+        self.stats.deleted(receipts.len().saturating_sub(failed));
         if let Some(Value::Array(failed)) = answer.get("Failed") {
             for f in failed {
+                self.stats.error();
                 warn!(
                     "sqs.{}: could not delete a message: {} {}",
                     self.settings.name,

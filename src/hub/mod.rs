@@ -58,6 +58,13 @@ use timers::Timers;
 #[cfg(feature = "sqs")]
 use sqs_feed::SqsEvent;
 
+/// The SQS pollers' ends the hub holds: their events and their counters.
+#[cfg(feature = "sqs")]
+pub struct SqsFeed {
+    pub events: crossbeam_channel::Receiver<SqsEvent>,
+    pub stats: std::sync::Arc<sqs_feed::FeedStats>,
+}
+
 /// Requests handled from one connection's buffer per turn.
 const REQUEST_BUDGET: usize = 64;
 /// Unread input kept per connection beyond one request head.
@@ -83,7 +90,7 @@ pub struct HubParts {
     pub persister: Option<Persister>,
     /// Events taken from SQS queues by the poller threads.
     #[cfg(feature = "sqs")]
-    pub sqs: Option<crossbeam_channel::Receiver<SqsEvent>>,
+    pub sqs: Option<SqsFeed>,
     /// The Redis stream shared with the other nodes (`cluster:`).
     #[cfg(feature = "cluster")]
     pub cluster: Option<Cluster>,
@@ -175,7 +182,7 @@ pub struct Hub {
     acl: AclFile,
     ldap: Option<Ldap>,
     #[cfg(feature = "sqs")]
-    sqs: Option<crossbeam_channel::Receiver<SqsEvent>>,
+    sqs: Option<SqsFeed>,
     #[cfg(feature = "cluster")]
     cluster: Option<Cluster>,
     turn: Turn,
@@ -607,6 +614,15 @@ impl Hub {
     /// The SQS feed's counters, when it runs.
     #[cfg(feature = "admin")]
     fn sqs_counts(&self) -> Option<stats::SqsCounts> {
+        #[cfg(feature = "sqs")]
+        if let Some(feed) = &self.sqs {
+            let c = feed.stats.counts();
+            return Some(stats::SqsCounts {
+                received: c.received,
+                deleted: c.deleted,
+                errors: c.errors,
+            });
+        }
         None
     }
 
@@ -623,10 +639,10 @@ impl Hub {
     /// to its `pubsub_path`.
     #[cfg(feature = "sqs")]
     fn drain_sqs(&mut self) {
-        let Some(rx) = &self.sqs else {
+        let Some(feed) = &self.sqs else {
             return;
         };
-        let events: Vec<SqsEvent> = rx.try_iter().collect();
+        let events: Vec<SqsEvent> = feed.events.try_iter().collect();
         for event in events {
             let Ok(topics) = crate::topics::parse_topics(&event.path) else {
                 log::warn!(
