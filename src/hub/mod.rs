@@ -10,7 +10,9 @@
 //! `requests::dispatch` → `begin_publish` → `finish_publish` →
 //! [`Hub::publish`] → `accept_event` (backlog, persister) → `broadcast`
 //! (topic index → `queue_frame` per subscriber) → [`Hub::flush`] (the
-//! reactor's writes at the end of the turn).
+//! reactor's writes at the end of the turn). With a `cluster` section,
+//! `publish` appends the event to the Redis stream instead, and
+//! `accept_event` runs when the stream delivers it back (`cluster.rs`).
 //!
 //! Invariants, each kept in one place:
 //! - a connection is in the topic index ⇔ its state is `State::Stream` ⇔
@@ -18,7 +20,9 @@
 //! - a key is on a per-turn list at most once, flagged on its `Conn`
 //!   ([`Turn`]);
 //! - a doomed connection queues and reads nothing more, and is removed
-//!   from the table only by [`Hub::close_doomed`] at the end of the turn.
+//!   from the table only by [`Hub::close_doomed`] at the end of the turn;
+//! - `input_bytes` is the sum of every connection's `held_input`, updated
+//!   by `count_input` and on removal (the global input budget).
 
 #[cfg(feature = "admin")]
 mod admin;
