@@ -16,9 +16,9 @@
 //!
 //! Invariants, each kept in one place:
 //! - a connection is in the topic index ⇔ its state is `State::Stream` ⇔
-//!   it is counted in `subscribers` ([`Streams`]);
+//!   it is counted in `subscribers` (`Streams`);
 //! - a key is on a per-turn list at most once, flagged on its `Conn`
-//!   ([`Turn`]);
+//!   (`Turn`);
 //! - a doomed connection queues and reads nothing more, and is removed
 //!   from the table only by [`Hub::close_doomed`] at the end of the turn;
 //! - `input_bytes` is the sum of every connection's `held_input`, updated
