@@ -7,7 +7,7 @@
 #   bench/run.sh            the full comparison (about 25 minutes with the four servers)
 #   bench/run.sh --quick    a few minutes, smaller counts
 #   bench/run.sh --quick --scenarios fanout --sweep 100,1000
-#   bench/run.sh --quick --scenarios fanout-tls   pubsubd plaintext vs TLS
+#   bench/run.sh --quick --scenarios fanout-tls,tls-handshakes   plaintext vs TLS, handshakes/s
 #   bench/run.sh --quick --scenarios fanout-sse   pubsubd chunked vs SSE
 #   bench/run.sh --quick --servers pubsubd,mosquitto   only these servers
 #   bench/run.sh --quick --scenarios cluster   two nodes + Redis vs one node

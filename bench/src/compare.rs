@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::cluster;
+use crate::handshakes;
 use crate::scenarios::{self, Cfg, Target, TargetTls};
 use crate::server::{self, Kind, ServerTls, Spec, Tuning};
 
@@ -25,7 +26,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// pubsubd's TLS port in `fanout-tls` (its plain port + 1).
+/// The TLS port in `fanout-tls` and `tls-handshakes` (the plain port + 1).
 const TLS_PORT_OFFSET: u16 = 1;
 
 pub struct CompareOpts {
@@ -218,6 +219,7 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
             }
             "fanout-tls" => fanout_tls(opts, &tuning, started, &mut results),
             "fanout-sse" => fanout_sse(opts, &tuning, started, &mut results),
+            "tls-handshakes" => tls_handshakes(opts, &tuning, started, &mut results),
             "cluster" => {
                 results["scenarios"]["cluster"] = cluster_scenario(opts, started);
                 save(&opts.out, &results);
@@ -415,8 +417,9 @@ fn median(xs: &[f64]) -> Option<f64> {
 
 /// pubsubd's fan-out over plaintext and over TLS, back to back, at each
 /// count of `cfg.tls_sweep`: the same configuration (TLS port open in
-/// both), a fresh server for each, the same generator. Servers other than
-/// pubsubd itself are skipped (nchan is not set up for TLS).
+/// both), a fresh server for each, the same generator. pubsubd and
+/// nginx+nchan (`listen ... ssl`, the same certificate) run it; the
+/// other servers are skipped.
 fn fanout_tls(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &mut Value) {
     let Some(files) = &opts.tls else {
         eprintln!("fanout-tls skipped: no certificates (--tls-ca, --tls-cert, --tls-key)");
@@ -435,7 +438,7 @@ fn fanout_tls(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &m
     let cfg = &opts.cfg;
     for &n in &cfg.tls_sweep {
         for spec in &opts.servers {
-            if !matches!(spec.kind, Kind::Pubsubd { .. }) {
+            if !matches!(spec.kind, Kind::Pubsubd { .. } | Kind::Nchan { .. }) {
                 eprintln!(
                     "[{:>5.0}s] fan-out TLS {n} subscribers: {} skipped (no TLS set up)",
                     started.elapsed().as_secs_f64(),
@@ -466,6 +469,83 @@ fn fanout_tls(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &m
                 save(&opts.out, results);
             }
         }
+    }
+}
+
+/// TLS handshakes per second on the server's core, new sessions then
+/// resumed ones (`cfg.max_secs` each), for pubsubd and nginx+nchan with
+/// the same certificate on their TLS port; the other servers are skipped.
+fn tls_handshakes(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &mut Value) {
+    let Some(files) = &opts.tls else {
+        eprintln!("tls-handshakes skipped: no certificates (--tls-ca, --tls-cert, --tls-key)");
+        results["scenarios"]["tls-handshakes"] =
+            json!({"error": "no certificates given (--tls-ca, --tls-cert, --tls-key)"});
+        return;
+    };
+    for spec in &opts.servers {
+        if !matches!(spec.kind, Kind::Pubsubd { .. } | Kind::Nchan { .. }) {
+            eprintln!(
+                "[{:>5.0}s] TLS handshakes: {} skipped (no TLS set up)",
+                started.elapsed().as_secs_f64(),
+                spec.name
+            );
+            continue;
+        }
+        eprintln!(
+            "[{:>5.0}s] TLS handshakes, new then resumed, {:.0} s each: {}",
+            started.elapsed().as_secs_f64(),
+            opts.cfg.max_secs,
+            spec.name
+        );
+        let tuning = Tuning {
+            tls: Some(ServerTls {
+                port: spec.port + TLS_PORT_OFFSET,
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            }),
+            ..tuning.clone()
+        };
+        let mut srv = match server::start(spec, "tls-handshakes", &opts.workdir, &tuning) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("  {}: cannot start: {e}", spec.name);
+                results["scenarios"]["tls-handshakes"][&spec.name] =
+                    json!({"error": format!("start: {e}")});
+                continue;
+            }
+        };
+        let mut v = match srv.tls_addr {
+            Some(addr) => handshakes::run(addr, Some(srv.pid), opts.cfg.max_secs),
+            None => json!({"error": "no TLS listener configured"}),
+        };
+        let crashed = !srv.alive();
+        let status = srv.stop();
+        let (log_counts, examples) = srv.log_summary();
+        v["server"] = json!({
+            "crashed_during_run": crashed,
+            "exit": status.map(|s| s.to_string()),
+            "log_counts": log_counts.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
+            "log_examples": examples,
+            "log": srv.log.display().to_string(),
+        });
+        for phase in ["new", "resumed"] {
+            eprintln!(
+                "         {phase}: {}",
+                brief(
+                    &v[phase],
+                    &[
+                        "handshakes_per_sec",
+                        "resumed",
+                        "errors",
+                        "server_cpu_percent",
+                        "generator_cpu_percent",
+                        "tls"
+                    ]
+                )
+            );
+        }
+        results["scenarios"]["tls-handshakes"][&spec.name] = v;
+        save(&opts.out, results);
     }
 }
 
@@ -684,6 +764,81 @@ struct Row {
     scenario: Option<&'static str>,
 }
 
+/// One figure for every server of the run, in column order.
+type PerServer<'a> = dyn Fn(&dyn Fn(&str) -> Option<f64>) -> Vec<Option<f64>> + 'a;
+
+/// The figures per server over TLS at `n` subscribers (`fanout-tls`),
+/// with issue 15's targets against nginx+nchan over TLS.
+fn tls_rows(rows: &mut Vec<Row>, sc: &Value, n: &str, per: &PerServer) {
+    let tls = |s: &str, field: &[&str]| TLS_PAIR.value(sc, n, TLS_PAIR.other, s, field);
+    rows.push(Row {
+        figure: format!("TLS fan-out: deliveries/s, {n} subscribers, publish flat out"),
+        values: per(&|s| tls(s, &["max_rate", "deliveries_per_sec"])),
+        digits: 0,
+        target: "≥ 2× nchan".into(),
+        check: peers(|peer, ours, theirs| peer != "nchan" || ours >= 2.0 * theirs),
+        scenario: None,
+    });
+    rows.push(Row {
+        figure: format!("  … TLS: deliveries per server CPU-second, {n} subscribers"),
+        values: per(&|s| tls(s, &["max_rate", "deliveries_per_server_cpu_s"])),
+        digits: 0,
+        target: "".into(),
+        check: None,
+        scenario: None,
+    });
+    rows.push(Row {
+        figure: format!("  … TLS: generator CPU %, {n} subscribers, flat out"),
+        values: per(&|s| tls(s, &["max_rate", "generator_cpu_percent"])),
+        digits: 0,
+        target: "".into(),
+        check: None,
+        scenario: None,
+    });
+    rows.push(Row {
+        figure: format!("  … TLS: server RSS per idle subscriber (bytes), {n} subscribers"),
+        values: per(&|s| tls(s, &["rss_per_idle_subscriber_bytes"])),
+        digits: 0,
+        target: "≤ ¼ of nchan".into(),
+        check: peers(|peer, ours, theirs| peer != "nchan" || ours * 4.0 <= theirs),
+        scenario: None,
+    });
+}
+
+/// `tls-handshakes`: completed handshakes per second, new and resumed.
+fn handshake_rows(rows: &mut Vec<Row>, sc: &Value, per: &PerServer) {
+    if !sc["tls-handshakes"].is_object() {
+        return;
+    }
+    for phase in ["new", "resumed"] {
+        let hs = |s: &str, k: &str| sc["tls-handshakes"][s][phase][k].as_f64();
+        rows.push(Row {
+            figure: format!("TLS handshakes/s, {phase} sessions, flat out"),
+            values: per(&|s| hs(s, "handshakes_per_sec")),
+            digits: 0,
+            target: "report".into(),
+            check: None,
+            scenario: None,
+        });
+        rows.push(Row {
+            figure: format!("  … {phase}: handshakes per server CPU-second"),
+            values: per(&|s| hs(s, "handshakes_per_server_cpu_s")),
+            digits: 0,
+            target: "".into(),
+            check: None,
+            scenario: None,
+        });
+        rows.push(Row {
+            figure: format!("  … {phase}: server CPU %"),
+            values: per(&|s| hs(s, "server_cpu_percent")),
+            digits: 0,
+            target: "".into(),
+            check: None,
+            scenario: None,
+        });
+    }
+}
+
 /// The summary table of a run (`results.json`), one column per server.
 pub fn summary(results: &Value, names: &[String]) -> String {
     let sc = &results["scenarios"];
@@ -880,6 +1035,9 @@ pub fn summary(results: &Value, names: &[String]) -> String {
         let (other, base) = (pair.other_label, pair.base_label);
         for &n in sweep.iter().rev() {
             let ns = n.to_string();
+            if !sse {
+                tls_rows(&mut rows, sc, &ns, &per);
+            }
             rows.push(Row {
                 figure: format!(
                     "{other} fan-out ÷ {base}: deliveries/s, {n} subscribers, publish flat out"
@@ -932,6 +1090,7 @@ pub fn summary(results: &Value, names: &[String]) -> String {
             });
         }
     }
+    handshake_rows(&mut rows, sc, &per);
     let ours_idx = names.iter().position(|s| *s == "pubsubd");
     let peer_idx: Vec<usize> = (0..names.len()).filter(|&i| Some(i) != ours_idx).collect();
     let mut md = String::new();
@@ -999,10 +1158,15 @@ pub fn summary(results: &Value, names: &[String]) -> String {
     let suite = tls_sweep
         .iter()
         .flat_map(|n| names.iter().map(move |s| (n, s)))
-        .find_map(|(n, s)| {
-            sc["fanout-tls"][n.to_string()]["tls"][*s]["max_rate"]["publisher"]["tls"].as_str()
+        .filter_map(|(n, s)| {
+            let suite = sc["fanout-tls"][n.to_string()]["tls"][*s]["max_rate"]["publisher"]["tls"]
+                .as_str()?;
+            Some(format!("{s}: {suite}"))
         })
-        .unwrap_or("?");
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join("; ");
     pair_table(
         &mut md,
         sc,

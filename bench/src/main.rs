@@ -15,6 +15,7 @@ mod clock;
 mod cluster;
 mod compare;
 mod fleet;
+mod handshakes;
 mod hist;
 mod mqtt;
 mod proto;
@@ -44,7 +45,7 @@ pubsub-load: load generator and server comparison for pubsubd
         [--mosquitto BIN] [--pushpin BIN (needs --nginx: its origin)]
         [--server NAME:PROTOCOL:PORT:COMMAND]...   (COMMAND may use {port})
         [--servers pubsubd,nchan,...]   (only these of the above)
-        [--scenarios idle,fanout,publish,slow,fanout-tls,fanout-sse,cluster] [--sweep 100,1000,...]
+        [--scenarios idle,fanout,publish,slow,fanout-tls,fanout-sse,cluster,tls-handshakes] [--sweep 100,1000,...]
         [--tls-sweep 1000,10000] [--tls-ca PEM --tls-cert PEM --tls-key PEM]
         [--sse-sweep 1000,10000]
         [--server-cpu 0] [--machine TEXT] [--redis-server BIN (for cluster)]
@@ -55,10 +56,13 @@ pubsub-load: load generator and server comparison for pubsubd
   pubsub-load summarize --results DIR/results.json   (rewrites DIR/summary.md)
   pubsub-load worker ...   (internal: one subscriber process)
 
-fanout-tls runs pubsubd's fan-out over plaintext and over TLS back to back
-(pubsubd gets `server.tls` on its port + 1 with --tls-cert/--tls-key; the
-generator trusts --tls-ca). With `run`, --tls-ca makes the generator speak
-TLS to --addr.
+fanout-tls runs the fan-out over plaintext and over TLS back to back for
+pubsubd and nginx+nchan (TLS on the port + 1 with --tls-cert/--tls-key:
+pubsubd's `server.tls`, nginx's `listen ... ssl`; the generator trusts
+--tls-ca). With `run`, --tls-ca makes the generator speak TLS to --addr.
+
+tls-handshakes counts the TLS handshakes pubsubd and nginx+nchan complete
+per second on their core, new sessions then resumed ones (TLS 1.3 tickets).
 
 fanout-sse runs pubsubd's fan-out to subscribers of its chunked stream and
 to subscribers asking for Server-Sent Events, back to back. With `run`,
@@ -300,7 +304,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
     }
     let scenarios = a
         .get("scenarios")
-        .unwrap_or("idle,fanout,publish,slow,fanout-tls,fanout-sse,cluster")
+        .unwrap_or("idle,fanout,publish,slow,fanout-tls,fanout-sse,cluster,tls-handshakes")
         .split(',')
         .map(str::to_owned)
         .collect();

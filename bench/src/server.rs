@@ -71,7 +71,8 @@ pub struct Spec {
 pub struct Tuning {
     /// pubsubd `server.max_queued_bytes` (None = the server's default).
     pub max_queued_bytes: Option<u64>,
-    /// pubsubd `server.tls` (a second, TLS, port); pubsubd only.
+    /// A second, TLS, port: pubsubd's `server.tls`, or nginx's
+    /// `listen PORT ssl` beside nchan's plain port (other kinds ignore it).
     pub tls: Option<ServerTls>,
 }
 
@@ -200,8 +201,25 @@ pub fn sample(pid: u32) -> Sample {
     s
 }
 
-fn nginx_conf(dir: &Path, port: u16, module: &Path) -> String {
+/// nginx's TLS listener for nchan: the same certificate and key as
+/// pubsubd's, TLS 1.2 and 1.3 like rustls (nginx 1.22's default leaves
+/// 1.3 out), nginx's defaults otherwise (ciphers, session tickets on, no
+/// session cache).
+fn nginx_tls_listen(tls: Option<&ServerTls>) -> String {
+    match tls {
+        Some(t) => format!(
+            "    listen 127.0.0.1:{} ssl backlog=4096;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n",
+            t.port,
+            t.cert.display(),
+            t.key.display()
+        ),
+        None => String::new(),
+    }
+}
+
+fn nginx_conf(dir: &Path, port: u16, module: &Path, tls: Option<&ServerTls>) -> String {
     let d = dir.display();
+    let tls = nginx_tls_listen(tls);
     format!(
         r#"# Written by pubsub-load: nginx + nchan, one worker, for benchmarks.
 worker_processes 1;
@@ -227,7 +245,7 @@ http {{
   client_body_buffer_size 16k;
   server {{
     listen 127.0.0.1:{port} backlog=4096;
-    # Publish: POST /pub?id=CHANNEL (nchan's default message buffer).
+{tls}    # Publish: POST /pub?id=CHANNEL (nchan's default message buffer).
     location = /pub {{
       nchan_publisher;
       nchan_channel_id $arg_id;
@@ -382,7 +400,7 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: &Tuning) -> io::R
     fs::create_dir_all(&dir)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let tls_port = match (&spec.kind, &tuning.tls) {
-        (Kind::Pubsubd { .. }, Some(t)) => Some(t.port),
+        (Kind::Pubsubd { .. } | Kind::Nchan { .. }, Some(t)) => Some(t.port),
         _ => None,
     };
     for port in spec.ports().into_iter().chain(tls_port) {
@@ -408,7 +426,10 @@ pub fn start(spec: &Spec, label: &str, workdir: &Path, tuning: &Tuning) -> io::R
         }
         Kind::Nchan { nginx, module } => {
             let conf = dir.join("nginx.conf");
-            fs::write(&conf, nginx_conf(&dir, spec.port, module))?;
+            fs::write(
+                &conf,
+                nginx_conf(&dir, spec.port, module, tuning.tls.as_ref()),
+            )?;
             cmd.arg(nginx).arg("-c").arg(&conf).arg("-p").arg(&dir);
             cmd.arg("-e").arg(dir.join("error.log"));
         }
