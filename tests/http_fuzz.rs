@@ -69,8 +69,10 @@ proptest! {
         prop_assert_eq!(whole, split);
     }
 
+    // Length(0) never reaches a decoder (parse_head makes it BodyKind::None),
+    // and with no input it would never be fed: lengths start at 1.
     #[test]
-    fn length_bodies_respect_cap(input in proptest::collection::vec(any::<u8>(), 0..300), len in 0u64..400, cap in 0usize..300) {
+    fn length_bodies_respect_cap(input in proptest::collection::vec(any::<u8>(), 0..300), len in 1u64..400, cap in 0usize..300) {
         match decode_in_pieces(BodyKind::Length(len), &input, &[7, 50], cap) {
             Ok(Some((body, used))) => {
                 prop_assert_eq!(body.len() as u64, len);
