@@ -15,24 +15,10 @@ use common::*;
 use serde_json::{json, Value};
 
 const ADMIN: &str = "admin: {bind: 127.0.0.1, port: 0}";
-const ADMIN_LINE: &str = "pubsubd admin listener on http://";
 
 /// The admin listener's address, from its log line.
 fn admin_addr(srv: &Server) -> SocketAddr {
-    assert!(srv.wait_log(ADMIN_LINE, T), "no admin line:\n{}", srv.log());
-    let log = srv.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains(ADMIN_LINE))
-        .expect("admin line");
-    let rest = &line[line.find(ADMIN_LINE).expect("admin line") + ADMIN_LINE.len()..];
-    let addr = rest.split('/').next().unwrap_or("");
-    assert!(
-        rest[addr.len()..].starts_with("/ ("),
-        "admin line {line:?} should be `http://ADDR/ (...)`"
-    );
-    addr.parse()
-        .unwrap_or_else(|e| panic!("admin address in {line:?}: {e}"))
+    srv.admin_addr()
 }
 
 /// `GET path` on a fresh connection to `addr`, read fully.

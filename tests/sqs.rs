@@ -121,17 +121,7 @@ impl Moto {
 /// `GET /metrics` from the server's admin listener (found in its log).
 #[cfg(feature = "admin")]
 fn admin_metrics(server: &Server) -> String {
-    let log = server.log();
-    let needle = "admin listener on http://";
-    let at = log.find(needle).expect("admin listener") + needle.len();
-    let addr: std::net::SocketAddr = log[at..]
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("admin address");
-    let mut c = Conn::connect(addr);
-    c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    c.read_response(false, T).expect("metrics").body_str()
+    server.admin_get("/metrics").body_str()
 }
 
 /// The real `pubsubd` with `config`, logging the SQS poller at debug level

@@ -799,18 +799,8 @@ fn handshakes_are_counted_in_metrics() {
     plain
         .wait_closed(Duration::from_secs(5))
         .expect("the plaintext client is closed");
-    let log = srv.log();
-    let needle = "admin listener on http://";
-    let at = log.find(needle).expect("admin listener") + needle.len();
-    let admin: SocketAddr = log[at..]
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("admin address");
     let metric = |name: &str| -> Option<u64> {
-        let mut c = Conn::connect(admin);
-        c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-        let text = c.read_response(false, T).expect("metrics").body_str();
+        let text = srv.admin_get("/metrics").body_str();
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
     };

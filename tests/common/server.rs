@@ -401,6 +401,31 @@ impl Server {
         self.request(format!("HEAD {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
     }
 
+    /// The admin listener's address, from its log line
+    /// `pubsubd admin listener on http://ADDR/ (...)`.
+    pub fn admin_addr(&self) -> SocketAddr {
+        const LINE: &str = "pubsubd admin listener on http://";
+        assert!(self.wait_log(LINE, T), "no admin line:\n{}", self.log());
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains(LINE)).expect("admin line");
+        let rest = &line[line.find(LINE).expect("admin line") + LINE.len()..];
+        let addr = rest.split('/').next().unwrap_or("");
+        assert!(
+            rest[addr.len()..].starts_with("/ ("),
+            "admin line {line:?} should be `http://ADDR/ (...)`"
+        );
+        addr.parse()
+            .unwrap_or_else(|e| panic!("admin address in {line:?}: {e}"))
+    }
+
+    /// `GET path` on the admin listener, read fully.
+    pub fn admin_get(&self, path: &str) -> Response {
+        let mut c = Conn::connect(self.admin_addr());
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes());
+        c.read_response(false, T)
+            .unwrap_or_else(|e| panic!("no response to admin GET {path}: {e}"))
+    }
+
     /// The server's `X-Subscribers` count, read from a HEAD request.
     pub fn subscribers(&self) -> u64 {
         self.head("/").x_subscribers()
