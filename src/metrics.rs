@@ -101,9 +101,8 @@ pub fn render(s: &Snapshot<'_>) -> String {
         ],
     );
     let statuses: Vec<(String, u64)> = st
-        .responses
-        .iter()
-        .map(|(code, n)| (code.to_string(), *n))
+        .responses()
+        .map(|(code, n)| (code.to_string(), n))
         .collect();
     let statuses: Vec<(&str, u64)> = statuses.iter().map(|(c, n)| (c.as_str(), *n)).collect();
     counter_family(
@@ -343,11 +342,11 @@ mod tests {
 
     #[test]
     fn renders_names_labels_and_process_figures() {
-        let mut stats = Stats {
-            published_http: 3,
-            deliveries: 7,
-            ..Stats::default()
-        };
+        let mut stats = Stats::default();
+        for _ in 0..3 {
+            stats.published(crate::stats::Source::Http);
+        }
+        stats.deliveries += 7;
         stats.responded(202);
         stats.responded(202);
         let text = render(&Snapshot {

@@ -43,6 +43,9 @@ pub struct LdapCounts {
     pub reachable: Option<bool>,
 }
 
+/// The statuses the server sends, each with its own counter.
+const STATUSES: [u16; 10] = [200, 202, 204, 400, 403, 404, 405, 408, 500, 503];
+
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub published_http: u64,
@@ -56,7 +59,9 @@ pub struct Stats {
     pub dropped_write_timeout: u64,
     pub dropped_replay_behind: u64,
     /// Responses by status (a stream's head counts as 200).
-    pub responses: BTreeMap<u16, u64>,
+    responses: [u64; STATUSES.len()],
+    /// Any status not in `STATUSES` (none is sent today).
+    other_responses: BTreeMap<u16, u64>,
     pub tls_handshakes: u64,
     pub tls_handshake_failures: u64,
 }
@@ -78,8 +83,23 @@ impl Stats {
         }
     }
 
+    /// Counted on every response: an array slot, no map on the publish path.
     pub fn responded(&mut self, status: u16) {
-        *self.responses.entry(status).or_default() += 1;
+        match STATUSES.iter().position(|&s| s == status) {
+            Some(i) => self.responses[i] += 1,
+            None => *self.other_responses.entry(status).or_default() += 1,
+        }
+    }
+
+    /// Responses by status, those sent at least once, in status order.
+    pub fn responses(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        let known = STATUSES.iter().zip(self.responses).map(|(&s, n)| (s, n));
+        let mut all: Vec<(u16, u64)> = known
+            .chain(self.other_responses.iter().map(|(&s, &n)| (s, n)))
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        all.sort_unstable();
+        all.into_iter()
     }
 
     /// Events accepted from every source.
