@@ -33,7 +33,7 @@ pub use ldap::LdapConfig;
 /// Without the `ldap` feature there is no LDAP configuration: the section
 /// is warned about and ignored.
 #[cfg(not(feature = "ldap"))]
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LdapConfig {}
 use crate::yaml::{
     self, entries, err, positive, positive_duration, section, string, string_list, uint,

@@ -41,20 +41,12 @@ pub fn merge(running: &Config, new: Config) -> (Config, Vec<String>) {
         (Some(old_tls), Some(new_tls)) => new_tls.port = old_tls.port,
         (old_tls, new_tls) => *new_tls = old_tls.clone(),
     }
-    keep(
-        format!("{:?}", running.clients.ldap) != format!("{:?}", next.clients.ldap),
-        "clients.ldap",
-    );
+    keep(running.clients.ldap != next.clients.ldap, "clients.ldap");
     next.clients.ldap = running.clients.ldap.clone();
-    keep(
-        format!("{:?}", running.sqs) != format!("{:?}", next.sqs),
-        "sqs",
-    );
+    keep(running.sqs != next.sqs, "sqs");
     next.sqs = running.sqs.clone();
-    keep(
-        format!("{:?}", running.cluster) != format!("{:?}", next.cluster),
-        "cluster",
-    );
+    // Compared as values: `Debug` hides the Redis password.
+    keep(running.cluster != next.cluster, "cluster");
     next.cluster = running.cluster.clone();
     (next, notes)
 }
