@@ -248,6 +248,51 @@ fn redis_killed_publishes_503_streams_stay_then_resume_and_reset_is_seen() {
     }
 }
 
+#[test]
+fn a_node_overtaken_by_the_trim_while_connected_logs_it_and_serves_what_is_there() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let a = start_node(node_yaml(&r.url(), "  max_len: 100\n"));
+    let mut b = start_node(node_yaml(&r.url(), "  max_len: 100\n"));
+    let mut sub_b = b.subscribe("/");
+    a.publish_ok("/k", &json!({"n": 0}));
+    assert_eq!(n_of(&sub_b.next_event(T)), 0);
+    // B stops with its connection to Redis open (its reader blocked in
+    // XREAD); 600 events go through A and the stream keeps only ~100.
+    b.signal("STOP");
+    for i in 1..=600 {
+        a.publish_ok("/k", &json!({"n": i}));
+    }
+    b.signal("CONT");
+    a.publish_ok("/", &sentinel());
+    let got = ns(&sub_b.events_until_sentinel(T));
+    assert!(
+        b.wait_log("trimmed past", T),
+        "the gap is logged:\n{}",
+        b.log()
+    );
+    assert_eq!(
+        b.log().matches("trimmed past").count(),
+        1,
+        "reported once:\n{}",
+        b.log()
+    );
+    assert!(got.len() < 600, "the trimmed events cannot arrive: {got:?}");
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, none twice: {got:?}"
+    );
+    assert_eq!(got.last(), Some(&600), "what is there is served: {got:?}");
+    assert!(
+        !a.log().contains("trimmed past"),
+        "a node that kept up saw no gap:\n{}",
+        a.log()
+    );
+}
+
 /// How many events with `n` a subscriber got before the next sentinel.
 fn count_n(events: &[Value], n: i64) -> usize {
     events.iter().filter(|v| n_of(v) == n).count()

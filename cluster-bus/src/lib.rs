@@ -33,6 +33,7 @@
 
 pub mod entry;
 pub mod id;
+pub mod info;
 pub mod link;
 pub mod reader;
 pub mod writer;

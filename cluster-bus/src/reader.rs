@@ -4,20 +4,30 @@
 //!
 //! Its position is the last stream ID it delivered. After a reconnect it
 //! checks that ID is still in the stream (`XRANGE id id`) before reading
-//! on; if it is not, `XINFO STREAM`'s `max-deleted-entry-id` tells why:
-//! - deleted (trimmed) and newer entries deleted too: [`Gap::Trimmed`],
+//! on; if it is not, `XINFO STREAM` tells why ([`StreamInfo::gap_after`]):
+//! - older than the first entry: the trim went past it, [`Gap::Trimmed`];
 //!   reading goes on from what is there;
-//! - never deleted: the stream was reset (Redis came back empty):
-//!   [`Gap::Reset`], reading starts again from the beginning (cursors
-//!   already delivered are still dropped).
+//! - the stream is behind it, gone, or counts fewer entries added than
+//!   before: Redis came back empty (or older), [`Gap::Reset`]; reading
+//!   starts again from the beginning (cursors already delivered are still
+//!   dropped).
+//!
+//! While connected, a reader that falls more than `max_len` entries behind
+//! (a stalled node, a burst) can be overtaken by the trim too. So after
+//! every read that returned entries, the next read is one `MULTI` of
+//! `XINFO STREAM` and a non-blocking `XREAD`, and the same check runs on
+//! what the stream looked like at the moment of that read. Only a reader
+//! that is caught up (its last read came back empty) blocks in `XREAD`,
+//! and a caught-up reader cannot have been overtaken.
 
 use std::time::Duration;
 
 use log::{info, warn};
 use redis::{Connection, ErrorKind, Value};
 
-use crate::entry::{self, text, Entry};
+use crate::entry::{self, Entry};
 use crate::id::{SeenCursors, StreamId};
+use crate::info::StreamInfo;
 use crate::link::Opener;
 use crate::{Gap, Message, Outbox, Settings, Side, READ_BLOCK, READ_COUNT, SEEN_MIN};
 
@@ -33,6 +43,11 @@ pub struct Reader {
     seen: SeenCursors,
     /// The last entry delivered; `None` until the start-up load is done.
     position: Option<StreamId>,
+    /// The stream's `entries-added` when last looked at (Redis 7+).
+    entries_seen: Option<u64>,
+    /// The position a trim was last reported past (once per position:
+    /// the check after a reconnect and the first read both see it).
+    trim_reported: Option<StreamId>,
 }
 
 /// Why reading stopped.
@@ -58,6 +73,8 @@ impl Reader {
                     .clamp(SEEN_MIN, 1 << 20),
             ),
             position: None,
+            entries_seen: None,
+            trim_reported: None,
         }
     }
 
@@ -111,50 +128,48 @@ impl Reader {
         {
             return Ok(());
         }
-        let deleted = self.max_deleted(conn)?;
-        if deleted >= position {
-            if deleted > position {
-                warn!("cluster: the stream was trimmed past {at} (up to {deleted}); some events were missed here");
-                self.send(Message::Gap(Gap::Trimmed))?;
-            }
-        } else {
-            warn!("cluster: the stream no longer has {at} and never deleted it: Redis was reset; reading it from the start");
-            self.position = Some(StreamId::ZERO);
-            self.send(Message::Gap(Gap::Reset))?;
-        }
-        Ok(())
+        let info = self.stream_info(conn)?;
+        self.note_gap(info.as_ref(), position)
     }
 
-    /// `XINFO STREAM`'s `max-deleted-entry-id` (0-0 for a missing stream).
-    fn max_deleted(&self, conn: &mut Connection) -> Result<StreamId, Stop> {
-        let info = match redis::cmd("XINFO")
+    /// Logs, reports and acts on what happened after `position` (the
+    /// last entry delivered), judged from `info`.
+    fn note_gap(&mut self, info: Option<&StreamInfo>, position: StreamId) -> Result<(), Stop> {
+        let gap = StreamInfo::gap_after(info, position, self.entries_seen);
+        if let Some(added) = info.and_then(|i| i.entries_added) {
+            self.entries_seen = Some(added);
+        }
+        let Some(gap) = gap else {
+            return Ok(());
+        };
+        if gap == Gap::Trimmed && self.trim_reported.replace(position) == Some(position) {
+            return Ok(());
+        }
+        match gap {
+            Gap::Trimmed => warn!(
+                "cluster: the stream was trimmed past {position} before this node read on; some events were missed here"
+            ),
+            Gap::Reset => {
+                warn!("cluster: the stream no longer has {position} and is behind it: Redis was reset; reading it from the start");
+                self.position = Some(StreamId::ZERO);
+            }
+        }
+        self.send(Message::Gap(gap))
+    }
+
+    /// `XINFO STREAM` (`None` for a stream that does not exist).
+    fn stream_info(&self, conn: &mut Connection) -> Result<Option<StreamInfo>, Stop> {
+        match redis::cmd("XINFO")
             .arg("STREAM")
             .arg(&self.stream)
             .query::<Value>(conn)
         {
-            Ok(v) => v,
+            Ok(info) => Ok(Some(StreamInfo::parse(&info))),
             Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
-                return Ok(StreamId::ZERO)
+                Ok(None)
             }
-            Err(e) => return Err(Stop::Link(e.to_string())),
-        };
-        let pairs: Vec<(String, &Value)> = match &info {
-            Value::Array(items) => items
-                .chunks(2)
-                .filter_map(|kv| Some((text(kv.first()?)?, kv.get(1)?)))
-                .collect(),
-            Value::Map(items) => items
-                .iter()
-                .filter_map(|(k, v)| Some((text(k)?, v)))
-                .collect(),
-            _ => Vec::new(),
-        };
-        Ok(pairs
-            .iter()
-            .find(|(k, _)| k == "max-deleted-entry-id")
-            .and_then(|(_, v)| text(v))
-            .and_then(|t| StreamId::parse(&t))
-            .unwrap_or_default())
+            Err(e) => Err(Stop::Link(e.to_string())),
+        }
     }
 
     /// The newest `load` entries, oldest first, as the initial batch; the
@@ -191,23 +206,42 @@ impl Reader {
 
     /// Reads on from the position until the link fails or the server goes.
     fn follow(&mut self, conn: &mut Connection) -> Result<(), Stop> {
+        // `resume` has just checked the position, but entries may arrive
+        // (and be trimmed) before the first read.
+        let mut may_be_behind = true;
         loop {
             if self.out.stopped() {
                 return Err(Stop::Done);
             }
-            let from = self.position.unwrap_or_default().to_string();
-            let reply: Value = query(
-                conn,
-                redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(READ_COUNT)
-                    .arg("BLOCK")
+            let position = self.position.unwrap_or_default();
+            let from = position.to_string();
+            let mut read = redis::cmd("XREAD");
+            read.arg("COUNT").arg(READ_COUNT);
+            let reply = if may_be_behind && position != StreamId::ZERO {
+                let (info, reply): (Value, Value) = redis::pipe()
+                    .atomic()
+                    .cmd("XINFO")
+                    .arg("STREAM")
+                    .arg(&self.stream)
+                    .add_command(read.arg("STREAMS").arg(&self.stream).arg(&from).clone())
+                    .query(conn)
+                    .map_err(|e| Stop::Link(e.to_string()))?;
+                let before = self.position;
+                self.note_gap(Some(&StreamInfo::parse(&info)), position)?;
+                if self.position != before {
+                    continue; // reset: read again from the start
+                }
+                reply
+            } else {
+                read.arg("BLOCK")
                     .arg(READ_BLOCK.as_millis() as u64)
                     .arg("STREAMS")
                     .arg(&self.stream)
-                    .arg(&from),
-            )?;
+                    .arg(&from);
+                query(conn, &mut read)?
+            };
             let batch = entry::parse_xread(&reply).map_err(|e| Stop::Link(e.to_string()))?;
+            may_be_behind = !batch.is_empty();
             let Some((last, _)) = batch.last() else {
                 continue;
             };
