@@ -242,13 +242,25 @@ fn serve(loaded: Loaded, acl: PathBuf) -> Result<(), StartError> {
 /// SIGTERM/SIGINT stop the server, SIGHUP reloads the configuration,
 /// SIGUSR2 the ACL file; a thread of their own turns them into `Control`
 /// calls.
+///
+/// They are blocked in this (the main) thread before any other thread is
+/// started, so every thread started later inherits the mask and only the
+/// signals thread takes them. Otherwise the kernel may hand one to a
+/// helper thread blocked in a socket read with a timeout (the Redis,
+/// LDAP and SQS clients), which fails with EINTR whatever SA_RESTART says
+/// and costs a reconnect (or an append of unknown outcome).
 fn handle_signals(control: &Control) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR2, SIGHUP])?;
+    const HANDLED: [i32; 4] = [SIGTERM, SIGINT, SIGUSR2, SIGHUP];
+    let mut signals = signal_hook::iterator::Signals::new(HANDLED)?;
+    mask_signals(libc::SIG_BLOCK, &HANDLED)?;
     let control = control.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            if let Err(e) = mask_signals(libc::SIG_UNBLOCK, &HANDLED) {
+                error!("cannot take signals: {e}");
+            }
             for signal in signals.forever() {
                 match signal {
                     SIGTERM | SIGINT => control.shutdown(),
@@ -259,6 +271,24 @@ fn handle_signals(control: &Control) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Blocks or unblocks `signals` for the calling thread (`pthread_sigmask`).
+fn mask_signals(how: libc::c_int, signals: &[i32]) -> std::io::Result<()> {
+    // SAFETY: the set is initialised by sigemptyset before use, and
+    // pthread_sigmask only reads it.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &signal in signals {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut())
+    };
+    match rc {
+        0 => Ok(()),
+        errno => Err(std::io::Error::from_raw_os_error(errno)),
+    }
 }
 
 /// Tells systemd (Type=notify) how the service is doing, if it asked.

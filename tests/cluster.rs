@@ -293,6 +293,45 @@ fn a_node_overtaken_by_the_trim_while_connected_logs_it_and_serves_what_is_there
     );
 }
 
+#[test]
+fn reload_signals_do_not_interrupt_the_redis_threads() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let a = node(&r.url());
+    let mut sub = a.subscribe("/");
+    // A burst of SIGHUP and SIGUSR2 (systemctl reload, ACL pushes) while
+    // the reader blocks in XREAD and the writer appends: a signal taken by
+    // either would fail its socket read with EINTR and drop the link.
+    let pid = a.pid().to_string();
+    for i in 0..10 {
+        // bash's own `kill`, alternating, faster than the loop takes them
+        // (a signal already pending is not queued twice; a second kind
+        // arriving then goes to another thread that does not block it).
+        let status = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "for _ in $(seq 100); do kill -HUP {pid}; kill -USR2 {pid}; done"
+            ))
+            .status()
+            .expect("bash");
+        assert!(status.success());
+        a.publish_ok("/k", &json!({"n": i}));
+    }
+    a.publish_ok("/", &sentinel());
+    assert_eq!(
+        ns(&sub.events_until_sentinel(T)),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert!(
+        !a.log().contains("lost Redis"),
+        "a signal interrupted a Redis thread:\n{}",
+        a.log()
+    );
+}
+
 /// How many events with `n` a subscriber got before the next sentinel.
 fn count_n(events: &[Value], n: i64) -> usize {
     events.iter().filter(|v| n_of(v) == n).count()
