@@ -57,7 +57,20 @@ fn start_node(yaml: String) -> Server {
         "node did not load the stream:\n{}",
         s.log()
     );
+    assert!(
+        wait_until(T, || replay_status(&s) == 200),
+        "node did not take replays:\n{}",
+        s.log()
+    );
     s
+}
+
+/// The status a replay request (`X-Fetch-Since` in the future: nothing to
+/// send) gets now: 503 until the node holds the stream's newest entries.
+fn replay_status(s: &Server) -> u16 {
+    let mut c = Conn::connect(s.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Fetch-Since: 99999999999\r\n\r\n");
+    c.read_head(Instant::now() + T).map_or(0, |r| r.status)
 }
 
 fn n_of(v: &Value) -> i64 {
@@ -167,6 +180,47 @@ fn a_late_node_replays_history_from_the_stream() {
     let mut by_time = late.subscribe_with("/", &[("X-Fetch-Since", &since.to_string())]);
     let first = by_time.next_event(T);
     assert_eq!(n_of(&first), 1);
+}
+
+#[test]
+fn replays_wait_for_the_backlog_plain_subscriptions_do_not() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let a = node(&r.url());
+    a.publish_ok("/k", &json!({"n": 1}));
+    // A node that starts while Redis does not answer cannot load the
+    // stream: a replay now would read its cursor as unknown.
+    r.signal("STOP");
+    let late = Server::builder()
+        .raw_config(&node_yaml(&r.url(), ""))
+        .start();
+    let mut c = Conn::connect(late.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Fetch-Since-Cursor: abc\r\n\r\n");
+    let resp = c.read_response(false, T).expect("a response");
+    assert_eq!(resp.status, 503, "{}", resp.body_str());
+    assert_eq!(resp.header("Retry-After"), Some("1"));
+    assert!(
+        resp.body_str().contains("still loading"),
+        "{}",
+        resp.body_str()
+    );
+    assert_eq!(replay_status(&late), 503, "by time too");
+    let mut live = late.subscribe("/");
+    r.signal("CONT");
+    assert!(
+        wait_until(T, || replay_status(&late) == 200),
+        "{}",
+        late.log()
+    );
+    a.publish_ok("/k", &json!({"n": 2}));
+    assert_eq!(
+        n_of(&live.next_event(T)),
+        2,
+        "the plain subscription was live"
+    );
 }
 
 /// A publish on a fresh connection; the response and how long it took.
@@ -349,19 +403,48 @@ fn slow_redis_gives_503_and_the_retry_shows_once_client_kill_loses_nothing() {
     let mut sub_a = a.subscribe("/");
     let mut sub_b = b.subscribe("/");
     a.publish_ok("/k", &json!({"n": 0}));
-    // Redis sleeps longer than the timeout: the append's outcome is
-    // unknown, the publisher gets 503, the writer retries with the same
-    // cursor once Redis answers again; the first attempt lands too.
+    // Redis sleeps longer than the timeout while three publishers keep
+    // going: an append already sent has an unknown outcome (its publisher
+    // gets 503, the writer retries it with the same cursor once Redis
+    // answers, and the first attempt lands too); one not yet sent is never
+    // sent.
     let port = r.port;
     let sleeper = std::thread::spawn(move || redis::cli(port, &["DEBUG", "SLEEP", "2.5"]));
-    // A sleep, not an await: nothing tells from outside that Redis is now
-    // inside DEBUG SLEEP; 200 ms gives redis-cli time to send it.
-    std::thread::sleep(Duration::from_millis(200));
-    let (resp, took) = timed_publish(&a, &json!({"n": 1}));
-    assert_eq!(resp.status, 503, "{}", resp.body_str());
-    assert_eq!(resp.header("Retry-After"), Some("1"));
-    assert!(took < Duration::from_millis(2000), "503 after {took:?}");
+    let outcomes: Vec<(i64, u16, Duration)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (1..=3i64)
+            .map(|t| {
+                let a = &a;
+                let sleeper = &sleeper;
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    for k in 0..100 {
+                        if sleeper.is_finished() {
+                            break;
+                        }
+                        let n = t * 1000 + k;
+                        let (resp, took) = timed_publish(a, &json!({ "n": n }));
+                        out.push((n, resp.status, took));
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("publisher"))
+            .collect()
+    });
     let _ = sleeper.join();
+    let refused: Vec<_> = outcomes.iter().filter(|(_, s, _)| *s != 202).collect();
+    assert!(
+        !refused.is_empty(),
+        "some publishes met the sleep: {outcomes:?}"
+    );
+    for (n, status, took) in &refused {
+        assert_eq!(*status, 503, "publish {n}");
+        assert!(*took < Duration::from_millis(2000), "503 after {took:?}");
+    }
     assert!(wait_until(T, || b
         .publish_json("/k", &json!({"n": 2}))
         .status
@@ -369,13 +452,21 @@ fn slow_redis_gives_503_and_the_retry_shows_once_client_kill_loses_nothing() {
     b.publish_ok("/", &sentinel());
     for sub in [&mut sub_a, &mut sub_b] {
         let got = sub.events_until_sentinel(T);
-        assert_eq!(count_n(&got, 1), 1, "the retried event shows once: {got:?}");
+        for (n, status, _) in &outcomes {
+            let seen = count_n(&got, *n);
+            if *status == 202 {
+                assert_eq!(seen, 1, "acknowledged {n} shows once: {got:?}");
+            } else {
+                assert!(seen <= 1, "refused {n} shows at most once: {got:?}");
+            }
+        }
         assert_eq!(count_n(&got, 0), 1);
         assert!(count_n(&got, 2) >= 1);
     }
-    // Both nodes saw the cursor twice in the stream and dropped the repeat.
+    // Both nodes saw a retried cursor twice in the stream and dropped the
+    // repeat.
     for s in [&a, &b] {
-        assert!(s.wait_log("dropped 1 repeated cursors", T), "{}", s.log());
+        assert!(s.wait_log("repeated cursors", T), "{}", s.log());
     }
     // Every client connection cut: both threads reconnect; nothing is
     // lost or doubled.

@@ -42,7 +42,9 @@ use crate::stats::{ClusterStatus, Source};
 
 pub const TEXT_UNAVAILABLE: &str =
     "The event could not be stored in the cluster's stream; please try again.\n";
-/// Seconds a refused publisher is asked to wait.
+pub const TEXT_LOADING: &str =
+    "The backlog is still loading from the cluster's stream; please try again.\n";
+/// Seconds a refused publisher (or early replay) is asked to wait.
 const RETRY_AFTER: &str = "1";
 
 /// The bus and the publishes waiting for it.
@@ -180,6 +182,24 @@ impl Hub {
         };
         warn!("cluster: no acknowledgement from Redis in time; answering 503");
         self.respond_unavailable(key, after);
+    }
+
+    /// Not yet holding the stream's newest entries (just started, or
+    /// Redis unreachable since): replays cannot be answered yet.
+    pub(super) fn cluster_backlog_loading(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| !c.status.loaded)
+    }
+
+    /// A replay asked for before the backlog was loaded: 503, try again.
+    pub(super) fn respond_backlog_loading(&mut self, key: usize) {
+        let body = ("text/plain; charset=utf-8", TEXT_LOADING.as_bytes());
+        self.respond_typed(
+            key,
+            503,
+            Some(body),
+            &[("Retry-After", RETRY_AFTER)],
+            After::Close,
+        );
     }
 
     fn respond_unavailable(&mut self, key: usize, after: After) {

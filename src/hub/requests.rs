@@ -357,6 +357,14 @@ impl Hub {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
             }
         }
+        #[cfg(feature = "cluster")]
+        if self.cluster_backlog_loading()
+            && (head.fetch_since.is_some() || resume_cursor(&head).is_some())
+        {
+            // Its backlog comes from the stream: a cursor asked for now
+            // would read as unknown and its events would be missed.
+            return self.respond_backlog_loading(key);
+        }
         match self.check_credentials(&head) {
             Check::Done(grant) => self.open_stream(key, head, sub, grant),
             Check::AskLdap(user, password) => {
