@@ -31,6 +31,7 @@ import datetime
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -171,7 +172,7 @@ def wait_all(subs, marker, bufs):
         sel.close()
 
 
-def run(binary, workload, args):
+def run(binary, name, workload, args):
     """One fresh server under callgrind; returns its total instructions."""
     with tempfile.TemporaryDirectory(prefix="pubsubd-instr.") as tmp:
         conf = os.path.join(tmp, "pypubsub.yaml")
@@ -221,6 +222,9 @@ def run(binary, workload, args):
         text = open(log_path).read()
         if "panicked" in text:
             raise Failure("the server panicked:\n" + text)
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            shutil.copy(out, os.path.join(args.keep, f"callgrind.out.{name}"))
         return callgrind_total(out)
 
 
@@ -283,13 +287,15 @@ def main():
     p.add_argument("--check", metavar="FILE", help="exit 1 if a figure is >10%% above FILE's")
     p.add_argument("--record", metavar="FILE", help="write the figures to FILE")
     p.add_argument("--commit", default="", help="named in the recorded file")
+    p.add_argument("--keep", metavar="DIR",
+                   help="copy each workload's callgrind.out here (for callgrind_annotate)")
     args = p.parse_args()
 
     t0 = time.monotonic()
     totals = {}
     for name, workload in (("idle", w_idle), ("publish", w_publish),
                            ("subscribed", w_subscribed), ("fanout", w_fanout)):
-        totals[name] = run(args.bin, workload, args)
+        totals[name] = run(args.bin, name, workload, args)
         print(f"total {name}: {totals[name]}", flush=True)
     n, s, m = args.publishes, args.subscribers, args.events
     per_publish = (totals["publish"] - totals["idle"]) / n

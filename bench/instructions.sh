@@ -10,7 +10,8 @@
 #   bench/instructions.sh --record FILE        write the figures to FILE
 #   PUBSUBD_BIN=path bench/instructions.sh     measure another binary (an
 #                                              older commit's), no build
-# Further options (sizes) are passed to bench/instructions.py; see --help.
+# Further options are passed to bench/instructions.py (see --help): the
+# sizes, and --keep DIR to keep each callgrind.out for callgrind_annotate.
 # About a minute and a half on a busy 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
