@@ -12,7 +12,7 @@
 #                                              older commit's), no build
 # Further options are passed to bench/instructions.py (see --help): the
 # sizes, and --keep DIR to keep each callgrind.out for callgrind_annotate.
-# About a minute and a half on a busy 2-core machine.
+# 5-30 s on the busy 2-core machine of bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
