@@ -223,6 +223,40 @@ fn replays_wait_for_the_backlog_plain_subscriptions_do_not() {
     );
 }
 
+#[test]
+fn a_publish_waiting_for_redis_at_shutdown_still_gets_its_answer() {
+    if !have_redis() {
+        return;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    let mut a = node(&r.url());
+    a.publish_ok("/k", &json!({"n": 0}));
+    // The publish is parked waiting for Redis when SIGTERM arrives; Redis
+    // answers inside the node's timeout (1 s) and the grace period.
+    r.signal("STOP");
+    let addr = a.addr;
+    let publisher = std::thread::spawn(move || {
+        let mut c = Conn::connect(addr);
+        c.publish("/k", r#"{"n": 1}"#)
+    });
+    std::thread::sleep(Duration::from_millis(200)); // the publish is parked
+    a.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200)); // shutdown has begun
+    r.signal("CONT");
+    let resp = publisher.join().expect("publisher");
+    assert!(
+        resp.status == 202 || resp.status == 503,
+        "an answer, not a dropped connection: {}",
+        resp.status
+    );
+    assert_eq!(resp.header("Connection"), Some("close"));
+    if resp.status == 202 {
+        assert_eq!(xlen(&r), 2, "a 202 means it is in the stream");
+    }
+    assert!(a.wait_exit(T).is_some(), "the node stops:\n{}", a.log());
+}
+
 /// A publish on a fresh connection; the response and how long it took.
 fn timed_publish(s: &Server, v: &Value) -> (Response, Duration) {
     let start = Instant::now();

@@ -535,7 +535,10 @@ impl Hub {
         self.shutdown_deadline.is_some()
     }
 
-    /// Ends every stream cleanly; the connections close once flushed.
+    /// Ends every stream cleanly; the connections close once flushed. A
+    /// publish waiting for the cluster's stream keeps waiting (within the
+    /// grace period) for its answer: its event may already be stored, so
+    /// its publisher must hear whether it was.
     pub fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
             return;
@@ -545,10 +548,12 @@ impl Hub {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
-            if let State::Stream(stream) = &conn.state {
-                if stream.framing.chunked {
+            match &conn.state {
+                State::Appending(_) => continue,
+                State::Stream(stream) if stream.framing.chunked => {
                     conn.out.push(http::LAST_CHUNK.into());
                 }
+                _ => {}
             }
             self.finish_after_flush(key);
         }
