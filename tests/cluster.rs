@@ -35,6 +35,17 @@ fn have_redis() -> bool {
     false
 }
 
+/// A Redis of its own in a temporary directory (the directory is dropped
+/// after the server), or `None` when redis-server is not installed.
+fn fresh_redis() -> Option<(TempDir, Redis)> {
+    if !have_redis() {
+        return None;
+    }
+    let dir = TempDir::new();
+    let r = Redis::start(dir.path());
+    Some((dir, r))
+}
+
 /// A node of the cluster on `redis_url` (stream `test`, 1 s timeout,
 /// pings every second, a backlog of 1000).
 fn node_yaml(redis_url: &str, extra: &str) -> String {
@@ -94,11 +105,9 @@ fn xlen(r: &Redis) -> usize {
 
 #[test]
 fn three_nodes_deliver_the_same_sequence() {
-    if !have_redis() {
+    let Some((_dir, r)) = fresh_redis() else {
         return;
-    }
-    let dir = TempDir::new();
-    let r = Redis::start(dir.path());
+    };
     let nodes: Vec<Server> = (0..3).map(|_| node(&r.url())).collect();
     let mut subs: Vec<Subscriber> = nodes.iter().map(|n| n.subscribe("/")).collect();
     for i in 0..30 {
@@ -121,11 +130,9 @@ fn three_nodes_deliver_the_same_sequence() {
 
 #[test]
 fn a_subscriber_moves_to_another_node_with_its_cursor() {
-    if !have_redis() {
+    let Some((_dir, r)) = fresh_redis() else {
         return;
-    }
-    let dir = TempDir::new();
-    let r = Redis::start(dir.path());
+    };
     let mut a = node(&r.url());
     let b = node(&r.url());
     let mut sub = a.subscribe("/");
@@ -153,11 +160,9 @@ fn a_subscriber_moves_to_another_node_with_its_cursor() {
 
 #[test]
 fn a_late_node_replays_history_from_the_stream() {
-    if !have_redis() {
+    let Some((_dir, r)) = fresh_redis() else {
         return;
-    }
-    let dir = TempDir::new();
-    let r = Redis::start(dir.path());
+    };
     let a = node(&r.url());
     let mut watch = a.subscribe("/");
     for i in 1..=100 {
@@ -184,11 +189,9 @@ fn a_late_node_replays_history_from_the_stream() {
 
 #[test]
 fn replays_wait_for_the_backlog_plain_subscriptions_do_not() {
-    if !have_redis() {
+    let Some((_dir, r)) = fresh_redis() else {
         return;
-    }
-    let dir = TempDir::new();
-    let r = Redis::start(dir.path());
+    };
     let a = node(&r.url());
     a.publish_ok("/k", &json!({"n": 1}));
     // A node that starts while Redis does not answer cannot load the
@@ -225,11 +228,9 @@ fn replays_wait_for_the_backlog_plain_subscriptions_do_not() {
 
 #[test]
 fn a_publish_waiting_for_redis_at_shutdown_still_gets_its_answer() {
-    if !have_redis() {
+    let Some((_dir, r)) = fresh_redis() else {
         return;
-    }
-    let dir = TempDir::new();
-    let r = Redis::start(dir.path());
+    };
     let mut a = node(&r.url());
     a.publish_ok("/k", &json!({"n": 0}));
     // The publish is parked waiting for Redis when SIGTERM arrives; Redis
@@ -266,11 +267,9 @@ fn timed_publish(s: &Server, v: &Value) -> (Response, Duration) {
 
 #[test]
 fn redis_killed_publishes_503_streams_stay_then_resume_and_reset_is_seen() {
-    if !have_redis() {
+    let Some((_dir, mut r)) = fresh_redis() else {
         return;
-    }
-    let dir = TempDir::new();
-    let mut r = Redis::start(dir.path());
+    };
     let a = node(&r.url());
     let b = node(&r.url());
     let mut sub_a = a.subscribe("/");
@@ -338,11 +337,9 @@ fn redis_killed_publishes_503_streams_stay_then_resume_and_reset_is_seen() {
 
 #[test]
 fn a_node_overtaken_by_the_trim_while_connected_logs_it_and_serves_what_is_there() {
-    if !have_redis() {
+    let Some((_dir, r)) = fresh_redis() else {
         return;
-    }
-    let dir = TempDir::new();
-    let r = Redis::start(dir.path());
+    };
     let a = start_node(node_yaml(&r.url(), "  max_len: 100\n"));
     let mut b = start_node(node_yaml(&r.url(), "  max_len: 100\n"));
     let mut sub_b = b.subscribe("/");
@@ -383,11 +380,9 @@ fn a_node_overtaken_by_the_trim_while_connected_logs_it_and_serves_what_is_there
 
 #[test]
 fn reload_signals_do_not_interrupt_the_redis_threads() {
-    if !have_redis() {
+    let Some((_dir, r)) = fresh_redis() else {
         return;
-    }
-    let dir = TempDir::new();
-    let r = Redis::start(dir.path());
+    };
     let a = node(&r.url());
     let mut sub = a.subscribe("/");
     // A burst of SIGHUP and SIGUSR2 (systemctl reload, ACL pushes) while
@@ -427,11 +422,9 @@ fn count_n(events: &[Value], n: i64) -> usize {
 
 #[test]
 fn slow_redis_gives_503_and_the_retry_shows_once_client_kill_loses_nothing() {
-    if !have_redis() {
+    let Some((_dir, r)) = fresh_redis() else {
         return;
-    }
-    let dir = TempDir::new();
-    let r = Redis::start(dir.path());
+    };
     let a = node(&r.url());
     let b = node(&r.url());
     let mut sub_a = a.subscribe("/");
@@ -521,11 +514,9 @@ fn slow_redis_gives_503_and_the_retry_shows_once_client_kill_loses_nothing() {
 /// looks like from the node (connections open, nothing answers).
 #[test]
 fn a_partition_gives_503_keeps_streams_and_heals() {
-    if !have_redis() {
+    let Some((_dir, r)) = fresh_redis() else {
         return;
-    }
-    let dir = TempDir::new();
-    let r = Redis::start(dir.path());
+    };
     let a = node(&r.url());
     let mut sub = a.subscribe("/");
     a.publish_ok("/k", &json!({"n": 0}));
