@@ -7,10 +7,16 @@
 //! subscriber's deliveries are compared with a plain model of the rules in
 //! PROTOCOL.md, written here independently of the server's code.
 //!
+//! The same model runs across a cluster: two nodes on one Redis stream,
+//! each subscriber on either node, each publish to either node.
+//!
 //! The seed is printed; `MODEL_SEED=n cargo test --test model` replays a
 //! run. `MODEL_ROUNDS` and `MODEL_PUBLISHES` scale it.
 
 mod common;
+#[cfg(feature = "cluster")]
+#[path = "common/redis.rs"]
+mod redis;
 #[cfg(feature = "ldap")]
 #[path = "../ldap-worker/tests/slapd/mod.rs"]
 mod slapd;
@@ -406,7 +412,7 @@ fn until_sentinel(o: &mut Open, mark: u64) -> Result<Vec<u64>, String> {
 /// port apiece would exhaust the ephemeral range on a shared machine).
 #[derive(Default)]
 struct Publishers {
-    conns: BTreeMap<&'static str, Conn>,
+    conns: BTreeMap<(u16, &'static str), Conn>,
 }
 
 impl Publishers {
@@ -430,8 +436,9 @@ impl Publishers {
         );
         // A connection the server has closed since shows as a failed
         // send or read: once more on a fresh one.
+        let key = (srv.port(), ip);
         for _ in 0..2 {
-            let conn = self.conns.entry(ip).or_insert_with(|| {
+            let conn = self.conns.entry(key).or_insert_with(|| {
                 let c = conn_from(srv, ip);
                 // Closed with a reset, not into TIME_WAIT.
                 let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
@@ -448,12 +455,12 @@ impl Publishers {
                         || r.header("Connection")
                             .is_some_and(|v| v.eq_ignore_ascii_case("close"))
                     {
-                        self.conns.remove(ip);
+                        self.conns.remove(&key);
                     }
                     return r;
                 }
                 Err(_) => {
-                    self.conns.remove(ip);
+                    self.conns.remove(&key);
                 }
             }
         }
@@ -470,7 +477,21 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 #[test]
 fn deliveries_match_the_model() {
-    run_model(None);
+    run_model(None, None);
+}
+
+/// Two nodes sharing one Redis stream: subscribers and publishers on
+/// either, each node applying its own copy of the ACL on delivery.
+#[cfg(feature = "cluster")]
+#[test]
+fn deliveries_match_the_model_across_a_cluster() {
+    if !redis::available() {
+        eprintln!("skipped: redis-server / redis-cli not installed");
+        return;
+    }
+    let dir = TempDir::new();
+    let r = redis::Redis::start(dir.path());
+    run_model(None, Some(&r.url()));
 }
 
 /// The same with LDAP-mapped segments: the test directory's alice (groups
@@ -480,7 +501,7 @@ fn deliveries_match_the_model() {
 #[test]
 fn deliveries_match_the_model_with_ldap_segments() {
     let ldap = slapd::Slapd::start();
-    run_model(Some(&ldap.uri));
+    run_model(Some(&ldap.uri), None);
 }
 
 #[cfg(feature = "ldap")]
@@ -547,7 +568,19 @@ fn with_directory(builder: Builder, _: Option<&str>, _: &mut Rng) -> (Builder, V
     (builder, Vec::new())
 }
 
-fn run_model(ldap_uri: Option<&str>) {
+/// A node of a cluster takes replays once it holds the stream's newest
+/// entries (503 before): wait for that.
+fn wait_replays_taken(srv: &Server) {
+    let status = || {
+        let mut c = Conn::connect(srv.addr);
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Fetch-Since: 99999999999\r\n\r\n");
+        c.read_head(Instant::now() + T).map_or(0, |r| r.status)
+    };
+    assert!(wait_until(T, || status() == 200), "{}", srv.log());
+}
+
+/// The model run: one server, or (`redis_url`) two nodes of a cluster.
+fn run_model(ldap_uri: Option<&str>, redis_url: Option<&str>) {
     let seed = env_number(
         "MODEL_SEED",
         std::time::SystemTime::now()
@@ -568,7 +601,32 @@ fn run_model(ldap_uri: Option<&str>) {
         .clients(&format!("secure_topics: [{}]", SECURE.join(", ")));
     let (builder, in_directory) = with_directory(builder, ldap_uri, &mut rng);
     let mut users = random_users(&mut rng, 0, &in_directory);
-    let mut srv = builder.acl(&acl_yaml(&users)).start();
+    let mut nodes: Vec<Server> = match redis_url {
+        None => vec![builder.acl(&acl_yaml(&users)).start()],
+        Some(url) => {
+            let node = builder
+                .section(&format!(
+                    "cluster:\n  redis: {url}\n  stream: model\n  timeout: 5s\n"
+                ))
+                .acl(&acl_yaml(&users));
+            (0..2)
+                .map(|_| {
+                    let srv = node.clone().start();
+                    wait_replays_taken(&srv);
+                    srv
+                })
+                .collect()
+        }
+    };
+    // Which node a subscriber or publisher uses (the same random sequence
+    // as before for a single node).
+    let pick_node = |rng: &mut Rng, nodes: &[Server]| -> usize {
+        if nodes.len() > 1 {
+            rng.below(nodes.len())
+        } else {
+            0
+        }
+    };
 
     let mut history: Vec<Ev> = Vec::new();
     let mut publishers = Publishers::default();
@@ -578,15 +636,17 @@ fn run_model(ldap_uri: Option<&str>) {
         if round > 0 {
             // A new ACL file, through SIGUSR2: new subscribers get it.
             users = random_users(&mut rng, round, &in_directory);
-            std::fs::write(srv.dir().join("pypubsub_acl.yaml"), acl_yaml(&users))
-                .expect("write ACL");
-            let reloads = srv.log().matches("SIGUSR2: reloaded").count();
-            srv.signal("USR2");
-            assert!(
-                wait_until(T, || srv.log().matches("SIGUSR2: reloaded").count()
-                    > reloads),
-                "ACL reload not logged"
-            );
+            for srv in &mut nodes {
+                std::fs::write(srv.dir().join("pypubsub_acl.yaml"), acl_yaml(&users))
+                    .expect("write ACL");
+                let reloads = srv.log().matches("SIGUSR2: reloaded").count();
+                srv.signal("USR2");
+                assert!(
+                    wait_until(T, || srv.log().matches("SIGUSR2: reloaded").count()
+                        > reloads),
+                    "ACL reload not logged"
+                );
+            }
         }
         let oracle = users.len() - 1;
         let oracle_spec = SubSpec {
@@ -597,11 +657,12 @@ fn run_model(ldap_uri: Option<&str>) {
             last_event_id: false,
             start: Start::Live,
         };
-        let mut oracle_sub = open(&srv, oracle_spec, &users, &history);
+        let mut oracle_sub = open(&nodes[0], oracle_spec, &users, &history);
         let mut subs: Vec<Open> = (0..10 + rng.below(6))
             .map(|_| {
                 let spec = random_sub(&mut rng, &users, &history);
-                open(&srv, spec, &users, &history)
+                let node = pick_node(&mut rng, &nodes);
+                open(&nodes[node], spec, &users, &history)
             })
             .collect();
 
@@ -629,7 +690,8 @@ fn run_model(ldap_uri: Option<&str>) {
             );
             n += 1;
             let body = json!({ "n": n, "round": round });
-            let r = publishers.publish(&srv, ip, &path, &creds, &users, &body);
+            let node = pick_node(&mut rng, &nodes);
+            let r = publishers.publish(&nodes[node], ip, &path, &creds, &users, &body);
             let want = may_publish(creds.user(&users), &topics, private, payloader);
             publishes += 1;
             assert_eq!(
@@ -648,7 +710,7 @@ fn run_model(ldap_uri: Option<&str>) {
         let mark = n;
         let sentinel_topics: Vec<&str> = TOPICS.iter().chain(SECURE.iter()).copied().collect();
         let r = publishers.publish(
-            &srv,
+            &nodes[nodes.len() - 1],
             PAYLOADER_IP,
             &format!("/{}", sentinel_topics.join("/")),
             &Creds::Right(oracle),
@@ -730,8 +792,10 @@ fn run_model(ldap_uri: Option<&str>) {
             "seed {seed}: the model run is far slower than it should be"
         );
     }
-    let log = srv.log();
-    assert!(!log.contains("panicked"), "server log:\n{log}");
+    for srv in &nodes {
+        let log = srv.log();
+        assert!(!log.contains("panicked"), "server log:\n{log}");
+    }
     eprintln!(
         "model: seed {seed}: {rounds} rounds, {publishes} publishes, {checked} \
          (subscriber, event) decisions checked, {deliveries} deliveries, in {:.1?}",

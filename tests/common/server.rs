@@ -19,10 +19,12 @@ use super::{
 };
 
 /// Builds a `pypubsub.yaml` and starts the server with it.
+#[derive(Clone)]
 pub struct Builder {
     bind: String,
     server: Vec<String>,
     clients: Vec<String>,
+    sections: Vec<String>,
     payloaders: Vec<String>,
     acl: Option<String>,
     raw_config: Option<String>,
@@ -65,6 +67,12 @@ impl Builder {
     /// Extra YAML under `clients:` (may span lines; indented for you).
     pub fn clients(mut self, yaml: &str) -> Self {
         self.clients.push(yaml.to_string());
+        self
+    }
+
+    /// A top-level section, verbatim (e.g. `cluster:` and its keys).
+    pub fn section(mut self, yaml: &str) -> Self {
+        self.sections.push(yaml.to_string());
         self
     }
 
@@ -122,6 +130,12 @@ impl Builder {
         }
         for c in &self.clients {
             y += &indent(c);
+        }
+        for section in &self.sections {
+            y += section;
+            if !section.ends_with('\n') {
+                y.push('\n');
+            }
         }
         y
     }
@@ -224,6 +238,7 @@ impl Server {
             bind: "127.0.0.1".to_string(),
             server: Vec::new(),
             clients: Vec::new(),
+            sections: Vec::new(),
             payloaders: vec!["127.0.0.1/32".to_string(), "::1/128".to_string()],
             acl: None,
             raw_config: None,
