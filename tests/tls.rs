@@ -811,3 +811,40 @@ fn handshakes_are_counted_in_metrics() {
     );
     assert!(metric("pubsubd_tls_handshake_failures_total ").is_some_and(|n| n >= 1));
 }
+
+/// 300 clients, each with its own session store, connect once and then
+/// come back: every one resumes its session. (With rustls's default
+/// 256-entry server-side session cache, holding two tickets per client,
+/// the first ~170 would fall back to a full handshake.)
+#[test]
+fn many_clients_resume_their_sessions() {
+    let (pki, _ca) = Pki::new();
+    let (_srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let ca_pem = pki.read("ca.pem");
+    let configs: Vec<Arc<rustls::ClientConfig>> =
+        (0..300).map(|_| client_config(&ca_pem)).collect();
+    let handshake = |config: &Arc<rustls::ClientConfig>| -> rustls::HandshakeKind {
+        let mut sock = TcpStream::connect_timeout(&tls, Duration::from_secs(5)).expect("connect");
+        sock.set_nodelay(true).expect("nodelay");
+        sock.set_read_timeout(Some(T)).expect("timeout");
+        let conn = rustls::ClientConnection::new(config.clone(), ServerName::from(tls.ip()))
+            .expect("client");
+        let mut stream = rustls::StreamOwned::new(conn, sock);
+        // A request and its answer: the session tickets come before it.
+        stream
+            .write_all(b"HEAD / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .expect("TLS write");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        assert!(answer.starts_with(b"HTTP/1.1 204 "), "{answer:?}");
+        stream.conn.handshake_kind().expect("handshake done")
+    };
+    for config in &configs {
+        assert_eq!(handshake(config), rustls::HandshakeKind::Full);
+    }
+    let resumed = configs
+        .iter()
+        .filter(|config| handshake(config) == rustls::HandshakeKind::Resumed)
+        .count();
+    assert_eq!(resumed, configs.len(), "sessions resumed");
+}
