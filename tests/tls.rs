@@ -824,7 +824,7 @@ fn many_clients_resume_their_sessions() {
     let configs: Vec<Arc<rustls::ClientConfig>> =
         (0..300).map(|_| client_config(&ca_pem)).collect();
     let handshake = |config: &Arc<rustls::ClientConfig>| -> rustls::HandshakeKind {
-        let mut sock = TcpStream::connect_timeout(&tls, Duration::from_secs(5)).expect("connect");
+        let sock = TcpStream::connect_timeout(&tls, Duration::from_secs(5)).expect("connect");
         sock.set_nodelay(true).expect("nodelay");
         sock.set_read_timeout(Some(T)).expect("timeout");
         let conn = rustls::ClientConnection::new(config.clone(), ServerName::from(tls.ip()))
