@@ -1,10 +1,10 @@
 //! The cluster bus: several pubsubd nodes share every event, in one order,
 //! through one Redis stream.
 //!
-//! Helper threads (the writers and a reader) do all the Redis I/O with the `redis`
+//! Two helper threads per node do all the Redis I/O with the `redis`
 //! crate's blocking client (no async runtime), so the event loop never
 //! waits on the network:
-//! - the [`writer`]s take [`Append`]s from a bounded channel and append
+//! - the [`writer`] takes [`Append`]s from a bounded channel and appends
 //!   them in pipelined batches (`XADD key MAXLEN ~ n * ...`), answering each
 //!   with [`Message::Appended`] once Redis acknowledged it (or it failed);
 //! - the [`reader`] loads the newest entries on start, then follows the
@@ -53,15 +53,6 @@ pub use id::StreamId;
 pub const QUEUE_CAPACITY: usize = 16 * 1024;
 /// Appends sent to Redis in one pipeline.
 pub const BATCH: usize = 512;
-/// Writer threads, each with a connection of its own. With `appendfsync
-/// always`, Redis reads at most 16 KiB from each client per turn of its
-/// loop and fsyncs once per turn, so one connection's pipeline carries
-/// ~36 appends per fsync (`redis-benchmark -P 512`: 17k XADD/s with one
-/// connection, 48k with two), and a single writer also waits out each
-/// fsync before it sends the appends that queued meanwhile. Concurrent
-/// appends may then land in either order; one publisher's are answered
-/// one at a time, so its own order holds.
-pub const WRITERS: usize = 2;
 /// Entries asked for per `XREAD`.
 pub const READ_COUNT: usize = 1024;
 /// How long one `XREAD` blocks waiting for new entries.
@@ -253,21 +244,11 @@ pub fn start(settings: Settings, notify: Arc<dyn Fn() + Send + Sync>) -> Result<
         notify,
         stopped: stopped.clone(),
     };
-    let links = writer::WriterLinks::new(WRITERS, out.clone());
-    for index in 0..WRITERS {
-        let writer = writer::Writer::new(
-            index,
-            links.clone(),
-            &settings,
-            opener.clone(),
-            append_rx.clone(),
-            out.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("cluster-writer-{index}"))
-            .spawn(move || writer.run())
-            .map_err(BusError::Thread)?;
-    }
+    let writer = writer::Writer::new(&settings, opener.clone(), append_rx, out.clone());
+    std::thread::Builder::new()
+        .name("cluster-writer".into())
+        .spawn(move || writer.run())
+        .map_err(BusError::Thread)?;
     let reader = reader::Reader::new(&settings, opener, out);
     std::thread::Builder::new()
         .name("cluster-reader".into())

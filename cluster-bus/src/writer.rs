@@ -9,20 +9,14 @@
 //! - `GaveUp` if it was sent but the outcome is unknown (timeout, dropped
 //!   connection) and retries kept failing for [`GIVE_UP_AFTER`] timeouts.
 //!
-//! [`crate::WRITERS`] writers, each with a connection of its own, take
-//! appends from the one channel, so one's batch can be sent while
-//! another's waits for Redis's fsync. Their link is reported as one
-//! ([`WriterLinks`]): up when every writer is connected.
-//!
 //! An unknown outcome is retried with the same cursor, in order, ahead of
-//! that writer's newer appends; the readers drop a cursor they have already delivered,
+//! newer appends; the readers drop a cursor they have already delivered,
 //! so an append that did land the first time still shows once. To keep
 //! unknown outcomes rare, an idle connection is checked with `PING` every
 //! [`IDLE_CHECK`] (and a lost one reopened), so a batch is not sent into a
 //! connection Redis has already closed.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -52,9 +46,6 @@ struct Job {
 }
 
 pub struct Writer {
-    /// Which writer this is (0-based), for the log and [`WriterLinks`].
-    index: usize,
-    links: Arc<WriterLinks>,
     opener: Opener,
     appends: Receiver<Append>,
     out: Outbox,
@@ -66,16 +57,12 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(
-        index: usize,
-        links: Arc<WriterLinks>,
         settings: &Settings,
         opener: Opener,
         appends: Receiver<Append>,
         out: Outbox,
     ) -> Writer {
         Writer {
-            index,
-            links,
             opener,
             appends,
             out,
@@ -239,60 +226,20 @@ impl Writer {
         }
     }
 
-    /// Logs a change of this writer's link, and tells [`WriterLinks`].
+    /// Tells the server about a change of the link's state (once per change).
     fn report(&self, last: &mut Option<bool>, up: bool, error: Option<String>) {
         if *last == Some(up) {
             return;
         }
         *last = Some(up);
         match &error {
-            Some(e) => warn!("cluster: writer lost Redis: {e} (writer {})", self.index),
-            None => info!("cluster: writer connected to Redis (writer {})", self.index),
+            Some(e) => warn!("cluster: writer lost Redis: {e}"),
+            None => info!("cluster: writer connected to Redis"),
         }
-        self.links.set(self.index, up, error);
-    }
-}
-
-/// The writers' links, told to the server as one: up once every writer is
-/// connected, down as soon as one is not (each change once).
-pub struct WriterLinks {
-    state: Mutex<LinksState>,
-    out: Outbox,
-}
-
-struct LinksState {
-    up: Vec<bool>,
-    reported: Option<bool>,
-}
-
-impl WriterLinks {
-    pub fn new(writers: usize, out: Outbox) -> Arc<WriterLinks> {
-        Arc::new(WriterLinks {
-            state: Mutex::new(LinksState {
-                up: vec![false; writers],
-                reported: None,
-            }),
-            out,
-        })
-    }
-
-    fn set(&self, index: usize, up: bool, error: Option<String>) {
-        let all_up = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(slot) = state.up.get_mut(index) {
-                *slot = up;
-            }
-            let all_up = state.up.iter().all(|&u| u);
-            if state.reported == Some(all_up) {
-                return;
-            }
-            state.reported = Some(all_up);
-            all_up
-        };
         self.out.send(Message::Link {
             side: Side::Writer,
-            up: all_up,
-            error: if all_up { None } else { error },
+            up,
+            error,
         });
     }
 }
