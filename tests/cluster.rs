@@ -211,6 +211,14 @@ fn replays_wait_for_the_backlog_plain_subscriptions_do_not() {
         resp.body_str()
     );
     assert_eq!(replay_status(&late), 503, "by time too");
+    // An EventSource gives up on a 503: it is told to reconnect instead.
+    let mut c = Conn::connect(late.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: abc\r\n\r\n");
+    let resp = c.read_response(false, T).expect("a response");
+    assert_eq!(resp.status, 200, "{}", resp.body_str());
+    assert_eq!(resp.header("Content-Type"), Some("text/event-stream"));
+    assert!(resp.body_str().contains("retry: 1000\n"), "{}", resp.body_str());
+    assert_eq!(resp.header("Connection"), Some("close"));
     let mut live = late.subscribe("/");
     r.signal("CONT");
     assert!(

@@ -363,7 +363,7 @@ impl Hub {
         {
             // Its backlog comes from the stream: a cursor asked for now
             // would read as unknown and its events would be missed.
-            return self.respond_backlog_loading(key);
+            return self.respond_backlog_loading(key, head.accept_sse);
         }
         match self.check_credentials(&head) {
             Check::Done(grant) => self.open_stream(key, head, sub, grant),
