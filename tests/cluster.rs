@@ -217,7 +217,11 @@ fn replays_wait_for_the_backlog_plain_subscriptions_do_not() {
     let resp = c.read_response(false, T).expect("a response");
     assert_eq!(resp.status, 200, "{}", resp.body_str());
     assert_eq!(resp.header("Content-Type"), Some("text/event-stream"));
-    assert!(resp.body_str().contains("retry: 1000\n"), "{}", resp.body_str());
+    assert!(
+        resp.body_str().contains("retry: 1000\n"),
+        "{}",
+        resp.body_str()
+    );
     assert_eq!(resp.header("Connection"), Some("close"));
     let mut live = late.subscribe("/");
     r.signal("CONT");
@@ -264,6 +268,62 @@ fn a_publish_waiting_for_redis_at_shutdown_still_gets_its_answer() {
         assert_eq!(xlen(&r), 2, "a 202 means it is in the stream");
     }
     assert!(a.wait_exit(T).is_some(), "the node stops:\n{}", a.log());
+}
+
+#[test]
+fn sentinel_with_auth_on_the_master_and_on_the_sentinels() {
+    let Some((dir, _plain)) = fresh_redis() else {
+        return;
+    };
+    // A password that needs encoding in a URL.
+    const PW: &str = "p@ss:w/rd";
+    let master_port = redis::free_port();
+    let _master = Redis::start_with(
+        &dir.path().join("master"),
+        master_port,
+        &["--requirepass", PW],
+    );
+    let sentinels: Vec<redis::Sentinel> = (0..2)
+        .map(|_| {
+            redis::Sentinel::start_with(
+                dir.path(),
+                "authtest",
+                master_port,
+                &format!("sentinel auth-pass authtest {PW}\nrequirepass s3ntinel\n"),
+                Some("s3ntinel"),
+            )
+        })
+        .collect();
+    let nodes = sentinels
+        .iter()
+        .map(|s| format!("\"127.0.0.1:{}\"", s.port))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let yaml = |password: &str| {
+        format!(
+            "server:\n  bind: 127.0.0.1\n  port: 0\n  backlog: {{size: 1000}}\n\
+             clients:\n  payloaders: [127.0.0.1/32]\n\
+             cluster:\n  stream: test\n  timeout: 1s\n  sentinel: {{master: authtest, nodes: [{nodes}], \
+             password: '{password}', sentinel_password: s3ntinel}}\n"
+        )
+    };
+    let a = start_node(yaml(PW));
+    let mut sub = a.subscribe("/");
+    a.publish_ok("/k", &json!({"n": 1}));
+    assert_eq!(n_of(&sub.next_event(T)), 1);
+    assert!(
+        !a.log().contains(PW),
+        "the password is never logged:\n{}",
+        a.log()
+    );
+    // The wrong password: the node never gets a link, and says why.
+    let wrong = Server::builder().raw_config(&yaml("wrong")).start();
+    assert!(
+        wrong.wait_log("lost Redis", T),
+        "a failed AUTH is logged:\n{}",
+        wrong.log()
+    );
+    assert_eq!(wrong.publish_json("/k", &json!({"n": 2})).status, 503);
 }
 
 /// A publish on a fresh connection; the response and how long it took.

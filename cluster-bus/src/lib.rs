@@ -65,8 +65,22 @@ pub const SEEN_MIN: usize = 10_000;
 pub enum Target {
     /// `redis://[user:password@]host:port/db` or `rediss://…`.
     Url(String),
-    /// Ask these Sentinels (`host:port`) for the master named `master`.
-    Sentinel { master: String, nodes: Vec<String> },
+    /// Ask Sentinels for the master.
+    Sentinel(SentinelTarget),
+}
+
+/// Where the Sentinels are, the master to ask them for, and the AUTH each
+/// side needs.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SentinelTarget {
+    pub master: String,
+    /// `host:port` of each Sentinel.
+    pub nodes: Vec<String>,
+    /// AUTH for the master and its replicas.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// AUTH for the Sentinels (their own `requirepass`).
+    pub sentinel_password: Option<String>,
 }
 
 impl fmt::Debug for Target {
@@ -74,10 +88,11 @@ impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Url(url) => write!(f, "Url({})", link::redact(url)),
-            Target::Sentinel { master, nodes } => f
+            Target::Sentinel(s) => f
                 .debug_struct("Sentinel")
-                .field("master", master)
-                .field("nodes", nodes)
+                .field("master", &s.master)
+                .field("nodes", &s.nodes)
+                .field("auth", &s.password.is_some())
                 .finish(),
         }
     }

@@ -28,6 +28,8 @@ enum Kind {
         master: String,
         sentinels: Vec<Client>,
         ca: Option<Vec<u8>>,
+        /// `user:password@` (percent-encoded) for the master, or empty.
+        userinfo: String,
     },
 }
 
@@ -42,14 +44,19 @@ impl Opener {
         };
         let kind = match &settings.target {
             Target::Url(url) => Kind::Direct(client(url, ca.as_deref())?),
-            Target::Sentinel { master, nodes } => Kind::Sentinel {
-                master: master.clone(),
-                sentinels: nodes
-                    .iter()
-                    .map(|n| client(&format!("redis://{n}/"), None))
-                    .collect::<Result<_, _>>()?,
-                ca,
-            },
+            Target::Sentinel(s) => {
+                let sentinel_auth = userinfo(None, s.sentinel_password.as_deref());
+                Kind::Sentinel {
+                    master: s.master.clone(),
+                    sentinels: s
+                        .nodes
+                        .iter()
+                        .map(|n| client(&format!("redis://{sentinel_auth}{n}/"), None))
+                        .collect::<Result<_, _>>()?,
+                    ca,
+                    userinfo: userinfo(s.username.as_deref(), s.password.as_deref()),
+                }
+            }
         };
         Ok(Opener {
             kind,
@@ -67,7 +74,8 @@ impl Opener {
                 master,
                 sentinels,
                 ca,
-            } => self.ask_sentinels(master, sentinels, ca.as_deref())?,
+                userinfo,
+            } => self.ask_sentinels(master, sentinels, ca.as_deref(), userinfo)?,
         };
         let conn = self.connect(&client, read_timeout)?;
         Ok(conn)
@@ -90,6 +98,7 @@ impl Opener {
         master: &str,
         sentinels: &[Client],
         ca: Option<&[u8]>,
+        userinfo: &str,
     ) -> Result<Client, String> {
         let mut last = String::from("no Sentinel configured");
         for sentinel in sentinels {
@@ -122,7 +131,7 @@ impl Opener {
                 host
             };
             let scheme = if ca.is_some() { "rediss" } else { "redis" };
-            let candidate = client(&format!("{scheme}://{host}:{port}/"), ca)?;
+            let candidate = client(&format!("{scheme}://{userinfo}{host}:{port}/"), ca)?;
             match self.is_master(&candidate) {
                 Ok(true) => return Ok(candidate),
                 Ok(false) => last = format!("{host}:{port} is not a master (yet)"),
@@ -157,6 +166,25 @@ fn client(url: &str, ca: Option<&[u8]>) -> Result<Client, String> {
     result.map_err(|e| format!("{}: {e}", redact(url)))
 }
 
+/// `user:password@` for a URL, each part percent-encoded (a password may
+/// hold `@`, `:` or `/`); empty without a password.
+fn userinfo(username: Option<&str>, password: Option<&str>) -> String {
+    fn encode(part: &str) -> String {
+        part.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+    match password {
+        Some(pw) => format!("{}:{}@", encode(username.unwrap_or("")), encode(pw)),
+        None => String::new(),
+    }
+}
+
 /// `url` with any password replaced by `***`.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -187,5 +215,21 @@ mod tests {
         );
         assert_eq!(redact("redis://:secret@h"), "redis://:***@h");
         assert_eq!(redact("redis://h:6379/0"), "redis://h:6379/0");
+    }
+
+    #[test]
+    fn credentials_survive_the_url() {
+        for (user, pw) in [
+            (None, "p@ss:w/rd%?#"),
+            (Some("me@home"), "x y"),
+            (None, "é"),
+        ] {
+            let url = format!("redis://{}127.0.0.1:6379/", userinfo(user, Some(pw)));
+            let c = Client::open(url.as_str()).expect(&url);
+            let info = c.get_connection_info().redis_settings();
+            assert_eq!(info.password(), Some(pw), "{url}");
+            assert_eq!(info.username(), user, "{url}");
+        }
+        assert_eq!(userinfo(Some("u"), None), "");
     }
 }

@@ -10,6 +10,8 @@
 //!   timeout: 5s           # connect and each command
 //!   ca_file: ~            # PEM CA for rediss:// with a private CA
 //!   sentinel: ~           # instead of redis: {master: NAME, nodes: ["host:26379"]}
+//!                         #   optional: username, password (master and replicas),
+//!                         #   sentinel_password (the Sentinels' requirepass)
 //! ```
 //!
 //! Exactly one of `redis` and `sentinel` is required. Errors name the key,
@@ -46,7 +48,21 @@ pub struct ClusterConfig {
 #[derive(Clone, PartialEq, Eq)]
 pub enum ClusterRedis {
     Url(String),
-    Sentinel { master: String, nodes: Vec<String> },
+    Sentinel(SentinelConfig),
+}
+
+/// `cluster.sentinel`: where the Sentinels are, which master to ask for,
+/// and the AUTH each side needs (never logged).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    pub master: String,
+    pub nodes: Vec<String>,
+    /// AUTH for the master and its replicas (`username` for a Redis 6 ACL
+    /// user; the password alone authenticates as `default`).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// AUTH for the Sentinels themselves (their own `requirepass`).
+    pub sentinel_password: Option<String>,
 }
 
 impl ClusterConfig {
@@ -62,7 +78,7 @@ impl fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redis = match &self.redis {
             ClusterRedis::Url(url) => redact(url),
-            ClusterRedis::Sentinel { master, nodes } => format!("sentinel {master} {nodes:?}"),
+            ClusterRedis::Sentinel(s) => format!("sentinel {} {:?}", s.master, s.nodes),
         };
         f.debug_struct("ClusterConfig")
             .field("redis", &redis)
@@ -78,9 +94,7 @@ impl fmt::Debug for ClusterRedis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClusterRedis::Url(url) => write!(f, "Url({})", redact(url)),
-            ClusterRedis::Sentinel { master, nodes } => {
-                write!(f, "Sentinel({master}, {nodes:?})")
-            }
+            ClusterRedis::Sentinel(s) => write!(f, "Sentinel({}, {:?})", s.master, s.nodes),
         }
     }
 }
@@ -131,7 +145,7 @@ pub fn parse(v: &Value, warnings: &mut Vec<String>) -> Result<Option<ClusterConf
     }
     let redis = match (redis, sentinel) {
         (Some(url), None) => ClusterRedis::Url(url),
-        (None, Some((master, nodes))) => ClusterRedis::Sentinel { master, nodes },
+        (None, Some(sentinel)) => ClusterRedis::Sentinel(sentinel),
         (Some(_), Some(_)) => return err("cluster", "give either redis or sentinel, not both"),
         (None, None) => return err("cluster.redis", "is required (or cluster.sentinel)"),
     };
@@ -148,12 +162,13 @@ fn parse_sentinel(
     v: &Value,
     at: &str,
     warnings: &mut Vec<String>,
-) -> Result<(String, Vec<String>), ConfigError> {
+) -> Result<SentinelConfig, ConfigError> {
     let Some(map) = section(v, at)? else {
         return err(at, "must be a mapping");
     };
     let mut master = None;
     let mut nodes = Vec::new();
+    let (mut username, mut password, mut sentinel_password) = (None, None, None);
     for (name, key, value) in entries(map, at)? {
         let key = key.as_str();
         match name.as_str() {
@@ -169,6 +184,12 @@ fn parse_sentinel(
                     }
                 }
             }
+            "username" if !value.is_null() => username = Some(nonempty_string(value, key)?),
+            "password" if !value.is_null() => password = Some(nonempty_string(value, key)?),
+            "sentinel_password" if !value.is_null() => {
+                sentinel_password = Some(nonempty_string(value, key)?)
+            }
+            "username" | "password" | "sentinel_password" => {}
             _ => warnings.push(format!("unknown configuration key '{key}' ignored")),
         }
     }
@@ -178,7 +199,13 @@ fn parse_sentinel(
     if nodes.is_empty() {
         return err(&format!("{at}.nodes"), "must list at least one Sentinel");
     }
-    Ok((master, nodes))
+    Ok(SentinelConfig {
+        master,
+        nodes,
+        username,
+        password,
+        sentinel_password,
+    })
 }
 
 #[cfg(test)]
@@ -221,11 +248,31 @@ mod tests {
             .unwrap();
         assert_eq!(
             c.redis,
-            ClusterRedis::Sentinel {
+            ClusterRedis::Sentinel(SentinelConfig {
                 master: "m".into(),
-                nodes: vec!["127.0.0.1:26379".into(), "h:1".into()]
-            }
+                nodes: vec!["127.0.0.1:26379".into(), "h:1".into()],
+                username: None,
+                password: None,
+                sentinel_password: None,
+            })
         );
+        let c = parse_text(
+            "sentinel: {master: m, nodes: ['h:1'], username: u, password: 'p w', sentinel_password: s}",
+        )
+        .unwrap()
+        .unwrap();
+        let ClusterRedis::Sentinel(s) = &c.redis else {
+            panic!("{:?}", c.redis)
+        };
+        assert_eq!(
+            (
+                s.username.as_deref(),
+                s.password.as_deref(),
+                s.sentinel_password.as_deref()
+            ),
+            (Some("u"), Some("p w"), Some("s"))
+        );
+        assert!(!format!("{c:?}").contains("p w"), "{c:?}");
     }
 
     #[test]

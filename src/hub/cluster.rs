@@ -27,7 +27,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_bus::{Append, AppendError, Bus, Entry, Gap, Message, Settings, Side, Target};
+use cluster_bus::{
+    Append, AppendError, Bus, Entry, Gap, Message, SentinelTarget, Settings, Side, Target,
+};
 use log::{info, warn};
 use mio::Waker;
 
@@ -74,10 +76,13 @@ impl Cluster {
         let node = uuid::Uuid::new_v4().to_string();
         let target = match &cluster.redis {
             ClusterRedis::Url(url) => Target::Url(url.clone()),
-            ClusterRedis::Sentinel { master, nodes } => Target::Sentinel {
-                master: master.clone(),
-                nodes: nodes.clone(),
-            },
+            ClusterRedis::Sentinel(s) => Target::Sentinel(SentinelTarget {
+                master: s.master.clone(),
+                nodes: s.nodes.clone(),
+                username: s.username.clone(),
+                password: s.password.clone(),
+                sentinel_password: s.sentinel_password.clone(),
+            }),
         };
         let backlog = &config.server.backlog;
         let settings = Settings {

@@ -195,6 +195,18 @@ pub struct Sentinel {
 
 impl Sentinel {
     pub fn start(dir: &Path, name: &str, master_port: u16) -> Sentinel {
+        Sentinel::start_with(dir, name, master_port, "", None)
+    }
+
+    /// With `extra` lines in its configuration (`sentinel auth-pass …`,
+    /// `requirepass …`) and the `password` it then asks of its clients.
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        master_port: u16,
+        extra: &str,
+        password: Option<&str>,
+    ) -> Sentinel {
         let port = free_port();
         let conf = dir.join(format!("sentinel-{port}.conf"));
         std::fs::write(
@@ -204,7 +216,7 @@ impl Sentinel {
                  sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {name} 1000\n\
                  sentinel failover-timeout {name} 5000\n\
-                 sentinel parallel-syncs {name} 1\n",
+                 sentinel parallel-syncs {name} 1\n{extra}",
                 dir.join(format!("sentinel-{port}.log")).display()
             ),
         )
@@ -221,8 +233,12 @@ impl Sentinel {
             child: Some(child),
             port,
         };
+        let ping = match password {
+            Some(pw) => vec!["--no-auth-warning", "-a", pw, "PING"],
+            None => vec!["PING"],
+        };
         let up = super::wait_until(Duration::from_secs(10), || {
-            cli(port, &["PING"]).is_some_and(|o| o.trim() == "PONG")
+            cli(port, &ping).is_some_and(|o| o.trim() == "PONG")
         });
         assert!(up, "sentinel on {port} did not start");
         s
