@@ -56,7 +56,9 @@ impl StreamInfo {
 
     /// What happened to entries after `position`, which this reader has
     /// delivered. `info` is `None` when the stream does not exist;
-    /// `entries_seen` is the `entries-added` this reader saw last.
+    /// `entries_seen` is the `entries-added` this reader saw last. A
+    /// position trimmed away reads as a gap even if the very next entry
+    /// survived: IDs are not dense, so nothing tells the two apart.
     pub fn gap_after(
         info: Option<&StreamInfo>,
         position: StreamId,
