@@ -22,7 +22,7 @@ if ! cargo build -q -p pubsubd --profile appliance --no-default-features --targe
   bad "cargo build --profile appliance --no-default-features --target $target"
   finish
 fi
-bin="${CARGO_TARGET_DIR:-target}/$target/appliance/pubsubd"
+bin="$(readlink -f "${CARGO_TARGET_DIR:-target}/$target/appliance/pubsubd")"
 
 size=$(stat -c %s "$bin")
 [ "$size" -le $((1024 * 1024)) ] && ok "stripped size $size bytes <= 1 MiB" ||
@@ -36,7 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 printf 'server:\n  bind: 127.0.0.1\n  port: 0\n' >"$dir/pypubsub.yaml"
-(cd "$dir" && exec "$OLDPWD/$bin" --config pypubsub.yaml) >"$dir/log" 2>&1 &
+(cd "$dir" && exec "$bin" --config pypubsub.yaml) >"$dir/log" 2>&1 &
 pid=$!
 addr=
 for _ in $(seq 1 100); do
