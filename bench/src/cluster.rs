@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::compare::median;
 use crate::scenarios::{self, Cfg, Target};
 use crate::server::{self, sample, Kind, Running, Spec, Tuning};
 
@@ -47,12 +48,17 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// One command in RESP's inline form and the first line of the answer.
-fn redis_line(port: u16, cmd: &str) -> io::Result<String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(format!("{cmd}\r\n").as_bytes())?;
+/// Sends `request` on a new connection to `addr` and returns the first
+/// line of what comes back (from the first read).
+fn first_line(
+    addr: SocketAddr,
+    request: &[u8],
+    connect: Duration,
+    read: Duration,
+) -> io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, connect)?;
+    s.set_read_timeout(Some(read))?;
+    s.write_all(request)?;
     let mut buf = [0u8; 256];
     let n = s.read(&mut buf)?;
     Ok(String::from_utf8_lossy(&buf[..n])
@@ -60,6 +66,16 @@ fn redis_line(port: u16, cmd: &str) -> io::Result<String> {
         .next()
         .unwrap_or("")
         .to_string())
+}
+
+/// One command in RESP's inline form and the first line of the answer.
+fn redis_line(port: u16, cmd: &str) -> io::Result<String> {
+    first_line(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        format!("{cmd}\r\n").as_bytes(),
+        Duration::from_millis(200),
+        Duration::from_secs(2),
+    )
 }
 
 impl Redis {
@@ -181,19 +197,13 @@ fn wait_accepting(node: SocketAddr) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last = String::new();
     while Instant::now() < deadline {
-        let attempt = || -> io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&node, Duration::from_millis(500))?;
-            s.set_read_timeout(Some(Duration::from_secs(6)))?;
-            s.write_all(
+        let attempt = || {
+            first_line(
+                node,
                 b"POST /cluster-warmup HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-            )?;
-            let mut buf = [0u8; 64];
-            let n = s.read(&mut buf)?;
-            Ok(String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string())
+                Duration::from_millis(500),
+                Duration::from_secs(6),
+            )
         };
         match attempt() {
             Ok(l) if l.contains(" 202") => return Ok(()),
@@ -344,16 +354,6 @@ fn target(srv: &Running, pub_addr: SocketAddr) -> Target {
         pid: Some(srv.pid),
         tls: None,
         sse: false,
-    }
-}
-
-fn median(xs: &[f64]) -> Option<f64> {
-    let mut xs = xs.to_vec();
-    xs.sort_by(f64::total_cmp);
-    match xs.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(xs[n / 2]),
-        n => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
     }
 }
 

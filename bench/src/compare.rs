@@ -405,7 +405,8 @@ fn turn_values(turns: &[Value], path: &[&str]) -> Vec<f64> {
         .collect()
 }
 
-fn median(xs: &[f64]) -> Option<f64> {
+/// The median (the mean of the middle two for an even count).
+pub(crate) fn median(xs: &[f64]) -> Option<f64> {
     let mut xs = xs.to_vec();
     xs.sort_by(f64::total_cmp);
     match xs.len() {
