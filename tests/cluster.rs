@@ -69,19 +69,11 @@ fn start_node(yaml: String) -> Server {
         s.log()
     );
     assert!(
-        wait_until(T, || replay_status(&s) == 200),
+        wait_until(T, || s.replay_status() == 200),
         "node did not take replays:\n{}",
         s.log()
     );
     s
-}
-
-/// The status a replay request (`X-Fetch-Since` in the future: nothing to
-/// send) gets now: 503 until the node holds the stream's newest entries.
-fn replay_status(s: &Server) -> u16 {
-    let mut c = Conn::connect(s.addr);
-    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Fetch-Since: 99999999999\r\n\r\n");
-    c.read_head(Instant::now() + T).map_or(0, |r| r.status)
 }
 
 fn n_of(v: &Value) -> i64 {
@@ -210,7 +202,7 @@ fn replays_wait_for_the_backlog_plain_subscriptions_do_not() {
         "{}",
         resp.body_str()
     );
-    assert_eq!(replay_status(&late), 503, "by time too");
+    assert_eq!(late.replay_status(), 503, "by time too");
     // An EventSource gives up on a 503: it is told to reconnect instead.
     let mut c = Conn::connect(late.addr);
     c.send(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: abc\r\n\r\n");
@@ -226,7 +218,7 @@ fn replays_wait_for_the_backlog_plain_subscriptions_do_not() {
     let mut live = late.subscribe("/");
     r.signal("CONT");
     assert!(
-        wait_until(T, || replay_status(&late) == 200),
+        wait_until(T, || late.replay_status() == 200),
         "{}",
         late.log()
     );

@@ -568,17 +568,6 @@ fn with_directory(builder: Builder, _: Option<&str>, _: &mut Rng) -> (Builder, V
     (builder, Vec::new())
 }
 
-/// A node of a cluster takes replays once it holds the stream's newest
-/// entries (503 before): wait for that.
-fn wait_replays_taken(srv: &Server) {
-    let status = || {
-        let mut c = Conn::connect(srv.addr);
-        c.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Fetch-Since: 99999999999\r\n\r\n");
-        c.read_head(Instant::now() + T).map_or(0, |r| r.status)
-    };
-    assert!(wait_until(T, || status() == 200), "{}", srv.log());
-}
-
 /// The model run: one server, or (`redis_url`) two nodes of a cluster.
 fn run_model(ldap_uri: Option<&str>, redis_url: Option<&str>) {
     let seed = env_number(
@@ -612,7 +601,12 @@ fn run_model(ldap_uri: Option<&str>, redis_url: Option<&str>) {
             (0..2)
                 .map(|_| {
                     let srv = node.clone().start();
-                    wait_replays_taken(&srv);
+                    // It takes replays once it has loaded the stream.
+                    assert!(
+                        wait_until(T, || srv.replay_status() == 200),
+                        "{}",
+                        srv.log()
+                    );
                     srv
                 })
                 .collect()

@@ -456,6 +456,15 @@ impl Server {
         assert!(ok, "X-Subscribers stayed {last}, wanted {n}");
     }
 
+    /// The status a replay request gets now (`X-Fetch-Since` in the future:
+    /// nothing to send); a cluster node answers 503 until it has loaded
+    /// the stream.
+    pub fn replay_status(&self) -> u16 {
+        let mut c = Conn::connect(self.addr);
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Fetch-Since: 99999999999\r\n\r\n");
+        c.read_head(Instant::now() + T).map_or(0, |r| r.status)
+    }
+
     pub fn subscribe(&self, path: &str) -> Subscriber {
         Subscriber::open(self.addr, path, &[])
     }
