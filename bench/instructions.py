@@ -99,13 +99,19 @@ def recv(sock, deadline):
     return data
 
 
+def read_head(sock):
+    """Reads until the end of a response head; returns what was read."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += recv(sock, deadline)
+    return buf
+
+
 def probe(addr):
     with connect(addr) as s:
         s.sendall(b"HEAD / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        deadline = time.monotonic() + STEP_TIMEOUT
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += recv(s, deadline)
+        buf = read_head(s)
         if not buf.startswith(b"HTTP/1.1 204"):
             raise Failure(f"HEAD / answered {buf[:40]!r}")
 
@@ -132,10 +138,7 @@ def subscribe(addr, count):
         s = connect(addr)
         subs.append(s)
         s.sendall(b"GET /topic/bench HTTP/1.1\r\nHost: bench\r\n\r\n")
-        deadline = time.monotonic() + STEP_TIMEOUT
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += recv(s, deadline)
+        buf = read_head(s)
         if not buf.startswith(b"HTTP/1.1 200"):
             raise Failure(f"subscribe answered {buf[:40]!r}")
     return subs
