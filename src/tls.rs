@@ -77,8 +77,9 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Stateless session tickets (a key rotated by rustls, 12 h life): any
     // number of clients can resume, and the server keeps nothing per
-    // session. The default, a 256-entry session cache, was outgrown by 64
-    // clients resuming at once (only 92 % of resumptions hit).
+    // session. The default, a 256-entry session cache holding two tickets
+    // per client, failed every resumption once ~128 clients came back at
+    // once (each full handshake evicting the next client's ticket).
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
     Ok(Arc::new(config))
