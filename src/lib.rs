@@ -34,6 +34,8 @@ pub mod tls;
 #[cfg(not(feature = "tls"))]
 #[path = "tls_off.rs"]
 pub mod tls;
+#[cfg(feature = "tls")]
+mod tls_records;
 pub mod topics;
 pub mod yaml;
 

@@ -15,6 +15,12 @@
 //! `write`; while records are still waiting for the socket it takes
 //! nothing more, so the connection's own output queue stays the one place
 //! where pending output is counted and capped.
+//!
+//! A TLS 1.3 connection leaves rustls at its first write after the
+//! handshake (when nothing received waits in between): from then on
+//! `tls_records.rs` seals and opens its records with the keys rustls hands
+//! over, and the rustls state (~2.5 KB) is dropped. TLS 1.2 stays on
+//! rustls throughout.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice, Read, Write};
@@ -30,6 +36,7 @@ use rustls::unbuffered::{
 use rustls::ServerConfig;
 
 use crate::config::TlsConfig;
+use crate::tls_records::{capture_secrets, CaptureSecrets, Fatal, RecordLayer, TrafficSecrets};
 
 /// Plaintext encrypted by one `write` at most: four full records.
 const MAX_PLAINTEXT_PER_WRITE: usize = 64 * 1024;
@@ -75,6 +82,11 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
             )
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // TLS 1.3 connections move to our record layer after the handshake
+    // (tls_records.rs): rustls hands over the keys, and its key log hook
+    // gives the traffic secrets that key updates derive from.
+    config.enable_secret_extraction = true;
+    config.key_log = Arc::new(CaptureSecrets);
     // Stateless session tickets (a key rotated by rustls, 12 h life): any
     // number of clients can resume, and the server keeps nothing per
     // session. The default, a 256-entry session cache holding two tickets
@@ -95,7 +107,7 @@ pub enum Transport {
 /// rustls over a non-blocking TCP socket.
 pub struct TlsStream {
     socket: TcpStream,
-    tls: UnbufferedServerConnection,
+    session: Session,
     /// Received bytes not yet a whole record (or handshake message).
     incoming: Vec<u8>,
     /// Decrypted bytes the last reader had no room for.
@@ -109,6 +121,23 @@ pub struct TlsStream {
     handshake_reported: bool,
 }
 
+/// Who reads and writes the records.
+enum Session {
+    /// rustls: the handshake, and all of a TLS 1.2 connection; with the
+    /// TLS 1.3 traffic secrets once the handshake derived them.
+    Rustls(Box<UnbufferedServerConnection>, Option<Box<TrafficSecrets>>),
+    /// A TLS 1.3 connection once its handshake is done (tls_records.rs).
+    Records(Box<RecordLayer>),
+    /// Only after moving from one to the other failed.
+    Gone,
+}
+
+impl Session {
+    fn is_handshaking(&self) -> bool {
+        matches!(self, Session::Rustls(c, _) if c.is_handshaking())
+    }
+}
+
 impl std::fmt::Debug for TlsStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsStream")
@@ -117,6 +146,7 @@ impl std::fmt::Debug for TlsStream {
             .field("plaintext", &self.plaintext.len())
             .field("outgoing", &(self.outgoing.len() - self.outgoing_sent))
             .field("closed", &self.closed)
+            .field("record_layer", &matches!(self.session, Session::Records(_)))
             .finish_non_exhaustive()
     }
 }
@@ -141,7 +171,7 @@ impl Transport {
         let tls = UnbufferedServerConnection::new(config).map_err(io::Error::other)?;
         Ok(Transport::Tls(Box::new(TlsStream {
             socket,
-            tls,
+            session: Session::Rustls(Box::new(tls), None),
             incoming: Vec::new(),
             plaintext: Vec::new(),
             outgoing: Vec::new(),
@@ -163,7 +193,7 @@ impl Transport {
     /// (for the handshake counter), false before and after.
     pub fn take_handshake_done(&mut self) -> bool {
         match self {
-            Transport::Tls(t) if !t.handshake_reported && !t.tls.is_handshaking() => {
+            Transport::Tls(t) if !t.handshake_reported && !t.session.is_handshaking() => {
                 t.handshake_reported = true;
                 true
             }
@@ -173,7 +203,7 @@ impl Transport {
 
     /// A TLS connection whose handshake has not completed.
     pub fn is_handshaking(&self) -> bool {
-        matches!(self, Transport::Tls(t) if t.tls.is_handshaking())
+        matches!(self, Transport::Tls(t) if t.session.is_handshaking())
     }
 
     /// Sends bytes that TLS has encrypted but not yet written. Returns
@@ -229,14 +259,21 @@ impl TlsStream {
         out: &mut [u8],
         filled: &mut usize,
     ) -> io::Result<Progress> {
+        let (tls, secrets) = match &mut self.session {
+            Session::Rustls(tls, secrets) => (tls, secrets),
+            Session::Records(_) => return self.open_records(input, start, out, filled),
+            Session::Gone => return Err(io::ErrorKind::BrokenPipe.into()),
+        };
         loop {
             let UnbufferedStatus { mut discard, state } =
-                self.tls.process_tls_records(&mut input[*start..]);
+                tls.process_tls_records(&mut input[*start..]);
+            capture_secrets(secrets);
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
                     *start += discard;
-                    self.send_alert();
+                    send_rustls_alert(tls, &mut self.outgoing);
+                    let _ = self.send_outgoing();
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
             };
@@ -284,21 +321,75 @@ impl TlsStream {
         }
     }
 
-    /// After a TLS error: encodes the alert rustls queued, if any, and
-    /// tries once to send it.
-    fn send_alert(&mut self) {
-        for _ in 0..4 {
-            let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut []);
-            match state {
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    if encode_into(&mut self.outgoing, |buf| encode.encode(buf)).is_err() {
-                        break;
-                    }
+    /// `process` for the record layer: opens the whole records in
+    /// `input[*start..]`, answers key updates, and on a fatal error sends
+    /// the alert it calls for.
+    fn open_records(
+        &mut self,
+        input: &mut [u8],
+        start: &mut usize,
+        out: &mut [u8],
+        filled: &mut usize,
+    ) -> io::Result<Progress> {
+        let Session::Records(records) = &mut self.session else {
+            unreachable!("called for the record layer only");
+        };
+        let plaintext = &mut self.plaintext;
+        let mut deliver = |data: &[u8]| {
+            let take = data.len().min(out.len() - *filled);
+            out[*filled..*filled + take].copy_from_slice(&data[..take]);
+            *filled += take;
+            plaintext.extend_from_slice(&data[take..]);
+        };
+        match records.open(&mut input[*start..], &mut deliver, &mut self.outgoing) {
+            Ok(opened) => {
+                *start += opened.consumed;
+                Ok(match opened.closed {
+                    true => Progress::Closed,
+                    false => Progress::NeedInput,
+                })
+            }
+            Err(Fatal { alert, error }) => {
+                if alert != 0 {
+                    records.seal_alert(alert, &mut self.outgoing);
                 }
-                _ => break,
+                let _ = self.send_outgoing();
+                Err(error)
             }
         }
-        let _ = self.send_outgoing();
+    }
+
+    /// Hands a TLS 1.3 connection whose handshake is over to the record
+    /// layer, keeping from rustls only what key updates need.
+    fn enter_record_layer(&mut self) -> io::Result<()> {
+        let Session::Rustls(tls, Some(secrets)) =
+            std::mem::replace(&mut self.session, Session::Gone)
+        else {
+            unreachable!("called for rustls sessions with their secrets only");
+        };
+        // The rest of rustls's state (the key schedule kept for key
+        // updates) is dropped: the record layer derives its own.
+        let (keys, _) = (*tls)
+            .dangerous_into_kernel_connection()
+            .map_err(tls_error)?;
+        self.session = Session::Records(Box::new(RecordLayer::new(keys, &secrets)?));
+        Ok(())
+    }
+
+    /// `write_plain` for the record layer: seals what it is given into
+    /// the output scratch and hands it to the socket.
+    fn write_records(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let Session::Records(records) = &mut self.session else {
+            unreachable!("called for the record layer only");
+        };
+        let (taken, sealed) = SCRATCH.with(|scratch| {
+            let output = &mut scratch.borrow_mut().output;
+            output.clear();
+            let taken = records.seal(bufs, MAX_PLAINTEXT_PER_WRITE, output)?;
+            io::Result::Ok((taken, output.len()))
+        })?;
+        self.send_encrypted(sealed)?;
+        Ok(taken)
     }
 
     fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -392,12 +483,29 @@ impl TlsStream {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(0);
         }
+        // A TLS 1.3 connection leaves rustls once the handshake is over and
+        // nothing received is waiting in between.
+        let handover = self.incoming.is_empty()
+            && self.plaintext.is_empty()
+            && matches!(&self.session, Session::Rustls(tls, Some(_))
+                if tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3));
         // Whatever rustls wants to send first (a key update, handshake
         // records), then the data, once the handshake allows it.
         loop {
+            let (tls, secrets) = match &mut self.session {
+                Session::Rustls(tls, secrets) => (tls, secrets),
+                Session::Records(_) => return self.write_records(bufs),
+                Session::Gone => return Err(io::ErrorKind::BrokenPipe.into()),
+            };
             let mut incoming = std::mem::take(&mut self.incoming);
-            let UnbufferedStatus { discard, state } = self.tls.process_tls_records(&mut incoming);
+            let UnbufferedStatus { discard, state } = tls.process_tls_records(&mut incoming);
+            capture_secrets(secrets);
+            let mut hand_over = false;
             let result = match state.map_err(tls_error)? {
+                ConnectionState::WriteTraffic(_) if handover => {
+                    hand_over = true;
+                    None
+                }
                 ConnectionState::WriteTraffic(mut traffic) => Some(SCRATCH.with(|scratch| {
                     let mut scratch = scratch.borrow_mut();
                     let Scratch { plain, output, .. } = &mut *scratch;
@@ -446,6 +554,10 @@ impl TlsStream {
             };
             incoming.drain(..discard);
             self.incoming = incoming;
+            if hand_over {
+                self.enter_record_layer()?;
+                continue;
+            }
             match result {
                 None => {
                     if self.send_outgoing()? {
@@ -485,6 +597,21 @@ impl TlsStream {
             }
             Ok(())
         })
+    }
+}
+
+/// After a rustls error: encodes the alert rustls queued, if any.
+fn send_rustls_alert(tls: &mut UnbufferedServerConnection, outgoing: &mut Vec<u8>) {
+    for _ in 0..4 {
+        let UnbufferedStatus { state, .. } = tls.process_tls_records(&mut []);
+        match state {
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                if encode_into(outgoing, |buf| encode.encode(buf)).is_err() {
+                    break;
+                }
+            }
+            _ => break,
+        }
     }
 }
 

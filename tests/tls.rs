@@ -4,6 +4,10 @@
 //! stalled, truncated and plaintext handshakes do not disturb other TLS
 //! clients; SIGHUP swaps the certificate for new connections while old
 //! streams go on; the chain file is served; asfpy listens over HTTPS.
+//! After a TLS 1.3 handshake the server seals and opens records itself
+//! (src/tls_records.rs): curl streams over each TLS 1.3 cipher suite (and
+//! TLS 1.2, which stays on rustls), and `openssl s_client` key updates in
+//! both directions keep a stream going.
 //!
 //! Certificates come from throw-away CAs made with rcgen at test time and
 //! written to the test's own temp dir. curl children are killed by PID.
@@ -209,6 +213,11 @@ struct CurlStream {
 
 impl CurlStream {
     fn open(ca: &Path, url: &str) -> CurlStream {
+        CurlStream::open_with(ca, url, &[])
+    }
+
+    /// With more curl options (TLS versions, cipher suites).
+    fn open_with(ca: &Path, url: &str, options: &[&str]) -> CurlStream {
         let (child, lines) = spawn_lines(
             Command::new("curl")
                 .args([
@@ -221,6 +230,7 @@ impl CurlStream {
                     "--cacert",
                 ])
                 .arg(ca)
+                .args(options)
                 .arg(url),
             "curl",
         );
@@ -847,4 +857,161 @@ fn many_clients_resume_their_sessions() {
         .filter(|config| handshake(config) == rustls::HandshakeKind::Resumed)
         .count();
     assert_eq!(resumed, configs.len(), "sessions resumed");
+}
+
+#[test]
+fn curl_streams_over_every_tls13_cipher_suite_and_tls12() {
+    let (pki, _ca) = Pki::new();
+    let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let ca = pki.path("ca.pem");
+    let url = format!("https://{tls}/suites");
+    let clients: [(&str, &[&str]); 4] = [
+        (
+            "AES-128-GCM",
+            &["--tlsv1.3", "--tls13-ciphers", "TLS_AES_128_GCM_SHA256"],
+        ),
+        (
+            "AES-256-GCM",
+            &["--tlsv1.3", "--tls13-ciphers", "TLS_AES_256_GCM_SHA384"],
+        ),
+        (
+            "ChaCha20",
+            &[
+                "--tlsv1.3",
+                "--tls13-ciphers",
+                "TLS_CHACHA20_POLY1305_SHA256",
+            ],
+        ),
+        ("TLS 1.2", &["--tls-max", "1.2"]),
+    ];
+    let streams: Vec<_> = clients
+        .iter()
+        .map(|(name, options)| (name, CurlStream::open_with(&ca, &url, options)))
+        .collect();
+    srv.wait_subscribers(clients.len() as u64, T);
+    // The second event is larger than one record (16 KiB).
+    let big = "x".repeat(40_000);
+    for (n, pad) in [(1, ""), (2, big.as_str()), (3, "")] {
+        srv.publish_ok("/suites", &json!({"n": n, "pad": pad}));
+    }
+    for (name, stream) in &streams {
+        for (n, len) in [(1, 0), (2, big.len()), (3, 0)] {
+            let v = stream.next_event(T);
+            assert_eq!(v["n"], json!(n), "{name}: {v}");
+            assert_eq!(v["pad"].as_str().map(str::len), Some(len), "{name}");
+        }
+    }
+}
+
+/// `openssl s_client` with stdin piped (its command letters need an
+/// open stdin), stdout and stderr as channels of lines.
+struct SClient {
+    child: Reaped,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl SClient {
+    fn connect(addr: SocketAddr, ca: &Path) -> SClient {
+        let mut child = Command::new("openssl")
+            .args([
+                "s_client",
+                "-tls1_3",
+                "-crlf",
+                "-connect",
+                &addr.to_string(),
+                "-CAfile",
+            ])
+            .arg(ca)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn openssl s_client");
+        let lines = |from: Box<dyn Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in io::BufRead::lines(io::BufReader::new(from)).map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stdout = lines(Box::new(child.stdout.take().expect("stdout")));
+        let stderr = lines(Box::new(child.stderr.take().expect("stderr")));
+        SClient {
+            child: Reaped(child),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Types a line (s_client sends it with CRLF, or acts on a command
+    /// letter).
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.child.0.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("type into s_client");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for the event with this `n` among the lines s_client prints.
+    fn wait_event(&self, n: u64) {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stdout
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("s_client printed no event {n}: {e}"));
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["n"] == json!(n) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for a line on stderr containing `needle`.
+    fn wait_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stderr
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("s_client never said {needle:?}: {e}"));
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn openssl_key_updates_both_ways_keep_a_stream_going() {
+    let (pki, _ca) = Pki::new();
+    let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let mut client = SClient::connect(tls, &pki.path("ca.pem"));
+    client.type_line("GET /ku HTTP/1.1\nHost: localhost\n");
+    srv.wait_subscribers(1, T);
+    srv.publish_ok("/ku", &json!({"n": 1}));
+    client.wait_event(1);
+
+    // K: a KeyUpdate asking the server to update too; the server's next
+    // records are sealed under its new key.
+    client.type_line("K");
+    client.wait_stderr("KEYUPDATE");
+    srv.publish_ok("/ku", &json!({"n": 2}));
+    client.wait_event(2);
+
+    // k: the client alone moves on; then a line sealed under its new key
+    // (a streaming connection reads and ignores it).
+    client.type_line("k");
+    client.wait_stderr("KEYUPDATE");
+    client.type_line("ignored");
+    srv.publish_ok("/ku", &json!({"n": 3}));
+    client.wait_event(3);
+    assert_eq!(srv.subscribers(), 1, "the stream is still open");
 }
