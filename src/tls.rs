@@ -68,7 +68,10 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| format!("cannot read a private key from {}: {e}", tls.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: preferred_cipher_suites(),
+        ..rustls::crypto::ring::default_provider()
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
@@ -82,6 +85,9 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
             )
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The server's order, not the client's: every subscriber's stream is
+    // sealed here, so the suite cheapest for this CPU is worth choosing.
+    config.ignore_client_order = true;
     // TLS 1.3 connections move to our record layer after the handshake
     // (tls_records.rs): rustls hands over the keys, and its key log hook
     // gives the traffic secrets that key updates derive from.
@@ -95,6 +101,55 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
     Ok(Arc::new(config))
+}
+
+/// The cipher suites in this server's order of preference: AES-128-GCM
+/// first where the CPU has AES and carry-less multiply instructions (there
+/// it seals ~8 % cheaper than AES-256-GCM, with 128-bit security), else
+/// ChaCha20-Poly1305 first (software AES is slow and not constant-time).
+/// The same rank orders the TLS 1.3 and the TLS 1.2 suites.
+pub fn preferred_cipher_suites() -> Vec<rustls::SupportedCipherSuite> {
+    use rustls::CipherSuite as S;
+    let aes_hardware = aes_hardware();
+    let rank = |suite: &rustls::SupportedCipherSuite| match suite.suite() {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => match aes_hardware {
+            true => 0,
+            false => 1,
+        },
+        S::TLS13_CHACHA20_POLY1305_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => match aes_hardware {
+            true => 2,
+            false => 0,
+        },
+        _ => match aes_hardware {
+            true => 1,
+            false => 2,
+        },
+    };
+    let mut suites = rustls::crypto::ring::DEFAULT_CIPHER_SUITES.to_vec();
+    // Stable: TLS 1.3 suites keep coming before TLS 1.2 ones of a rank.
+    suites.sort_by_key(|suite| (suite.version() != &rustls::version::TLS13, rank(suite)));
+    suites
+}
+
+/// Whether ring seals AES-GCM with hardware instructions here.
+fn aes_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
 }
 
 /// What a connection's bytes travel over.

@@ -918,6 +918,10 @@ impl SClient {
                 "s_client",
                 "-tls1_3",
                 "-crlf",
+                // Non-blocking: a blocking SSL_read that has just taken a
+                // post-handshake message waits for the next application
+                // record, and stdin (the command letters) with it.
+                "-nbio",
                 "-connect",
                 &addr.to_string(),
                 "-CAfile",

@@ -8,7 +8,8 @@
 //! - reads give the same bytes however the records arrive: many small
 //!   records at once, a record a byte at a time, a reader with little
 //!   room; close_notify reads as end of stream; TLS 1.2 both ways; a
-//!   TLS 1.3 key update from the client.
+//!   TLS 1.3 key update from the client; the server's cipher suite order
+//!   (AES-128-GCM first with AES hardware, else ChaCha20) wins.
 #![cfg(feature = "tls")] // the TLS transport
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -508,4 +509,42 @@ fn the_connection_goes_on_after_a_client_key_update() {
     // rustls's server answers with its own key_update before this record;
     // the client must still read it.
     server_to_client(&mut pair, b"and the answer");
+}
+
+#[test]
+fn the_server_picks_the_suite_cheapest_for_its_cpu() {
+    // The rustls client offers AES-256-GCM first; the server's order wins.
+    let aes_hardware = cfg!(target_arch = "x86_64") && {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("aes")
+                && std::arch::is_x86_feature_detected!("pclmulqdq")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    };
+    let (pki, sc, cc, listener) = setup();
+    for (cc, with_aes, without_aes) in [
+        (
+            cc,
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            client_config_for(&pki.ca_pem, &[&rustls::version::TLS12]),
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+    ] {
+        let mut pair = connected(&listener, &sc, &cc);
+        let want = if aes_hardware { with_aes } else { without_aes };
+        assert_eq!(
+            pair.client.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(want)
+        );
+        // The stream still works both ways under it.
+        server_to_client(&mut pair, &pattern(20_000));
+    }
 }
