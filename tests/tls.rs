@@ -6,8 +6,9 @@
 //! streams go on; the chain file is served; asfpy listens over HTTPS.
 //! After a TLS 1.3 handshake the server seals and opens records itself
 //! (src/tls_records.rs): curl streams over each TLS 1.3 cipher suite (and
-//! TLS 1.2, which stays on rustls), and `openssl s_client` key updates in
-//! both directions keep a stream going.
+//! TLS 1.2, which stays on rustls), `openssl s_client` key updates in
+//! both directions keep a stream going, and hostile records after the
+//! handshake close only their own connection.
 //!
 //! Certificates come from throw-away CAs made with rcgen at test time and
 //! written to the test's own temp dir. curl children are killed by PID.
@@ -1018,4 +1019,48 @@ fn openssl_key_updates_both_ways_keep_a_stream_going() {
     srv.publish_ok("/ku", &json!({"n": 3}));
     client.wait_event(3);
     assert_eq!(srv.subscribers(), 1, "the stream is still open");
+}
+
+#[test]
+fn hostile_records_after_the_handshake_close_only_their_connection() {
+    let (pki, _ca) = Pki::new();
+    let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let ca_pem = pki.read("ca.pem");
+    let mut good = TlsClient::subscribe(tls, &ca_pem, "/h");
+    // Raw bytes on a subscriber's socket, past its TLS session (which the
+    // server now runs in its own record layer).
+    let mut forged = vec![0x17, 3, 3, 0, 40];
+    forged.extend_from_slice(&[0x5a; 40]);
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("a record that fails to decrypt", forged),
+        (
+            "a length past the limit, its body never sent",
+            vec![0x17, 3, 3, 0x48, 0x01],
+        ),
+        ("an unprotected alert", vec![0x15, 3, 3, 0, 2, 2, 40]),
+        (
+            "a change_cipher_spec after the handshake",
+            vec![0x14, 3, 3, 0, 1, 1],
+        ),
+    ];
+    for (n, (what, bytes)) in cases.into_iter().enumerate() {
+        let mut hostile = TlsClient::subscribe(tls, &ca_pem, "/h");
+        hostile.tls.sock.write_all(&bytes).expect("send raw bytes");
+        // Closed at once: an alert (rustls reports it as an error) or EOF,
+        // whatever was queued for it before.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let closed = loop {
+            match hostile.fill(deadline) {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => break Err(e),
+                Err(_) => break Ok(()),
+            }
+        };
+        assert!(closed.is_ok(), "{what}: the connection is still open");
+        srv.publish_ok("/h", &json!({ "n": n }));
+        assert_eq!(good.next_event(T)["n"], json!(n), "after {what}");
+    }
+    srv.wait_subscribers(1, T);
+    assert!(!srv.log().contains("panicked"), "{}", srv.log());
 }
