@@ -177,12 +177,16 @@ pub struct TlsStream {
 }
 
 /// Who reads and writes the records.
+#[allow(clippy::large_enum_variant)] // see `Records`
 enum Session {
     /// rustls: the handshake, and all of a TLS 1.2 connection; with the
     /// TLS 1.3 traffic secrets once the handshake derived them.
     Rustls(Box<UnbufferedServerConnection>, Option<Box<TrafficSecrets>>),
     /// A TLS 1.3 connection once its handshake is done (tls_records.rs).
-    Records(Box<RecordLayer>),
+    /// Not boxed: it is the long-lived state, read on every flush, and one
+    /// pointer less to chase per flush shows at 10 000 subscribers, whose
+    /// keys do not fit in the CPU's caches.
+    Records(RecordLayer),
     /// Only after moving from one to the other failed.
     Gone,
 }
@@ -427,7 +431,7 @@ impl TlsStream {
         let (keys, _) = (*tls)
             .dangerous_into_kernel_connection()
             .map_err(tls_error)?;
-        self.session = Session::Records(Box::new(RecordLayer::new(keys, &secrets)?));
+        self.session = Session::Records(RecordLayer::new(keys, &secrets)?);
         Ok(())
     }
 
