@@ -16,8 +16,16 @@ are subtracted so that start-up, the readiness probe and shutdown cancel:
               then wait until every subscriber has read it, then the next
               (one write per subscriber per event, whatever the timing)
 
-  per publish  = (publish - idle) / N
-  per delivery = (fanout - subscribed - M * per publish) / (M * S)
+  subscribed-tls, fanout-tls
+              the same with the S subscribers on the TLS port (a throw-away
+              ECDSA certificate made with the openssl command); the
+              publisher stays on plaintext
+
+  per publish      = (publish - idle) / N
+  per delivery     = (fanout - subscribed - M * per publish) / (M * S)
+  per TLS delivery = (fanout-tls - subscribed-tls - M * per publish) / (M * S)
+
+The TLS figure is skipped (and not checked) without the openssl command.
 
 Nothing in the run depends on time: pings, request and write timeouts are
 an hour away, every step waits for the server's answer before the next.
@@ -34,6 +42,7 @@ import selectors
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -132,10 +141,12 @@ def publish(sock, buf, n):
     return buf
 
 
-def subscribe(addr, count):
+def subscribe(addr, count, tls=None):
     subs = []
     for _ in range(count):
         s = connect(addr)
+        if tls is not None:
+            s = tls.wrap_socket(s, server_hostname="localhost")
         subs.append(s)
         s.sendall(b"GET /topic/bench HTTP/1.1\r\nHost: bench\r\n\r\n")
         buf = read_head(s)
@@ -162,10 +173,7 @@ def wait_all(subs, marker, bufs):
                 raise Failure(f"{waiting} subscribers did not get {marker!r} in time")
             for key, _ in sel.select(left):
                 i = key.data
-                data = key.fileobj.recv(65536)
-                if not data:
-                    raise Failure("the server closed a subscriber")
-                bufs[i] += data
+                bufs[i] += read_available(key.fileobj)
                 if marker in bufs[i]:
                     # Later events cannot have arrived: lockstep.
                     bufs[i] = b""
@@ -175,12 +183,48 @@ def wait_all(subs, marker, bufs):
         sel.close()
 
 
-def run(binary, name, workload, args):
-    """One fresh server under callgrind; returns its total instructions."""
+def read_available(sock):
+    """All a non-blocking socket has now (for TLS, what its buffer holds
+    too: the selector does not see decrypted bytes waiting there)."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return data
+        if not chunk:
+            raise Failure("the server closed a subscriber")
+        data += chunk
+
+
+def make_certificate(directory):
+    """A throw-away self-signed ECDSA P-256 certificate for localhost;
+    returns (cert, key) paths, or None without the openssl command."""
+    if shutil.which("openssl") is None:
+        return None
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return cert, key
+
+
+def run(binary, name, workload, args, certificate=None):
+    """One fresh server under callgrind; returns its total instructions.
+    With `certificate`, the server also listens for TLS and the workload
+    gets that address and a client context as `args.tls_addr`,
+    `args.tls_context`."""
     with tempfile.TemporaryDirectory(prefix="pubsubd-instr.") as tmp:
         conf = os.path.join(tmp, "pypubsub.yaml")
+        config = CONFIG
+        if certificate is not None:
+            tls = "  tls: {port: 0, cert: %s, key: %s}\n" % certificate
+            config = config.replace("clients:\n", tls + "clients:\n")
         with open(conf, "w") as f:
-            f.write(CONFIG)
+            f.write(config)
         out = os.path.join(tmp, "callgrind.out")
         log_path = os.path.join(tmp, "server.log")
         log = open(log_path, "w")
@@ -198,9 +242,14 @@ def run(binary, name, workload, args):
                     raise Failure("the server exited at start:\n" + open(log_path).read())
                 if time.monotonic() > deadline:
                     raise Failure("the server did not start in time:\n" + open(log_path).read())
-                m = re.search(r"listening on (127\.0\.0\.1):(\d+)", open(log_path).read())
-                if m:
+                text = open(log_path).read()
+                m = re.search(r"listening on (127\.0\.0\.1):(\d+)", text)
+                t = re.search(r"listening for TLS on (127\.0\.0\.1):(\d+)", text)
+                if m and (certificate is None or t):
                     addr = (m.group(1), int(m.group(2)))
+                    if certificate is not None:
+                        args.tls_addr = (t.group(1), int(t.group(2)))
+                        args.tls_context = ssl.create_default_context(cafile=certificate[0])
                 else:
                     time.sleep(0.1)
             probe(addr)
@@ -259,8 +308,11 @@ def w_subscribed(addr, args):
     return subs + [connect(addr)]
 
 
-def w_fanout(addr, args):
-    subs = subscribe(addr, args.subscribers)
+def w_fanout(addr, args, tls=False):
+    if tls:
+        subs = subscribe(args.tls_addr, args.subscribers, args.tls_context)
+    else:
+        subs = subscribe(addr, args.subscribers)
     pub = connect(addr)
     bufs = [b""] * len(subs)
     buf = b""
@@ -268,6 +320,15 @@ def w_fanout(addr, args):
         buf = publish(pub, buf, n)
         wait_all(subs, b'"n":"%06d"' % n, bufs)
     return subs + [pub]
+
+
+def w_subscribed_tls(addr, args):
+    subs = subscribe(args.tls_addr, args.subscribers, args.tls_context)
+    return subs + [connect(addr)]
+
+
+def w_fanout_tls(addr, args):
+    return w_fanout(addr, args, tls=True)
 
 
 def read_baseline(path):
@@ -300,6 +361,15 @@ def main():
                            ("subscribed", w_subscribed), ("fanout", w_fanout)):
         totals[name] = run(args.bin, name, workload, args)
         print(f"total {name}: {totals[name]}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="pubsubd-instr-pki.") as pki:
+        certificate = make_certificate(pki)
+        if certificate is None:
+            print("instructions: the TLS workloads skipped (no openssl command)")
+        else:
+            for name, workload in (("subscribed-tls", w_subscribed_tls),
+                                   ("fanout-tls", w_fanout_tls)):
+                totals[name] = run(args.bin, name, workload, args, certificate)
+                print(f"total {name}: {totals[name]}", flush=True)
     n, s, m = args.publishes, args.subscribers, args.events
     per_publish = (totals["publish"] - totals["idle"]) / n
     per_delivery = (totals["fanout"] - totals["subscribed"] - m * per_publish) / (m * s)
@@ -308,6 +378,10 @@ def main():
     print(f"instructions per publish: {per_publish:.0f}")
     print(f"instructions per delivery: {per_delivery:.0f}")
     figures = {"per_publish": per_publish, "per_delivery": per_delivery}
+    if "fanout-tls" in totals:
+        per_tls = (totals["fanout-tls"] - totals["subscribed-tls"] - m * per_publish) / (m * s)
+        print(f"instructions per TLS delivery: {per_tls:.0f}")
+        figures["per_tls_delivery"] = per_tls
 
     if args.record:
         today = datetime.date.today().isoformat()
@@ -323,6 +397,9 @@ def main():
     status = 0
     if args.check:
         base = read_baseline(args.check)
+        for key in base:
+            if key not in figures:
+                print(f"{key}: not measured here, not checked")
         for key, value in figures.items():
             if key not in base:
                 print(f"instructions: {key} missing from {args.check}")
