@@ -36,6 +36,8 @@ pub mod tls;
 pub mod tls;
 #[cfg(feature = "tls")]
 mod tls_records;
+#[cfg(all(fuzzing, feature = "tls"))]
+pub use tls_records::fuzz_records;
 pub mod topics;
 pub mod yaml;
 

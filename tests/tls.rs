@@ -8,7 +8,8 @@
 //! (src/tls_records.rs): curl streams over each TLS 1.3 cipher suite (and
 //! TLS 1.2, which stays on rustls), `openssl s_client` key updates in
 //! both directions keep a stream going, and hostile records after the
-//! handshake close only their own connection.
+//! handshake close only their own connection; chromium (BoringSSL)
+//! receives Server-Sent Events over TLS (tests/browser/sse_tls.mjs).
 //!
 //! Certificates come from throw-away CAs made with rcgen at test time and
 //! written to the test's own temp dir. curl children are killed by PID.
@@ -1063,4 +1064,34 @@ fn hostile_records_after_the_handshake_close_only_their_connection() {
     }
     srv.wait_subscribers(1, T);
     assert!(!srv.log().contains("panicked"), "{}", srv.log());
+}
+
+#[test]
+fn chromium_receives_server_sent_events_over_tls() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let ready = dir.join("node_modules/playwright-core").exists()
+        && Path::new("/usr/bin/chromium").exists();
+    if !ready {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the browser test needs chromium and `npm install` in tests/browser"
+        );
+        eprintln!("skipped: no chromium or playwright-core (see .ci/run)");
+        return;
+    }
+    let (pki, _ca) = Pki::new();
+    let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let (status, stdout, stderr) = output_within(
+        Command::new("node")
+            .arg(dir.join("sse_tls.mjs"))
+            .arg(format!("https://{tls}"))
+            .arg(format!("http://{}", srv.addr)),
+        Duration::from_secs(60),
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "browser test failed ({status:?})\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
+        srv.log()
+    );
+    assert!(stdout.contains("SSE over TLS OK"), "{stdout}");
 }
