@@ -341,10 +341,7 @@ impl TlsStream {
                     while let Some(record) = records.next_record() {
                         let record = record.map_err(tls_error)?;
                         discard += record.discard;
-                        let take = record.payload.len().min(out.len() - *filled);
-                        out[*filled..*filled + take].copy_from_slice(&record.payload[..take]);
-                        *filled += take;
-                        self.plaintext.extend_from_slice(&record.payload[take..]);
+                        hand_out(record.payload, out, filled, &mut self.plaintext);
                     }
                     None
                 }
@@ -394,12 +391,7 @@ impl TlsStream {
             unreachable!("called for the record layer only");
         };
         let plaintext = &mut self.plaintext;
-        let mut deliver = |data: &[u8]| {
-            let take = data.len().min(out.len() - *filled);
-            out[*filled..*filled + take].copy_from_slice(&data[..take]);
-            *filled += take;
-            plaintext.extend_from_slice(&data[take..]);
-        };
+        let mut deliver = |data: &[u8]| hand_out(data, out, filled, plaintext);
         match records.open(&mut input[*start..], &mut deliver, &mut self.outgoing) {
             Ok(opened) => {
                 *start += opened.consumed;
@@ -657,6 +649,15 @@ impl TlsStream {
             Ok(())
         })
     }
+}
+
+/// Copies decrypted `data` to the reader's `out` from `*filled` on, and
+/// what does not fit to `plaintext` (for the next read).
+fn hand_out(data: &[u8], out: &mut [u8], filled: &mut usize, plaintext: &mut Vec<u8>) {
+    let take = data.len().min(out.len() - *filled);
+    out[*filled..*filled + take].copy_from_slice(&data[..take]);
+    *filled += take;
+    plaintext.extend_from_slice(&data[take..]);
 }
 
 /// After a rustls error: encodes the alert rustls queued, if any.

@@ -528,6 +528,47 @@ impl RecordLayer {
     }
 }
 
+/// The three TLS 1.3 suites, for tests and the fuzz harness.
+#[cfg(any(fuzzing, test))]
+fn all_suites() -> [Suite; 3] {
+    [
+        Suite {
+            aead: &aead::AES_128_GCM,
+            hkdf: hkdf::HKDF_SHA256,
+        },
+        Suite {
+            aead: &aead::AES_256_GCM,
+            hkdf: hkdf::HKDF_SHA384,
+        },
+        Suite {
+            aead: &aead::CHACHA20_POLY1305,
+            hkdf: hkdf::HKDF_SHA256,
+        },
+    ]
+}
+
+/// A secret of the suite's hash length, every byte `byte`.
+#[cfg(any(fuzzing, test))]
+fn made_up_secret(suite: Suite, byte: u8) -> Secret {
+    let len = if suite.hkdf == hkdf::HKDF_SHA384 {
+        48
+    } else {
+        32
+    };
+    Secret::new(&vec![byte; len]).expect("secret")
+}
+
+/// This side (the server: client secret all 1s, server secret all 2s) and
+/// its peer, which sends with this side's receiving secret and receives
+/// with its sending one; sequence numbers mid-stream.
+#[cfg(any(fuzzing, test))]
+fn made_up_session(suite: Suite) -> (RecordLayer, RecordLayer) {
+    let (client, server) = (made_up_secret(suite, 1), made_up_secret(suite, 2));
+    let us = RecordLayer::with_secrets(suite, &client, &server, 3, 5).expect("us");
+    let peer = RecordLayer::with_secrets(suite, &server, &client, 5, 3).expect("peer");
+    (us, peer)
+}
+
 /// The fuzz target's body (`fuzz/fuzz_targets/tls_records.rs`): a peer
 /// seals a sequence of records the input describes, valid and hostile;
 /// this side opens them fed in pieces, keeping the unconsumed tail as
@@ -545,32 +586,7 @@ pub fn fuzz_records(data: &[u8]) {
         return;
     };
     let mut ops = ops;
-    let suites = [
-        Suite {
-            aead: &aead::AES_128_GCM,
-            hkdf: hkdf::HKDF_SHA256,
-        },
-        Suite {
-            aead: &aead::AES_256_GCM,
-            hkdf: hkdf::HKDF_SHA384,
-        },
-        Suite {
-            aead: &aead::CHACHA20_POLY1305,
-            hkdf: hkdf::HKDF_SHA256,
-        },
-    ];
-    let suite = suites[usize::from(*suite) % 3];
-    let len = if suite.hkdf == hkdf::HKDF_SHA384 {
-        48
-    } else {
-        32
-    };
-    let (client, server) = (
-        Secret::new(&vec![1; len]).expect("secret"),
-        Secret::new(&vec![2; len]).expect("secret"),
-    );
-    let mut us = RecordLayer::with_secrets(suite, &client, &server, 0, 7).expect("us");
-    let mut peer = RecordLayer::with_secrets(suite, &server, &client, 7, 0).expect("peer");
+    let (mut us, mut peer) = made_up_session(all_suites()[usize::from(*suite) % 3]);
     // Small key lifetimes, so key updates happen both ways.
     us.records_per_key = u64::from(*limit % 8) + 1;
     peer.records_per_key = u64::from(*limit / 8 % 8) + 1;
@@ -686,38 +702,15 @@ mod tests {
     use super::*;
 
     fn suites() -> [Suite; 3] {
-        [
-            Suite {
-                aead: &aead::AES_128_GCM,
-                hkdf: hkdf::HKDF_SHA256,
-            },
-            Suite {
-                aead: &aead::AES_256_GCM,
-                hkdf: hkdf::HKDF_SHA384,
-            },
-            Suite {
-                aead: &aead::CHACHA20_POLY1305,
-                hkdf: hkdf::HKDF_SHA256,
-            },
-        ]
+        all_suites()
     }
 
     fn secret(suite: Suite, byte: u8) -> Secret {
-        let len = if suite.hkdf == hkdf::HKDF_SHA384 {
-            48
-        } else {
-            32
-        };
-        Secret::new(&vec![byte; len]).expect("secret")
+        made_up_secret(suite, byte)
     }
 
-    /// This side and its peer: the peer sends with this side's receiving
-    /// secret and receives with its sending one.
     fn pair(suite: Suite) -> (RecordLayer, RecordLayer) {
-        let (client, server) = (secret(suite, 1), secret(suite, 2));
-        let us = RecordLayer::with_secrets(suite, &client, &server, 3, 5).expect("us");
-        let peer = RecordLayer::with_secrets(suite, &server, &client, 5, 3).expect("peer");
-        (us, peer)
+        made_up_session(suite)
     }
 
     /// What `to` makes of `wire`: the data, how it ended, its replies.

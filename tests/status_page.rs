@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -24,17 +23,9 @@ fn admin_url(srv: &Server) -> String {
 
 #[test]
 fn status_page_in_chromium() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let ready = dir.join("node_modules/playwright-core").exists()
-        && Path::new("/usr/bin/chromium").exists();
-    if !ready {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the browser test needs chromium and `npm install` in tests/browser"
-        );
-        eprintln!("skipped: no chromium or playwright-core (see .ci/run)");
+    let Some(dir) = browser_scripts() else {
         return;
-    }
+    };
     let srv = Server::builder()
         .server("admin: {bind: 127.0.0.1, port: 0}")
         .server("ping_interval: 1s")

@@ -1068,17 +1068,9 @@ fn hostile_records_after_the_handshake_close_only_their_connection() {
 
 #[test]
 fn chromium_receives_server_sent_events_over_tls() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let ready = dir.join("node_modules/playwright-core").exists()
-        && Path::new("/usr/bin/chromium").exists();
-    if !ready {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the browser test needs chromium and `npm install` in tests/browser"
-        );
-        eprintln!("skipped: no chromium or playwright-core (see .ci/run)");
+    let Some(dir) = browser_scripts() else {
         return;
-    }
+    };
     let (pki, _ca) = Pki::new();
     let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
     let (status, stdout, stderr) = output_within(

@@ -5,7 +5,7 @@
 // pubsubd seals these records itself (src/tls_records.rs).
 //
 //   node sse_tls.mjs TLS_URL PUBLIC_URL
-import { chromium } from "playwright-core";
+import { fail, launch, publish as publishTo } from "./common.mjs";
 
 const [tlsUrl, publicUrl] = process.argv.slice(2);
 if (!tlsUrl || !publicUrl) {
@@ -13,31 +13,10 @@ if (!tlsUrl || !publicUrl) {
   process.exit(2);
 }
 
-const fail = (why) => {
-  console.error("FAIL: " + why);
-  process.exitCode = 1;
-};
+const publish = (path, body) => publishTo(publicUrl, path, body);
 
-async function publish(path, body) {
-  const r = await fetch(publicUrl + path, { method: "PUT", body: JSON.stringify(body) });
-  if (r.status !== 202) throw new Error(`publish ${path}: ${r.status}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    // The test's throw-away CA is not in chromium's store.
-    "--ignore-certificate-errors",
-  ],
-});
+// The test's throw-away CA is not in chromium's store.
+const browser = await launch(["--ignore-certificate-errors"]);
 try {
   const page = await browser.newPage();
   // A blank document on the TLS origin (served by playwright, not the

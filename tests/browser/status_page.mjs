@@ -6,7 +6,7 @@
 // screenshot.
 //
 //   node status_page.mjs ADMIN_URL PUBLIC_URL [SCREENSHOT.png]
-import { chromium } from "playwright-core";
+import { fail, launch, publish as publishTo } from "./common.mjs";
 
 const [adminUrl, publicUrl, screenshot] = process.argv.slice(2);
 if (!adminUrl || !publicUrl) {
@@ -14,29 +14,9 @@ if (!adminUrl || !publicUrl) {
   process.exit(2);
 }
 
-const fail = (why) => {
-  console.error("FAIL: " + why);
-  process.exitCode = 1;
-};
+const publish = (path, body) => publishTo(publicUrl, path, body);
 
-async function publish(path, body) {
-  const r = await fetch(publicUrl + path, { method: "PUT", body: JSON.stringify(body) });
-  if (r.status !== 202) throw new Error(`publish ${path}: ${r.status}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 820 } });
   const errors = [];

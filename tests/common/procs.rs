@@ -168,3 +168,22 @@ pub fn python_with(test: &str, imports: &[&str]) -> Option<PathBuf> {
     eprintln!("skipped: {why}");
     None
 }
+
+/// tests/browser, when its scripts can run: node's `playwright-core`
+/// installed there (`npm install`) and /usr/bin/chromium. Without them the
+/// browser tests are skipped, except under `CI` (where .ci/run installs
+/// them), where their absence fails the test.
+pub fn browser_scripts() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let ready = dir.join("node_modules/playwright-core").exists()
+        && Path::new("/usr/bin/chromium").exists();
+    if ready {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the browser test needs chromium and `npm install` in tests/browser"
+    );
+    eprintln!("skipped: no chromium or playwright-core (see .ci/run)");
+    None
+}
