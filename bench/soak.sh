@@ -3,7 +3,9 @@
 # MINUTES (default 10) by bench/src/bin/soak.rs — a numbered publisher,
 # healthy subscribers coming and going (resuming by cursor), slow readers,
 # churn, hostile clients (garbage, slowloris, half-closed sockets, oversize
-# bodies), SIGHUP and SIGUSR2 every few seconds. Checks and prints: RSS and
+# bodies, forged TLS records), SIGHUP and SIGUSR2 every few seconds; with
+# the openssl command, a TLS port too, and half the healthy, slow and
+# churning subscribers on it. Checks and prints: RSS and
 # open fds flat (last third / first third), no event lost or doubled for
 # any healthy subscriber, no panic or ERROR in the server log, and that the
 # server still answers at the end. Exits non-zero on any failure.
@@ -31,12 +33,34 @@ cleanup() {
 }
 trap cleanup EXIT
 
+tls_line=
+# A self-signed leaf (CA:FALSE: rustls refuses a CA as an end entity).
+cat >"$dir/cert.cnf" <<CNF
+[req]
+distinguished_name = dn
+x509_extensions = leaf
+prompt = no
+[dn]
+CN = localhost
+[leaf]
+basicConstraints = critical, CA:FALSE
+subjectAltName = DNS:localhost
+CNF
+if command -v openssl >/dev/null 2>&1 &&
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$dir/key.pem" -out "$dir/cert.pem" -days 2 \
+    -config "$dir/cert.cnf" >/dev/null 2>&1; then
+  tls_line="  tls: {port: 0, cert: $dir/cert.pem, key: $dir/key.pem}"
+else
+  echo "soak: no TLS port (the openssl command is missing)"
+fi
 cat >"$dir/pypubsub.yaml" <<YAML
 server:
   bind: 127.0.0.1
   port: 0
   max_payload_size: 102400
   backlog: {size: 1000, max_age: 0, storage: $dir/backlog.json}
+$tls_line
 clients:
   payloaders: [127.0.0.1/32]
   secure_topics: [deploy]
@@ -61,10 +85,23 @@ done
 if [ -z "$addr" ]; then
   echo "soak: the server did not start"; cat "$log"; exit 1
 fi
-echo "soak: pubsubd $pid on $addr for ${secs}s (log $log)"
+tls_args=()
+if [ -n "$tls_line" ]; then
+  tls_addr=
+  for _ in $(seq 100); do
+    tls_addr=$(grep -o 'listening for TLS on [0-9.:]*' "$log" | head -1 | awk '{print $5}')
+    [ -n "$tls_addr" ] && break
+    sleep 0.1
+  done
+  if [ -z "$tls_addr" ]; then
+    echo "soak: the TLS listener did not start"; cat "$log"; exit 1
+  fi
+  tls_args=("$tls_addr" "$dir/cert.pem")
+fi
+echo "soak: pubsubd $pid on $addr${tls_addr:+ and TLS on $tls_addr} for ${secs}s (log $log)"
 
 status=0
-"$bin/soak" "$addr" "$pid" "$secs" || status=1
+"$bin/soak" "$addr" "$pid" "$secs" "${tls_args[@]}" || status=1
 
 # The process answers at the end.
 if curl -sS -m 5 -o /dev/null -w '%{http_code}' -I "http://$addr/" | grep -q 204; then

@@ -6,7 +6,11 @@
 //! RSS and open fds sampled each second. Prints the figures; exits 1 when a
 //! check fails. Loopback only; every loop ends at the deadline.
 //!
-//!   soak ADDR PID SECONDS
+//! With a TLS address and its CA, half the healthy subscribers come and go
+//! over TLS (the server's own TLS 1.3 record layer after each handshake),
+//! and the hostile clients also send forged records after a handshake.
+//!
+//!   soak ADDR PID SECONDS [TLS_ADDR CA_PEM]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -21,6 +25,8 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(5);
 
 struct Shared {
     addr: SocketAddr,
+    /// The TLS port and a client config trusting its certificate.
+    tls: Option<(SocketAddr, Arc<rustls::ClientConfig>)>,
     stop: AtomicBool,
     /// Highest sequence number answered 202.
     acked: AtomicU64,
@@ -50,6 +56,40 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     s.set_nodelay(true)?;
     Ok(s)
+}
+
+/// A stream a subscriber reads: plain TCP or rustls over TCP.
+trait Conn: Read + Write + Send {}
+impl<T: Read + Write + Send> Conn for T {}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS connection to the server's TLS port (the handshake happens on the
+/// first read or write).
+fn connect_tls(tls: &(SocketAddr, Arc<rustls::ClientConfig>)) -> io::Result<TlsStream> {
+    let sock = connect(tls.0)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?;
+    let conn = rustls::ClientConnection::new(tls.1.clone(), name).map_err(io::Error::other)?;
+    Ok(rustls::StreamOwned::new(conn, sock))
+}
+
+/// A client config trusting the certificates in the PEM file `ca`.
+fn tls_client_config(ca: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
 }
 
 /// Reads one response head + Content-Length body; returns the status.
@@ -142,7 +182,7 @@ fn publish_one(
 }
 
 /// A chunked stream reader: the data of the next chunk, `None` at the end.
-fn next_chunk(r: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<u8>>> {
+fn next_chunk(r: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());
@@ -155,10 +195,17 @@ fn next_chunk(r: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<u8>>> {
     Ok((size > 0).then_some(data))
 }
 
-/// Opens `GET /soak` (resuming after `cursor`); returns the reader past
-/// the head.
-fn subscribe(addr: SocketAddr, cursor: Option<&str>) -> io::Result<BufReader<TcpStream>> {
-    let mut s = connect(addr)?;
+/// Opens `GET /soak` (resuming after `cursor`), over TLS when `tls` is
+/// given; returns the reader past the head.
+fn subscribe(
+    addr: SocketAddr,
+    tls: Option<&(SocketAddr, Arc<rustls::ClientConfig>)>,
+    cursor: Option<&str>,
+) -> io::Result<BufReader<Box<dyn Conn>>> {
+    let mut s: Box<dyn Conn> = match tls {
+        Some(tls) => Box::new(connect_tls(tls)?),
+        None => Box::new(connect(addr)?),
+    };
     let resume = cursor
         .map(|c| format!("X-Fetch-Since-Cursor: {c}\r\n"))
         .unwrap_or_default();
@@ -180,7 +227,9 @@ fn subscribe(addr: SocketAddr, cursor: Option<&str>) -> io::Result<BufReader<Tcp
 
 /// Connects, stays 1-8 s, leaves, comes back resuming after the last
 /// event seen: over the whole run it must see one unbroken sequence.
+/// Odd ones connect over TLS when the server has a TLS port.
 fn healthy(sh: &Shared, id: u64) {
+    let tls = sh.tls.as_ref().filter(|_| id % 2 == 1);
     let mut rng = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut last_seq: Option<u64> = None;
     let mut cursor: Option<String> = None;
@@ -196,7 +245,7 @@ fn healthy(sh: &Shared, id: u64) {
                 return;
             }
         }
-        let mut r = match subscribe(sh.addr, cursor.as_deref()) {
+        let mut r = match subscribe(sh.addr, tls, cursor.as_deref()) {
             Ok(r) => r,
             Err(e) => {
                 sh.fail(format!("healthy {id}: {e}"));
@@ -257,9 +306,13 @@ fn healthy(sh: &Shared, id: u64) {
 }
 
 /// Reads a few bytes now and then: the server must drop it, not grow.
+/// Every other one over TLS, when there is a TLS port.
 fn slow_reader(sh: &Shared) {
+    let mut round = 0u64;
     while !sh.stop.load(Ordering::Relaxed) {
-        if let Ok(mut r) = subscribe(sh.addr, None) {
+        round += 1;
+        let tls = sh.tls.as_ref().filter(|_| round % 2 == 0);
+        if let Ok(mut r) = subscribe(sh.addr, tls, None) {
             let mut b = [0u8; 16];
             let until = Instant::now() + Duration::from_secs(10);
             while Instant::now() < until && !sh.stop.load(Ordering::Relaxed) {
@@ -273,17 +326,34 @@ fn slow_reader(sh: &Shared) {
     }
 }
 
-/// Subscribes and leaves at once, over and over.
+/// Subscribes and leaves at once, over and over (every other time over
+/// TLS, when there is a TLS port).
 fn churn(sh: &Shared) {
+    let mut round = 0u64;
     while !sh.stop.load(Ordering::Relaxed) {
-        if let Ok(mut r) = subscribe(sh.addr, None) {
-            let _ = r
-                .get_mut()
-                .set_read_timeout(Some(Duration::from_millis(50)));
-            let _ = next_chunk(&mut r);
+        round += 1;
+        let tls = sh.tls.as_ref().filter(|_| round % 2 == 0);
+        if let Ok(r) = subscribe(sh.addr, tls, None) {
+            thread::sleep(Duration::from_millis(50));
+            drop(r);
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Over TLS: subscribes, then writes a forged record on the socket under
+/// the session; the server must close just this connection.
+fn forged_record(tls: &(SocketAddr, Arc<rustls::ClientConfig>)) -> io::Result<()> {
+    let mut s = connect_tls(tls)?;
+    s.write_all(b"GET /soak HTTP/1.1\r\nHost: s\r\n\r\n")?;
+    let mut head = [0u8; 512];
+    let _ = s.read(&mut head)?;
+    let mut forged = vec![0x17, 3, 3, 0, 40];
+    forged.extend_from_slice(&[0x5a; 40]);
+    s.sock.write_all(&forged)?;
+    let mut sink = [0u8; 4096];
+    while s.read(&mut sink)? > 0 {}
+    Ok(())
 }
 
 /// Garbage, slowloris, half-closed sockets and oversize bodies, in turn.
@@ -338,6 +408,9 @@ fn hostile(sh: &Shared) {
             let mut sink = [0u8; 4096];
             let _ = s.read(&mut sink);
         }
+        if let Some(tls) = sh.tls.as_ref().filter(|_| round % 5 == 0) {
+            let _ = forged_record(tls);
+        }
         sh.hostile.fetch_add(1, Ordering::Relaxed);
         thread::sleep(Duration::from_millis(10));
     }
@@ -368,11 +441,27 @@ fn main() {
         args.get(2).and_then(|a| a.parse::<u32>().ok()),
         args.get(3).and_then(|a| a.parse::<u64>().ok()),
     ) else {
-        eprintln!("usage: soak ADDR PID SECONDS");
+        eprintln!("usage: soak ADDR PID SECONDS [TLS_ADDR CA_PEM]");
         std::process::exit(2);
     };
+    let tls = match (args.get(4), args.get(5)) {
+        (Some(tls_addr), Some(ca)) => {
+            let tls_addr = tls_addr.parse::<SocketAddr>().unwrap_or_else(|e| {
+                eprintln!("soak: bad TLS address {tls_addr}: {e}");
+                std::process::exit(2);
+            });
+            let config = tls_client_config(ca).unwrap_or_else(|e| {
+                eprintln!("soak: CA {ca}: {e}");
+                std::process::exit(2);
+            });
+            Some((tls_addr, config))
+        }
+        _ => None,
+    };
+    let with_tls = tls.is_some();
     let sh = Arc::new(Shared {
         addr,
+        tls,
         stop: AtomicBool::new(false),
         acked: AtomicU64::new(0),
         last: AtomicU64::new(0),
@@ -448,9 +537,10 @@ fn main() {
     let (r1, r3, rr) = third_ratio(&rss[warm..]);
     let (f1, f3, fr) = third_ratio(&fds[warm..]);
     println!(
-        "soak: {secs}s, {} events acknowledged, {HEALTHY} healthy subscribers ({} resumes by \
+        "soak: {secs}s, {} events acknowledged, {HEALTHY} healthy subscribers{} ({} resumes by \
          cursor, {} drops), {} hostile connections, {signals} reloads (SIGHUP/SIGUSR2)",
         sh.acked.load(Ordering::SeqCst),
+        if with_tls { ", half over TLS" } else { "" },
         sh.resumes.load(Ordering::Relaxed),
         sh.drops.load(Ordering::Relaxed),
         sh.hostile.load(Ordering::Relaxed)
