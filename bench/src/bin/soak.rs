@@ -311,7 +311,7 @@ fn slow_reader(sh: &Shared) {
     let mut round = 0u64;
     while !sh.stop.load(Ordering::Relaxed) {
         round += 1;
-        let tls = sh.tls.as_ref().filter(|_| round % 2 == 0);
+        let tls = sh.tls.as_ref().filter(|_| round.is_multiple_of(2));
         if let Ok(mut r) = subscribe(sh.addr, tls, None) {
             let mut b = [0u8; 16];
             let until = Instant::now() + Duration::from_secs(10);
@@ -332,7 +332,7 @@ fn churn(sh: &Shared) {
     let mut round = 0u64;
     while !sh.stop.load(Ordering::Relaxed) {
         round += 1;
-        let tls = sh.tls.as_ref().filter(|_| round % 2 == 0);
+        let tls = sh.tls.as_ref().filter(|_| round.is_multiple_of(2));
         if let Ok(r) = subscribe(sh.addr, tls, None) {
             thread::sleep(Duration::from_millis(50));
             drop(r);
@@ -408,7 +408,7 @@ fn hostile(sh: &Shared) {
             let mut sink = [0u8; 4096];
             let _ = s.read(&mut sink);
         }
-        if let Some(tls) = sh.tls.as_ref().filter(|_| round % 5 == 0) {
+        if let Some(tls) = sh.tls.as_ref().filter(|_| round.is_multiple_of(5)) {
             let _ = forged_record(tls);
         }
         sh.hostile.fetch_add(1, Ordering::Relaxed);
