@@ -76,23 +76,23 @@ log="$dir/server.log"
 RUST_LOG=info "$bin/pubsubd" --config "$dir/pypubsub.yaml" --acl "$dir/pypubsub_acl.yaml" \
   >"$log" 2>&1 &
 pid=$!
-addr=
-for _ in $(seq 100); do
-  addr=$(grep -o 'listening on [0-9.:]*' "$log" | head -1 | awk '{print $3}')
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
+# The address after "$1" in the server's log, waited for up to 10 s.
+logged_addr() {
+  local found=
+  for _ in $(seq 100); do
+    found=$(grep -o "$1 [0-9.:]*" "$log" | head -1 | awk '{print $NF}')
+    [ -n "$found" ] && break
+    sleep 0.1
+  done
+  echo "$found"
+}
+addr=$(logged_addr 'listening on')
 if [ -z "$addr" ]; then
   echo "soak: the server did not start"; cat "$log"; exit 1
 fi
 tls_args=()
 if [ -n "$tls_line" ]; then
-  tls_addr=
-  for _ in $(seq 100); do
-    tls_addr=$(grep -o 'listening for TLS on [0-9.:]*' "$log" | head -1 | awk '{print $5}')
-    [ -n "$tls_addr" ] && break
-    sleep 0.1
-  done
+  tls_addr=$(logged_addr 'listening for TLS on')
   if [ -z "$tls_addr" ]; then
     echo "soak: the TLS listener did not start"; cat "$log"; exit 1
   fi

@@ -534,6 +534,9 @@ impl TlsStream {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(0);
         }
+        if let Session::Records(_) = self.session {
+            return self.write_records(bufs);
+        }
         // A TLS 1.3 connection leaves rustls once the handshake is over and
         // nothing received is waiting in between.
         let handover = self.incoming.is_empty()
