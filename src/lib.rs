@@ -29,15 +29,9 @@ pub mod metrics;
 mod persist;
 mod reactor;
 pub mod stats;
-#[cfg(feature = "tls")]
 pub mod tls;
-#[cfg(not(feature = "tls"))]
-#[path = "tls_off.rs"]
-pub mod tls;
-#[cfg(feature = "tls")]
-mod tls_records;
 #[cfg(all(fuzzing, feature = "tls"))]
-pub use tls_records::fuzz_records;
+pub use tls::fuzz_records;
 pub mod topics;
 pub mod yaml;
 

@@ -29,13 +29,8 @@ use crate::control::Control;
 use crate::error::StartError;
 use crate::hub::{AclFile, Admission, Hub, HubParts, Ldap};
 use crate::persist::{self, Persister};
-use crate::tls::Transport;
+use crate::tls::{self, Transport};
 use crate::ListenerKind;
-
-#[cfg(feature = "tls")]
-type TlsServerConfig = rustls::ServerConfig;
-#[cfg(not(feature = "tls"))]
-type TlsServerConfig = crate::tls::ServerConfig;
 
 const WAKER: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENER_BASE - i`.
@@ -55,7 +50,7 @@ pub struct Reactor {
     /// Each listener, and what it speaks.
     listeners: Vec<(TcpListener, ListenerKind)>,
     /// The certificate and key for TLS listeners (swapped on reload).
-    tls: Option<Arc<TlsServerConfig>>,
+    tls: Option<Arc<tls::ServerConfig>>,
     control: Control,
     /// Where SIGHUP re-reads the configuration from.
     config_file: Option<std::path::PathBuf>,
@@ -80,7 +75,7 @@ impl Reactor {
         control: Control,
     ) -> Result<Reactor, StartError> {
         let tls = match &config.server.tls {
-            Some(settings) => Some(crate::tls::load_config(settings).map_err(StartError::Tls)?),
+            Some(settings) => Some(tls::load_config(settings).map_err(StartError::Tls)?),
             None => None,
         };
         let poll = Poll::new().map_err(StartError::Io)?;
@@ -292,7 +287,7 @@ impl Reactor {
             info!("SIGHUP: no TLS configured; nothing to reload");
             return;
         };
-        match crate::tls::load_config(settings) {
+        match tls::load_config(settings) {
             Ok(config) => {
                 self.tls = Some(config);
                 info!("SIGHUP: reloaded the TLS certificate and key");

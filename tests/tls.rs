@@ -5,7 +5,7 @@
 //! clients; SIGHUP swaps the certificate for new connections while old
 //! streams go on; the chain file is served; asfpy listens over HTTPS.
 //! After a TLS 1.3 handshake the server seals and opens records itself
-//! (src/tls_records.rs): curl streams over each TLS 1.3 cipher suite (and
+//! (src/tls/records.rs): curl streams over each TLS 1.3 cipher suite (and
 //! TLS 1.2, which stays on rustls), `openssl s_client` key updates in
 //! both directions keep a stream going, and hostile records after the
 //! handshake close only their own connection; chromium (BoringSSL)

@@ -2,7 +2,7 @@
 // TLS stack is BoringSSL) driven by playwright-core opens an EventSource
 // on pubsubd's TLS port and receives events published over plain HTTP,
 // one of them larger than a TLS record. After the TLS 1.3 handshake
-// pubsubd seals these records itself (src/tls_records.rs).
+// pubsubd seals these records itself (src/tls/records.rs).
 //
 //   node sse_tls.mjs TLS_URL PUBLIC_URL
 import { fail, launch, publish as publishTo } from "./common.mjs";

@@ -1,5 +1,5 @@
 //! Without the `tls` feature (the appliance core): plain TCP only, behind
-//! the same names `tls.rs` gives the reactor. A configured `server.tls`
+//! the same names `transport.rs` gives the reactor. A configured `server.tls`
 //! stops start-up with a clear error instead of being ignored.
 
 use std::io::{self, IoSlice, Read, Write};

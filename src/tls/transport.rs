@@ -18,7 +18,7 @@
 //!
 //! A TLS 1.3 connection leaves rustls at its first write after the
 //! handshake (when nothing received waits in between): from then on
-//! `tls_records.rs` seals and opens its records with the keys rustls hands
+//! `records.rs` seals and opens its records with the keys rustls hands
 //! over, and the rustls state (~2.5 KB) is dropped. TLS 1.2 stays on
 //! rustls throughout.
 
@@ -33,10 +33,10 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
 };
-use rustls::ServerConfig;
+pub use rustls::ServerConfig;
 
+use super::records::{capture_secrets, CaptureSecrets, Fatal, RecordLayer, TrafficSecrets};
 use crate::config::TlsConfig;
-use crate::tls_records::{capture_secrets, CaptureSecrets, Fatal, RecordLayer, TrafficSecrets};
 
 /// Plaintext encrypted by one `write` at most: four full records.
 const MAX_PLAINTEXT_PER_WRITE: usize = 64 * 1024;
@@ -89,7 +89,7 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     // sealed here, so the suite cheapest for this CPU is worth choosing.
     config.ignore_client_order = true;
     // TLS 1.3 connections move to our record layer after the handshake
-    // (tls_records.rs): rustls hands over the keys, and its key log hook
+    // (records.rs): rustls hands over the keys, and its key log hook
     // gives the traffic secrets that key updates derive from.
     config.enable_secret_extraction = true;
     config.key_log = Arc::new(CaptureSecrets);
@@ -182,7 +182,7 @@ enum Session {
     /// rustls: the handshake, and all of a TLS 1.2 connection; with the
     /// TLS 1.3 traffic secrets once the handshake derived them.
     Rustls(Box<UnbufferedServerConnection>, Option<Box<TrafficSecrets>>),
-    /// A TLS 1.3 connection once its handshake is done (tls_records.rs).
+    /// A TLS 1.3 connection once its handshake is done (records.rs).
     /// Not boxed: it is the long-lived state, read on every flush, and one
     /// pointer less to chase per flush shows at 10 000 subscribers, whose
     /// keys do not fit in the CPU's caches.
