@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::acl::AclError;
 use crate::config::ConfigError;
+use crate::feeds::FeedError;
 
 #[derive(Debug)]
 pub enum StartError {
@@ -20,12 +21,8 @@ pub enum StartError {
     Tls(String),
     /// A listener could not be bound.
     Listen { addr: SocketAddr, source: io::Error },
-    /// The LDAP pool could not start.
-    Ldap(String),
-    /// The SQS section or its pollers.
-    Sqs(String),
-    /// The cluster bus could not start.
-    Cluster(String),
+    /// A feed (the LDAP pool, the cluster bus) could not start.
+    Feed(FeedError),
     /// The backlog's storage writer could not start.
     Backlog { path: PathBuf, source: io::Error },
     /// Signals, the poll or the waker.
@@ -39,9 +36,7 @@ impl fmt::Display for StartError {
             StartError::Acl { path, source } => write!(f, "{}: {source}", path.display()),
             StartError::Tls(e) => write!(f, "TLS: {e}"),
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-            StartError::Ldap(e) => write!(f, "LDAP: {e}"),
-            StartError::Sqs(e) => write!(f, "sqs: {e}"),
-            StartError::Cluster(e) => write!(f, "{e}"),
+            StartError::Feed(e) => write!(f, "{e}"),
             StartError::Backlog { path, source } => {
                 write!(f, "backlog storage {}: {source}", path.display())
             }
@@ -57,10 +52,8 @@ impl std::error::Error for StartError {
             StartError::Acl { source, .. } => Some(source),
             StartError::Listen { source, .. } | StartError::Backlog { source, .. } => Some(source),
             StartError::Io(e) => Some(e),
-            StartError::Tls(_)
-            | StartError::Ldap(_)
-            | StartError::Sqs(_)
-            | StartError::Cluster(_) => None,
+            StartError::Feed(e) => Some(e),
+            StartError::Tls(_) => None,
         }
     }
 }
@@ -68,5 +61,11 @@ impl std::error::Error for StartError {
 impl From<ConfigError> for StartError {
     fn from(e: ConfigError) -> Self {
         StartError::Config(e)
+    }
+}
+
+impl From<FeedError> for StartError {
+    fn from(e: FeedError) -> Self {
+        StartError::Feed(e)
     }
 }

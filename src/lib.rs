@@ -16,18 +16,20 @@ pub mod backlog;
 pub mod basic_auth;
 pub mod clock;
 pub mod config;
-pub mod conn;
 pub mod control;
 pub mod error;
 pub mod event;
+pub mod feeds;
 pub mod http;
 pub mod hub;
 pub mod json_check;
 pub mod logging;
 #[cfg(feature = "admin")]
 pub mod metrics;
+pub mod out_queue;
 mod persist;
 mod reactor;
+pub mod setup;
 pub mod stats;
 pub mod tls;
 #[cfg(all(fuzzing, feature = "tls"))]
@@ -188,12 +190,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
             }
         ));
     }
-    #[cfg(feature = "ldap")]
-    if let Some(ldap) = &config.clients.ldap {
-        ldap_worker::worker::tls_config(ldap.settings.ca_file.as_deref())
-            .map_err(StartError::Ldap)?;
-        lines.push(format!("LDAP: {}", ldap.settings.uri));
-    }
+    lines.extend(feeds::ldap::Ldap::check(config.clients.ldap.as_ref())?);
     if let Some(cluster) = &config.cluster {
         lines.push(format!(
             "cluster: stream {:?} (Redis not contacted by this check)",

@@ -30,7 +30,6 @@ pub struct Snapshot<'a> {
     pub input_bytes: usize,
     pub ldap: Option<LdapCounts>,
     pub sqs: Option<SqsCounts>,
-    #[cfg(feature = "cluster")]
     pub cluster: Option<crate::stats::ClusterStatus>,
 }
 
@@ -192,7 +191,6 @@ pub fn render(s: &Snapshot<'_>) -> String {
         counter(r, "sqs_deleted", "SQS messages deleted", sqs.deleted);
         counter(r, "sqs_errors", "SQS calls that failed", sqs.errors);
     }
-    #[cfg(feature = "cluster")]
     if let Some(c) = &s.cluster {
         gauge(
             r,
@@ -357,7 +355,6 @@ mod tests {
             backlog_bytes: 500,
             replays: 0,
             input_bytes: 0,
-            #[cfg(feature = "cluster")]
             cluster: None,
             ldap: None,
             sqs: Some(SqsCounts {

@@ -22,13 +22,11 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::backlog::{self, Backlog};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::control::Control;
 use crate::error::StartError;
-use crate::hub::{AclFile, Admission, Hub, HubParts, Ldap};
-use crate::persist::{self, Persister};
+use crate::hub::{AclFile, Admission, Hub};
 use crate::tls::{self, Transport};
 use crate::ListenerKind;
 
@@ -41,8 +39,6 @@ const LISTENER_BASE: usize = usize::MAX - 16;
 const READ_BUDGET: usize = 256 * 1024;
 /// How long to wait before accepting again when out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How often at most the backlog file is rewritten.
-const PERSIST_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The event loop and the hub it drives.
 pub struct Reactor {
@@ -90,35 +86,11 @@ impl Reactor {
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Io)?);
         control.attach(waker.clone());
-        #[cfg(feature = "sqs")]
-        let sqs = start_sqs(&config, &waker)?;
-        #[cfg(not(feature = "sqs"))]
-        if !config.sqs.is_empty() {
-            warn!("the sqs section is ignored: this build has no SQS support");
-        }
-        let max_connections = max_connections(config.server.max_connections);
-        let (backlog, persister) = open_backlog(&config)?;
-        #[cfg(feature = "cluster")]
-        let cluster =
-            crate::hub::Cluster::start(&config, waker.clone()).map_err(StartError::Cluster)?;
-        #[cfg(not(feature = "cluster"))]
-        if config.cluster.is_some() {
-            warn!("the cluster section is ignored: this build has no cluster support");
-        }
-        let ldap = Ldap::start(config.clients.ldap.as_ref(), waker).map_err(StartError::Ldap)?;
-        let hub = Hub::new(HubParts {
-            config,
-            acl,
-            ldap,
-            backlog,
-            persister,
-            #[cfg(feature = "sqs")]
-            sqs,
-            #[cfg(feature = "cluster")]
-            cluster,
-            max_connections,
-            clock: Box::new(SystemClock),
+        let wake = Arc::new(move || {
+            let _ = waker.wake();
         });
+        let parts = crate::setup::hub_parts(config, acl, wake, Box::new(SystemClock))?;
+        let hub = Hub::new(parts);
         Ok(Reactor {
             poll,
             listeners: mio_listeners,
@@ -183,7 +155,7 @@ impl Reactor {
                     }
                 }
             }
-            for key in self.hub.take_pending() {
+            for key in self.hub.take_rerun() {
                 self.read_ready(key, true);
             }
             if self
@@ -239,7 +211,7 @@ impl Reactor {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.hub.has_pending() {
+        if self.hub.has_rerun() {
             return Some(Duration::ZERO);
         }
         let mut next = self.hub.next_deadline();
@@ -255,26 +227,11 @@ impl Reactor {
     /// An invalid file keeps the running configuration.
     fn reload_config(&mut self) {
         match &self.config_file {
-            Some(path) if path.exists() => match Config::load(path) {
-                Ok((new, warnings)) => {
-                    for w in warnings {
-                        warn!("SIGHUP: {w}");
-                    }
-                    let (next, notes) = crate::config::reload::merge(self.hub.config(), new);
-                    for note in notes {
-                        warn!("SIGHUP: {note}");
-                    }
-                    crate::logging::set_log_level(next.server.log_level.as_deref());
-                    let max = max_connections(next.server.max_connections);
+            Some(path) => {
+                if let Some((next, max)) = crate::setup::reload(path, self.hub.config()) {
                     self.hub.reconfigure(next, max);
-                    info!("SIGHUP: reloaded {}", path.display());
                 }
-                Err(e) => warn!("SIGHUP: keeping the running configuration: {e}"),
-            },
-            Some(path) => info!(
-                "SIGHUP: {} does not exist; keeping the running configuration",
-                path.display()
-            ),
+            }
             None => info!("SIGHUP: no configuration file to reload"),
         }
         self.reload_tls();
@@ -407,7 +364,7 @@ impl Reactor {
                 return;
             }
             if budget == 0 {
-                self.hub.push_pending(key);
+                self.hub.rerun(key);
                 return;
             }
             let Some(Some(socket)) = self.sockets.get_mut(key) else {
@@ -456,108 +413,9 @@ impl Reactor {
     }
 }
 
-/// The backlog, loaded from its storage file if one is configured, and the
-/// writer that keeps that file up to date.
-fn open_backlog(config: &Config) -> Result<(Backlog, Option<Persister>), StartError> {
-    let settings = &config.server.backlog;
-    let mut backlog =
-        Backlog::new(settings.size, settings.max_age).with_max_bytes(settings.max_bytes);
-    let Some(path) = settings.storage.as_ref().filter(|_| backlog.is_enabled()) else {
-        return Ok((backlog, None));
-    };
-    for event in persist::load(path) {
-        backlog.push(std::rc::Rc::new(event));
-    }
-    backlog.prune(crate::event::epoch_now());
-    let lines = backlog.iter().map(|e| backlog::storage_line(e)).collect();
-    let persister = Persister::start(path.clone(), PERSIST_INTERVAL, lines).map_err(|e| {
-        StartError::Backlog {
-            path: path.clone(),
-            source: e,
-        }
-    })?;
-    Ok((backlog, Some(persister)))
-}
-
-/// Starts the SQS pollers, if any queue is configured; they wake the
-/// event loop after sending events.
-#[cfg(feature = "sqs")]
-fn start_sqs(
-    config: &Config,
-    waker: &Arc<Waker>,
-) -> Result<Option<crate::hub::SqsFeed>, StartError> {
-    if config.sqs.is_empty() {
-        return Ok(None);
-    }
-    let queues = config.sqs.iter().map(sqs_settings).collect();
-    let (tx, rx) = crossbeam_channel::bounded(1024);
-    let waker = waker.clone();
-    let stats = Arc::new(sqs_feed::FeedStats::default());
-    sqs_feed::start(
-        queues,
-        tx,
-        Arc::new(move || {
-            let _ = waker.wake();
-        }),
-        stats.clone(),
-    );
-    Ok(Some(crate::hub::SqsFeed { events: rx, stats }))
-}
-
-/// The validated `sqs` entry as the feed's settings.
-#[cfg(feature = "sqs")]
-fn sqs_settings(q: &crate::config::SqsQueueConfig) -> sqs_feed::QueueSettings {
-    sqs_feed::QueueSettings {
-        name: q.name.clone(),
-        queue: q.queue.clone(),
-        region: q.region.clone(),
-        delete: q.delete,
-        credentials: q.credentials.as_ref().map(|c| sqs_feed::Credentials {
-            access_key: c.access_key.clone(),
-            secret_key: c.secret_key.clone(),
-            session_token: None,
-        }),
-        endpoint: sqs_feed::Endpoint {
-            https: q.endpoint.https,
-            authority: q.endpoint.authority.clone(),
-            path: q.endpoint.path.clone(),
-        },
-        wait_time: q.wait_time,
-    }
-}
-
 fn is_out_of_fds(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
-}
-
-/// `server.max_connections`, kept within the open-files limit: past it,
-/// accept() fails and clients wait unanswered, so keep the limit where
-/// excess clients can still be accepted and refused with a 503.
-fn max_connections(configured: Option<usize>) -> usize {
-    let fd_bound = default_max_connections();
-    match configured {
-        Some(n) if n > fd_bound => {
-            warn!(
-                "server.max_connections {n} is above what the open-files limit allows; using {fd_bound}"
-            );
-            fd_bound
-        }
-        Some(n) => n,
-        None => fd_bound,
-    }
-}
-
-/// The open-files limit, less a reserve for listeners, files and workers.
-fn default_max_connections() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    let fds = if ok { limit.rlim_cur as usize } else { 1024 };
-    fds.saturating_sub(64).max(16)
 }

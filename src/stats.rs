@@ -76,10 +76,15 @@ impl Stats {
     }
 
     pub fn dropped(&mut self, why: Drop) {
+        self.dropped_n(why, 1);
+    }
+
+    /// `n` subscribers dropped for the same reason.
+    pub fn dropped_n(&mut self, why: Drop, n: u64) {
         match why {
-            Drop::QueueFull => self.dropped_queue_full += 1,
-            Drop::WriteTimeout => self.dropped_write_timeout += 1,
-            Drop::ReplayBehind => self.dropped_replay_behind += 1,
+            Drop::QueueFull => self.dropped_queue_full += n,
+            Drop::WriteTimeout => self.dropped_write_timeout += n,
+            Drop::ReplayBehind => self.dropped_replay_behind += n,
         }
     }
 
@@ -117,6 +122,8 @@ const TOPICS_COUNTED: usize = 1024;
 /// What the status page shows over time.
 #[derive(Debug, Default)]
 pub struct Activity {
+    /// When the server started (epoch seconds).
+    started: f64,
     /// (epoch, events published, deliveries) at each ping tick.
     history: VecDeque<(f64, u64, u64)>,
     /// Public events by their first topic.
@@ -124,6 +131,19 @@ pub struct Activity {
 }
 
 impl Activity {
+    pub fn new(started: f64) -> Activity {
+        Activity {
+            started,
+            history: VecDeque::new(),
+            topics: HashMap::new(),
+        }
+    }
+
+    /// When the server started (epoch seconds).
+    pub fn started(&self) -> f64 {
+        self.started
+    }
+
     pub fn sample(&mut self, now: f64, events: u64, deliveries: u64) {
         if self.history.len() == HISTORY {
             self.history.pop_front();

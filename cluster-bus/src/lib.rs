@@ -203,8 +203,8 @@ pub enum BusError {
 impl fmt::Display for BusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BusError::Setup(e) => write!(f, "cluster: {e}"),
-            BusError::Thread(e) => write!(f, "cluster: cannot start a thread: {e}"),
+            BusError::Setup(e) => f.write_str(e),
+            BusError::Thread(e) => write!(f, "cannot start a thread: {e}"),
         }
     }
 }

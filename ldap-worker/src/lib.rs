@@ -133,8 +133,8 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartError::Tls(why) => write!(f, "LDAP TLS setup: {why}"),
-            StartError::Spawn(e) => write!(f, "cannot start an LDAP worker thread: {e}"),
+            StartError::Tls(why) => write!(f, "TLS setup: {why}"),
+            StartError::Spawn(e) => write!(f, "cannot start a worker thread: {e}"),
         }
     }
 }

@@ -214,7 +214,7 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::Clien
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(|e| format!("protocol versions: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

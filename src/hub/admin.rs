@@ -3,14 +3,18 @@
 //! status page `/` with its `/stats` JSON and its `/events` feed of public
 //! events (SSE). It never serves subscriptions or publishes, and its
 //! clients are ordinary connections with the same limits as any other.
+//!
+//! Uses: reads every part (counts, states, feeds' counters) for
+//! `/metrics`, `/readyz` and the page; `conns` to answer.
 
 use serde_json::json;
 
 use super::requests::{keep_alive, After};
+use super::table::State;
 use super::Hub;
-use crate::conn::State;
 use crate::http::{BodyKind, Method, RequestHead};
 use crate::metrics::{self, Snapshot};
+use crate::stats;
 use crate::topics::Subscription;
 
 /// The status page: one self-contained file, no external resources.
@@ -85,6 +89,11 @@ impl Hub {
         self.respond_typed(key, status, body, &extra, after);
     }
 
+    /// The LDAP pool's counters, when LDAP is configured.
+    fn ldap_stats(&self) -> Option<stats::LdapCounts> {
+        self.ldap.as_ref().map(|ldap| ldap.counts())
+    }
+
     /// Whether this server should get traffic, and why not.
     fn readiness(&self) -> (bool, String) {
         let mut checks = serde_json::Map::new();
@@ -118,7 +127,6 @@ impl Hub {
                 None => check("ldap", "no lookup yet", true),
             },
         }
-        #[cfg(feature = "cluster")]
         if let Some(status) = self.cluster_status() {
             let state = if status.ready() {
                 "ok"
@@ -144,8 +152,8 @@ impl Hub {
             ("closing", 0),
             ("appending", 0),
         ];
-        for (_, conn) in &self.conns {
-            let i = match conn.state {
+        for (_, conn) in self.conns.iter() {
+            let i = match conn.state() {
                 State::Head => 0,
                 State::Body(_) => 1,
                 State::Authenticating(_) => 2,
@@ -159,26 +167,22 @@ impl Hub {
     }
 
     fn replays_in_progress(&self) -> usize {
-        self.conns
-            .iter()
-            .filter(|(_, c)| matches!(&c.state, State::Stream(s) if s.replay.is_some()))
-            .count()
+        self.conns.iter().filter(|(_, c)| c.is_replaying()).count()
     }
 
     fn render_metrics(&self) -> String {
         let connections = self.connections_by_state();
         metrics::render(&Snapshot {
             stats: &self.stats,
-            subscribers: self.streams.count,
+            subscribers: self.conns.subscribers(),
             connections: &connections,
-            backlog_events: self.backlog.len(),
-            backlog_bytes: self.backlog.bytes(),
+            backlog_events: self.history.backlog().len(),
+            backlog_bytes: self.history.backlog().bytes(),
             replays: self.replays_in_progress(),
-            input_bytes: self.input_bytes,
-            #[cfg(feature = "cluster")]
+            input_bytes: self.conns.input_bytes(),
             cluster: self.cluster_status(),
             ldap: self.ldap_stats(),
-            sqs: self.sqs_counts(),
+            sqs: self.sqs.as_ref().map(|feed| feed.counts()),
         })
     }
 
@@ -198,13 +202,13 @@ impl Hub {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "now": self.clock.epoch(),
-            "uptime": self.clock.epoch() - self.started,
-            "subscribers": self.streams.count,
+            "uptime": self.clock.epoch() - self.activity.started(),
+            "subscribers": self.conns.subscribers(),
             "connections": self.conns.len(),
             "events_published": self.stats.published_total(),
             "deliveries": self.stats.deliveries,
             "bytes_sent": self.stats.bytes_sent,
-            "backlog_events": self.backlog.len(),
+            "backlog_events": self.history.backlog().len(),
             "history": history,
             "topics": topics,
         })

@@ -7,15 +7,17 @@
 //! dropped. A full LDAP queue, an LDAP failure or a reply that does not
 //! come back in time all mean "no grant": the request goes on without
 //! private access, and nothing waits on LDAP but that one client.
+//!
+//! Uses: `acl`, `ldap`, `conns` (parking and resuming).
 
 use std::path::PathBuf;
 
 use log::{info, warn};
 
+use super::table::{AfterAuth, Parked, State};
 use super::Hub;
 use crate::acl::{Acl, AuthOutcome, Grant};
 use crate::basic_auth::parse_basic_auth;
-use crate::conn::{AfterAuth, Pending, State};
 use crate::http::RequestHead;
 
 /// The ACL file and where it came from (for SIGUSR2).
@@ -75,20 +77,21 @@ impl Hub {
         key: usize,
         user: String,
         password: String,
-        pending: Pending,
+        parked: Parked,
     ) {
-        let (Some(ldap), Some(conn)) = (self.ldap.as_mut(), self.conns.get_mut(key)) else {
-            return self.resume(key, pending, None);
+        let (Some(ldap), Some(conn)) = (self.ldap.as_mut(), self.conns.get(key)) else {
+            return self.resume(key, parked, None);
         };
-        match ldap.submit(key, conn.serial, user, password) {
+        match ldap.submit(key, conn.serial(), user, password) {
             Ok(wait) => {
-                conn.state = State::Authenticating(Box::new(pending));
+                self.conns
+                    .set_state(key, State::Authenticating(Box::new(parked)));
                 let deadline = self.clock.now() + wait;
-                self.set_deadline(key, deadline);
+                self.conns.set_deadline(key, deadline);
             }
             Err(user) => {
                 warn!("LDAP queue full: {user} continues without private access");
-                self.resume(key, pending, None);
+                self.resume(key, parked, None);
             }
         }
     }
@@ -103,27 +106,21 @@ impl Hub {
 
     /// A parked connection whose wait is over (reply or deadline).
     pub(super) fn resume_parked(&mut self, key: usize, serial: u64, grant: Option<Grant>) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(parked) = self.conns.take_parked(key, serial) else {
             return;
         };
-        if conn.serial != serial || !matches!(conn.state, State::Authenticating(_)) {
-            return;
-        }
         if let Some(ldap) = &mut self.ldap {
             ldap.forget(serial);
         }
-        let State::Authenticating(pending) = std::mem::replace(&mut conn.state, State::Head) else {
-            return;
-        };
-        self.resume(key, *pending, grant);
+        self.resume(key, *parked, grant);
         // Bytes that arrived while parked (a publish body) wait in the buffer.
-        self.push_pending(key);
+        self.conns.rerun(key);
     }
 
-    fn resume(&mut self, key: usize, pending: Pending, grant: Option<Grant>) {
-        match pending.then {
-            AfterAuth::Subscribe(sub) => self.open_stream(key, pending.head, sub, grant),
-            AfterAuth::Publish(topics) => self.continue_publish(key, pending.head, topics, grant),
+    fn resume(&mut self, key: usize, parked: Parked, grant: Option<Grant>) {
+        match parked.then {
+            AfterAuth::Subscribe(sub) => self.open_stream(key, parked.head, sub, grant),
+            AfterAuth::Publish(topics) => self.continue_publish(key, parked.head, topics, grant),
         }
     }
 

@@ -1,17 +1,22 @@
 //! What the server does with each request: publish (`PUT`/`POST`), subscribe
-//! (`GET`), health check (`HEAD`), and the answers to everything else.
+//! (`GET`), health check (`HEAD`), CORS preflight, and the answers to
+//! everything else.
 //!
-//! Requests are taken from a connection's input buffer one at a time, in
-//! order (pipelining), at most `REQUEST_BUDGET` per turn, and not at all
-//! while the client leaves too many responses unread.
+//! The connection table hands over the requests in a connection's buffer
+//! one at a time, in order (pipelining); at most `REQUEST_BUDGET` are
+//! handled per turn.
+//!
+//! Uses: `conns` (state changes, queueing responses), `history` (where a
+//! replay starts), `acl` and `ldap` (through `auth.rs`), `cluster` (a
+//! publish on a cluster node), `stats`.
 
 use log::debug;
 
 use super::auth::Check;
-use super::{Hub, MAX_INPUT, REQUEST_BUDGET, RESPONSE_HIGH_WATER, SMALL_REQUEST};
+use super::table::{AfterAuth, BodyState, Parked, State, Step, Stream};
+use super::{Hub, REQUEST_BUDGET};
 use crate::acl::{self, Grant};
 use crate::backlog::Start;
-use crate::conn::{AfterAuth, BodyState, Pending, State, Stream};
 use crate::event::{self, Frame, Framing, PayloadError};
 use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
 use crate::stats::Source;
@@ -41,93 +46,25 @@ impl Hub {
     }
 
     fn process_requests(&mut self, key: usize) {
+        let limits = self.request_limits();
         for _ in 0..REQUEST_BUDGET {
-            let Some(conn) = self.conns.get_mut(key) else {
-                return;
-            };
-            if conn.doomed || conn.paused {
-                return;
-            }
-            if conn.out.queued() > RESPONSE_HIGH_WATER {
-                // The client is not reading its responses: stop until it does.
-                conn.paused = true;
-                return;
-            }
-            match &mut conn.state {
-                State::Head => {
-                    if conn.inbuf.is_empty() {
-                        // Idle connections keep at most a small buffer
-                        // (reused request after request).
-                        if conn.inbuf.capacity() > 4096 {
-                            conn.inbuf = Vec::new();
-                        }
-                        return;
-                    }
-                    match http::parse_head(&conn.inbuf, self.config.server.max_headers) {
-                        Ok(None) => {
-                            if conn.inbuf.len() > self.config.server.max_head_size {
-                                self.reject(key, &HttpError::HeadTooLarge);
-                            }
-                            return;
-                        }
-                        Ok(Some((head, used))) => {
-                            conn.inbuf.drain(..used);
-                            self.requests += 1;
-                            self.dispatch(key, head);
-                        }
-                        Err(e) => {
-                            self.reject(key, &e);
-                            return;
-                        }
-                    }
+            match self.conns.next_request(key, limits) {
+                Step::Wait => return,
+                Step::Head(head) => {
+                    self.requests += 1;
+                    self.dispatch(key, head);
                 }
-                State::Body(body) => {
-                    let max = self.config.server.max_payload_size;
-                    match body.decoder.feed(&conn.inbuf, &mut body.body, max) {
-                        Ok(progress) => {
-                            conn.inbuf.drain(..progress.consumed);
-                            if conn.inbuf.is_empty() && conn.inbuf.capacity() > SMALL_REQUEST {
-                                // The bytes moved to the body: do not hold
-                                // them twice.
-                                conn.inbuf = Vec::new();
-                            }
-                            if !progress.done {
-                                return;
-                            }
-                            let State::Body(body) = std::mem::replace(&mut conn.state, State::Head)
-                            else {
-                                unreachable!("matched above");
-                            };
-                            self.finish_publish(key, *body);
-                        }
-                        Err(HttpError::BodyTooLarge) => {
-                            self.respond(key, 400, Some(TEXT_TOO_LARGE), After::Close);
-                            return;
-                        }
-                        Err(e) => {
-                            self.reject(key, &e);
-                            return;
-                        }
-                    }
+                Step::Body(body) => self.finish_publish(key, *body),
+                Step::HeadTooLarge => return self.reject(key, &HttpError::HeadTooLarge),
+                Step::Bad(e) => return self.reject(key, &e),
+                Step::BodyTooLarge => {
+                    return self.respond(key, 400, Some(TEXT_TOO_LARGE), After::Close)
                 }
-                State::Stream(stream) if stream.replay.is_some() => {
-                    conn.inbuf = Vec::new();
-                    self.pump_replay(key);
-                    return;
-                }
-                // Input waits (bounded by the reader) until LDAP answers,
-                // or the cluster's stream takes the event.
-                State::Authenticating(_) | State::Appending(_) => return,
-                State::Stream(_) | State::Closing => {
-                    if conn.inbuf.len() > MAX_INPUT {
-                        conn.inbuf.clear();
-                    }
-                    return;
-                }
+                Step::Replay => return self.pump_replay(key),
             }
         }
         // Budget used up: carry on next turn so others get a go.
-        self.push_pending(key);
+        self.conns.rerun(key);
     }
 
     /// The input budget is spent and this request is large: 503, close.
@@ -144,12 +81,9 @@ impl Hub {
 
     fn dispatch(&mut self, key: usize, head: RequestHead) {
         let cors = self.cors_match(head.origin.as_deref());
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.cors = cors;
+        self.conns.set_cors(key, cors);
         #[cfg(feature = "admin")]
-        if conn.admin {
+        if self.conns.get(key).is_some_and(|c| c.is_admin()) {
             return self.dispatch_admin(key, head);
         }
         match head.method {
@@ -183,7 +117,7 @@ impl Hub {
             BodyKind::None => keep_alive(head),
             _ => After::Close,
         };
-        let allowed = self.conns.get(key).is_some_and(|c| c.cors.is_some());
+        let allowed = self.conns.get(key).is_some_and(|c| c.cors().is_some());
         let extra: &[(&str, &str)] = if allowed {
             &[
                 ("Access-Control-Allow-Methods", "GET, PUT, POST, OPTIONS"),
@@ -230,18 +164,12 @@ impl Hub {
         // One allocation of the exact size; the buffer is reused.
         let frame: Frame = bytes.as_slice().into();
         self.response_buf = bytes;
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.out.push(frame);
+        self.conns.queue(key, frame);
         if close {
-            conn.inbuf = Vec::new();
-            self.finish_after_flush(key);
+            self.conns.close_after_flush(key);
         } else {
-            conn.state = State::Head;
-            self.turn.mark_dirty(key, conn);
-            let now = self.clock.now();
-            self.set_request_deadline(key, now);
+            let deadline = self.clock.now() + self.config.server.request_timeout;
+            self.conns.await_request(key, deadline);
         }
     }
 
@@ -256,11 +184,11 @@ impl Hub {
             .any(|t| self.config.clients.secure_topics.contains(t));
         match self.check_credentials(&head) {
             Check::AskLdap(user, password) if secured => {
-                let pending = Pending {
+                let parked = Parked {
                     head,
                     then: AfterAuth::Publish(topics),
                 };
-                self.park_for_ldap(key, user, password, pending);
+                self.park_for_ldap(key, user, password, parked);
             }
             Check::AskLdap(..) => self.continue_publish(key, head, topics, None),
             Check::Done(grant) => self.continue_publish(key, head, topics, grant),
@@ -275,7 +203,7 @@ impl Hub {
         path_topics: Vec<String>,
         grant: Option<Grant>,
     ) {
-        let Some(conn) = self.conns.get(key) else {
+        let Some(peer) = self.conns.get(key).map(|c| c.peer()) else {
             return;
         };
         let ip_allowed = self
@@ -283,7 +211,7 @@ impl Hub {
             .clients
             .payloaders
             .iter()
-            .any(|net| net.contains(&conn.peer));
+            .any(|net| net.contains(&peer));
         let secure = &self.config.clients.secure_topics;
         if !acl::may_publish(secure, &path_topics, grant.as_ref(), ip_allowed) {
             // The body was not read: the connection cannot be reused.
@@ -297,22 +225,19 @@ impl Hub {
         if head.expect_continue && head.http11 && head.body != BodyKind::None {
             self.queue(key, http::CONTINUE.into());
         }
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
         // A declared length (already checked against the limit) is
         // allocated once rather than grown.
         let capacity = match head.body {
             BodyKind::Length(n) => (n as usize).min(64 * 1024),
             _ => 0,
         };
-        conn.state = State::Body(Box::new(BodyState {
+        let body = BodyState {
             body: Vec::with_capacity(capacity),
             decoder: BodyDecoder::new(head.body),
             head,
             path_topics,
-            grant,
-        }));
+        };
+        self.conns.set_state(key, State::Body(Box::new(body)));
     }
 
     fn finish_publish(&mut self, key: usize, body: BodyState) {
@@ -326,7 +251,6 @@ impl Hub {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after)
             }
         };
-        #[cfg(feature = "cluster")]
         if self.cluster.is_some() {
             let path = body.head.path();
             return self.append_to_cluster(
@@ -357,7 +281,6 @@ impl Hub {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
             }
         }
-        #[cfg(feature = "cluster")]
         if self.cluster_backlog_loading()
             && (head.fetch_since.is_some() || resume_cursor(&head).is_some())
         {
@@ -368,11 +291,11 @@ impl Hub {
         match self.check_credentials(&head) {
             Check::Done(grant) => self.open_stream(key, head, sub, grant),
             Check::AskLdap(user, password) => {
-                let pending = Pending {
+                let parked = Parked {
                     head,
                     then: AfterAuth::Subscribe(sub),
                 };
-                self.park_for_ldap(key, user, password, pending);
+                self.park_for_ldap(key, user, password, parked);
             }
         }
     }
@@ -399,19 +322,14 @@ impl Hub {
             sse: head.accept_sse,
         };
         let (replay, cursor_status) = self.replay_start(&head);
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
         let stream = Box::new(Stream {
             sub,
             framing,
             grant,
             replay,
         });
-        self.streams.start(key, conn, stream);
-        conn.request_deadline = None;
-        conn.inbuf = Vec::new();
-        conn.last_event_seen = self.last_seq;
+        self.conns
+            .start_stream(key, stream, self.history.last_seq());
         // Built after the count went up: the head counts this subscriber.
         let extra: &[(&str, &str)] = match cursor_status {
             Some(status) => &[("X-Fetch-Since-Cursor-Status", status)],
@@ -428,18 +346,18 @@ impl Hub {
     /// Where a subscriber's replay starts (`None`: go live at once), and
     /// for a cursor request whether the cursor was found.
     fn replay_start(&mut self, head: &RequestHead) -> (Option<u64>, Option<&'static str>) {
-        // An aged-out cursor must read as unknown.
-        self.prune_backlog();
-        let next_seq = self.last_seq + 1;
+        let now = self.clock.epoch();
+        let next_seq = self.history.last_seq() + 1;
         let start = if let Some(cursor) = resume_cursor(head) {
-            match self.backlog.start_after_cursor(&cursor) {
+            match self.history.start_after_cursor(&cursor, now) {
                 Start::From(seq) => (Some(seq), Some("found")),
                 Start::UnknownCursor => (None, Some("unknown")),
             }
         } else if let Some(since) = head.fetch_since.as_deref() {
             let since = since.trim().parse::<f64>().unwrap_or(f64::INFINITY);
-            (Some(self.backlog.start_since(since, next_seq)), None)
+            (Some(self.history.start_since(since, now)), None)
         } else {
+            self.history.prune(now);
             (None, None)
         };
         (start.0.filter(|&s| s < next_seq), start.1)

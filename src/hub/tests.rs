@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{AclFile, Admission, Hub, HubParts};
+use super::{AclFile, Admission, Hub};
 use crate::acl::Acl;
-use crate::backlog::Backlog;
 use crate::clock::ManualClock;
 use crate::config::Config;
-use crate::conn::Flushed;
+use crate::out_queue::Flushed;
 
 const ACCEPTED: &str = "Payload received, thank you very much!\n";
 const FORBIDDEN: &str = "You are not authorized to deliver payloads!\n";
@@ -42,27 +41,17 @@ impl Harness {
     fn with_acl(config_yaml: &str, acl_yaml: &str) -> Harness {
         let (config, warnings) = Config::parse(config_yaml).expect("test config");
         assert!(warnings.is_empty(), "{warnings:?}");
-        let settings = &config.server.backlog;
-        let backlog =
-            Backlog::new(settings.size, settings.max_age).with_max_bytes(settings.max_bytes);
         let clock = ManualClock::new(START);
         let acl = AclFile {
             acl: Acl::parse(acl_yaml).expect("test ACL"),
             path: PathBuf::from("test-acl.yaml"),
         };
-        let hub = Hub::new(HubParts {
-            config,
-            acl,
-            ldap: None,
-            backlog,
-            persister: None,
-            #[cfg(feature = "sqs")]
-            sqs: None,
-            #[cfg(feature = "cluster")]
-            cluster: None,
-            max_connections: 8,
-            clock: Box::new(clock.clone()),
-        });
+        // Built the way the reactor builds it: no feed is configured here,
+        // so nothing needs waking.
+        let wake = std::sync::Arc::new(|| {});
+        let parts =
+            crate::setup::hub_parts(config, acl, wake, Box::new(clock.clone())).expect("hub parts");
+        let hub = Hub::new(parts);
         Harness {
             hub,
             clock,
@@ -88,7 +77,7 @@ impl Harness {
     }
 
     fn end_turn(&mut self) {
-        for key in self.hub.take_pending() {
+        for key in self.hub.take_rerun() {
             self.hub.process_input(key);
         }
         self.hub.run_timers();
@@ -444,7 +433,7 @@ fn head_and_unknown_methods() {
 
 #[test]
 fn connections_past_the_limit_are_refused_with_a_503() {
-    let mut h = Harness::new("");
+    let mut h = Harness::new("server:\n  max_connections: 8\n");
     for _ in 0..8 {
         h.connect("127.0.0.1");
     }
@@ -504,7 +493,11 @@ fn large_requests_past_the_input_budget_get_503_small_ones_go_through() {
         assert!(out.is_empty(), "{out}");
         assert!(!h.closed.contains(&key));
     }
-    assert!(h.hub.input_bytes <= 200_000, "{}", h.hub.input_bytes);
+    assert!(
+        h.hub.conns.input_bytes() <= 200_000,
+        "{}",
+        h.hub.conns.input_bytes()
+    );
     // The fourth would pass the budget: answered 503 and closed.
     let (key, out) = partial(&mut h);
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
@@ -513,13 +506,13 @@ fn large_requests_past_the_input_budget_get_503_small_ones_go_through() {
     // A small publish still gets its 202 at once.
     assert_eq!(status_and_body(&h.publish("/small", "{}")), (202, ACCEPTED));
     // When a stalled upload goes, its bytes leave the count.
-    let before = h.hub.input_bytes;
+    let before = h.hub.conns.input_bytes();
     h.hub.peer_closed(0);
     h.end_turn();
     assert!(
-        h.hub.input_bytes < before - 60_000,
+        h.hub.conns.input_bytes() < before - 60_000,
         "{} vs {before}",
-        h.hub.input_bytes
+        h.hub.conns.input_bytes()
     );
 }
 

@@ -1,5 +1,5 @@
-//! The hub's LDAP client: the `ldap-worker` pool, how its group DNs map to
-//! grants, and which connection each job is for. Jobs are tagged with the
+//! The LDAP feed's handle: the `ldap-worker` pool, how its group DNs map
+//! to grants, and which connection each job is for. Jobs are tagged with the
 //! connection's serial; a reply whose connection has gone is dropped.
 //! Without the `ldap` feature, `Ldap` is a type with no values: the hub
 //! keeps `Option<Ldap>`, which is then always `None`.
@@ -15,13 +15,12 @@ pub type Submitted = Result<std::time::Duration, String>;
 #[cfg(feature = "ldap")]
 mod with_ldap {
     use std::collections::HashMap;
-    use std::sync::Arc;
     use std::time::Duration;
 
     use ldap_worker::{LdapJob, LdapPool};
     use log::info;
-    use mio::Waker;
 
+    use super::super::{FeedError, Wake};
     use super::Submitted;
     use crate::acl::{Grant, LdapAclMap};
     use crate::config::LdapConfig;
@@ -38,19 +37,13 @@ mod with_ldap {
 
     impl Ldap {
         /// Starts the pool from `clients.ldap`; `None` when not configured.
-        pub fn start(
-            config: Option<&LdapConfig>,
-            waker: Arc<Waker>,
-        ) -> Result<Option<Ldap>, String> {
+        pub fn start(config: Option<&LdapConfig>, wake: Wake) -> Result<Option<Ldap>, FeedError> {
             let Some(LdapConfig { settings, map }) = config.cloned() else {
                 return Ok(None);
             };
             let wait = settings.max_job_time() + Duration::from_secs(1);
             info!("LDAP: {} with {} workers", settings.uri, settings.workers);
-            let notify = Box::new(move || {
-                let _ = waker.wake();
-            });
-            let pool = LdapPool::start(settings, notify).map_err(|e| format!("LDAP: {e}"))?;
+            let pool = LdapPool::start(settings, Box::new(move || wake())).map_err(error)?;
             Ok(Some(Ldap {
                 pool,
                 map,
@@ -99,6 +92,17 @@ mod with_ldap {
             self.waiting.remove(&tag);
         }
 
+        /// What `--check-config` says of `clients.ldap`: its CA file is
+        /// read, nothing is contacted.
+        pub fn check(config: Option<&LdapConfig>) -> Result<Option<String>, FeedError> {
+            let Some(ldap) = config else {
+                return Ok(None);
+            };
+            ldap_worker::worker::tls_config(ldap.settings.ca_file.as_deref())
+                .map_err(|e| error(ldap_worker::StartError::Tls(e)))?;
+            Ok(Some(format!("LDAP: {}", ldap.settings.uri)))
+        }
+
         pub fn counts(&self) -> LdapCounts {
             let s = self.pool.stats();
             LdapCounts {
@@ -111,14 +115,18 @@ mod with_ldap {
             }
         }
     }
+
+    fn error(e: ldap_worker::StartError) -> FeedError {
+        FeedError {
+            feed: "LDAP",
+            source: Box::new(e),
+        }
+    }
 }
 
 #[cfg(not(feature = "ldap"))]
 mod without_ldap {
-    use std::sync::Arc;
-
-    use mio::Waker;
-
+    use super::super::{FeedError, Wake};
     use super::Submitted;
     use crate::acl::Grant;
     use crate::config::LdapConfig;
@@ -128,11 +136,15 @@ mod without_ldap {
     pub enum Ldap {}
 
     impl Ldap {
-        pub fn start(config: Option<&LdapConfig>, _: Arc<Waker>) -> Result<Option<Ldap>, String> {
+        pub fn start(config: Option<&LdapConfig>, _: Wake) -> Result<Option<Ldap>, FeedError> {
             match config {
                 Some(never) => match *never {},
                 None => Ok(None),
             }
+        }
+
+        pub fn check(config: Option<&LdapConfig>) -> Result<Option<String>, FeedError> {
+            Self::start(config, std::sync::Arc::new(|| {})).map(|_| None)
         }
 
         pub fn submit(&mut self, _: usize, _: u64, _: String, _: String) -> Submitted {

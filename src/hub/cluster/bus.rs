@@ -21,35 +21,27 @@
 //! - events enter the backlog in stream order, each with the next local
 //!   sequence number; entries loaded on start go to the backlog only
 //!   (history, not news for live subscribers).
+//!
+//! Uses: `cluster`, `conns` (parking publishers), `history`, `stats`.
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_bus::{
-    Append, AppendError, Bus, Entry, Gap, Message, SentinelTarget, Settings, Side, Target,
-};
-use log::{info, warn};
-use mio::Waker;
+use cluster_bus::{Append, AppendError, Bus, Entry, Gap, Message, Side};
+use log::warn;
 
-use super::requests::{After, TEXT_RECEIVED};
-use super::timers::Kind;
-use super::Hub;
+use super::super::requests::{After, TEXT_RECEIVED};
+use super::super::table::State;
+use super::super::Hub;
+use super::RETRY_AFTER;
 use crate::backlog;
-use crate::config::{ClusterRedis, Config};
-use crate::conn::State;
 use crate::event::{self, Event, Payload};
+use crate::feeds::cluster::ClusterFeed;
 use crate::stats::{ClusterStatus, Source};
 
 pub const TEXT_UNAVAILABLE: &str =
     "The event could not be stored in the cluster's stream; please try again.\n";
-pub const TEXT_LOADING: &str =
-    "The backlog is still loading from the cluster's stream; please try again.\n";
-/// What an `EventSource` replaying too early gets: reconnect in 1 s.
-const SSE_RETRY_SOON: &str = ": the backlog is still loading\nretry: 1000\n\n";
-/// Seconds a refused publisher (or early replay) is asked to wait.
-const RETRY_AFTER: &str = "1";
 
 /// The bus and the publishes waiting for it.
 pub struct Cluster {
@@ -68,50 +60,18 @@ struct Waiting {
 }
 
 impl Cluster {
-    /// Starts the bus from `cluster`; `None` when not configured.
-    pub fn start(config: &Config, waker: Arc<Waker>) -> Result<Option<Cluster>, String> {
-        let Some(cluster) = &config.cluster else {
-            return Ok(None);
-        };
-        let node = uuid::Uuid::new_v4().to_string();
-        let target = match &cluster.redis {
-            ClusterRedis::Url(url) => Target::Url(url.clone()),
-            ClusterRedis::Sentinel(s) => Target::Sentinel(SentinelTarget {
-                master: s.master.clone(),
-                nodes: s.nodes.clone(),
-                username: s.username.clone(),
-                password: s.password.clone(),
-                sentinel_password: s.sentinel_password.clone(),
-            }),
-        };
-        let backlog = &config.server.backlog;
-        let settings = Settings {
-            target,
-            stream: cluster.stream.clone(),
-            max_len: cluster.max_len(backlog.size),
-            timeout: cluster.timeout,
-            ca_file: cluster.ca_file.clone(),
-            load: backlog.size,
-            node: node.clone(),
-        };
-        info!(
-            "cluster: node {node} on stream {:?} ({:?}, max_len {})",
-            settings.stream, settings.target, settings.max_len
-        );
-        let notify = Arc::new(move || {
-            let _ = waker.wake();
-        });
-        let bus = cluster_bus::start(settings, notify).map_err(|e| e.to_string())?;
-        Ok(Some(Cluster {
-            bus,
-            timeout: cluster.timeout,
+    /// The hub's side of a started bus.
+    pub fn new(feed: ClusterFeed) -> Cluster {
+        Cluster {
+            bus: feed.bus,
+            timeout: feed.timeout,
             waiting: HashMap::new(),
             next_token: 1,
             status: ClusterStatus {
-                node,
+                node: feed.node,
                 ..ClusterStatus::default()
             },
-        }))
+        }
     }
 }
 
@@ -127,7 +87,7 @@ impl Hub {
 
     /// Appends a published object to the stream (cluster mode only);
     /// `reply` is the publisher to answer, parked until then.
-    pub(super) fn append_to_cluster(
+    pub(in crate::hub) fn append_to_cluster(
         &mut self,
         source: Source,
         path: &str,
@@ -163,19 +123,13 @@ impl Hub {
         cluster.waiting.insert(token, Waiting { reply, source });
         let deadline = now + cluster.timeout;
         if let Some((key, _)) = reply {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.state = State::Appending(token);
-                let serial = conn.serial;
-                self.set_deadline(key, deadline);
-                // Its own timer: one already armed may be for a later
-                // deadline (the request timeout).
-                self.timers.arm(deadline, Kind::Request, key, serial);
-            }
+            self.conns.set_state(key, State::Appending(token));
+            self.conns.set_deadline(key, deadline);
         }
     }
 
     /// A parked publisher's deadline passed before Redis answered.
-    pub(super) fn append_timed_out(&mut self, key: usize, token: u64) {
+    pub(in crate::hub) fn append_timed_out(&mut self, key: usize, token: u64) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -193,37 +147,18 @@ impl Hub {
 
     /// Not yet holding the stream's newest entries (just started, or
     /// Redis unreachable since): replays cannot be answered yet.
-    pub(super) fn cluster_backlog_loading(&self) -> bool {
+    pub(in crate::hub) fn cluster_backlog_loading(&self) -> bool {
         self.cluster.as_ref().is_some_and(|c| !c.status.loaded)
-    }
-
-    /// A replay asked for before the backlog was loaded: 503, try again.
-    /// An `EventSource` would give up for good on a 503, so it gets an
-    /// empty event stream that asks it to reconnect in a second instead
-    /// (with the same `Last-Event-ID`).
-    pub(super) fn respond_backlog_loading(&mut self, key: usize, sse: bool) {
-        if sse {
-            let body = ("text/event-stream", SSE_RETRY_SOON.as_bytes());
-            return self.respond_typed(key, 200, Some(body), &[], After::Close);
-        }
-        let body = ("text/plain; charset=utf-8", TEXT_LOADING.as_bytes());
-        self.respond_typed(
-            key,
-            503,
-            Some(body),
-            &[("Retry-After", RETRY_AFTER)],
-            After::Close,
-        );
     }
 
     fn respond_unavailable(&mut self, key: usize, after: After) {
         let body = ("text/plain; charset=utf-8", TEXT_UNAVAILABLE.as_bytes());
         self.respond_typed(key, 503, Some(body), &[("Retry-After", RETRY_AFTER)], after);
-        self.push_pending(key);
+        self.conns.rerun(key);
     }
 
     /// Takes what the bus's threads sent.
-    pub(super) fn drain_cluster(&mut self) {
+    pub(in crate::hub) fn drain_cluster(&mut self) {
         let Some(cluster) = &self.cluster else {
             return;
         };
@@ -296,13 +231,13 @@ impl Hub {
         let parked = self
             .conns
             .get(key)
-            .is_some_and(|c| matches!(c.state, State::Appending(t) if t == token));
+            .is_some_and(|c| matches!(c.state(), State::Appending(t) if *t == token));
         if !parked {
             return;
         }
         if result.is_ok() {
             self.respond(key, 202, Some(TEXT_RECEIVED), after);
-            self.push_pending(key);
+            self.conns.rerun(key);
         } else {
             self.respond_unavailable(key, after);
         }
@@ -311,7 +246,8 @@ impl Hub {
     /// One entry from the stream: into the backlog, and unless it is
     /// start-up history, out to the subscribers.
     fn deliver(&mut self, entry: Entry, initial: bool) {
-        let event = match backlog::parse_storage_line(&entry.event, self.last_seq + 1) {
+        let seq = self.history.last_seq() + 1;
+        let event = match backlog::parse_storage_line(&entry.event, seq) {
             Ok(event) => event,
             Err(e) => {
                 warn!("cluster: entry {} skipped: {e}", entry.id);
@@ -321,7 +257,7 @@ impl Hub {
                 return;
             }
         };
-        self.last_seq += 1;
+        self.history.next_seq();
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -331,9 +267,7 @@ impl Hub {
         cluster.status.lag_ms = now_ms.saturating_sub(entry.id.ms);
         let event = Rc::new(event);
         if initial {
-            if self.backlog.is_enabled() {
-                self.backlog.push(event);
-            }
+            self.history.keep_loaded(event);
             return;
         }
         if entry.node != cluster.status.node {

@@ -1,0 +1,169 @@
+//! Queueing to subscribers: an event to every live subscriber that wants
+//! it (only the topic index's candidates are visited), the next part of a
+//! replay, the keep-alive ping. Each receives a reference to the frame of
+//! its framing, built once per event; a subscriber whose queue would pass
+//! `server.max_queued_bytes` is dropped on the spot, so no client can make
+//! the server hold more than that for it.
+
+use log::warn;
+
+use super::{Conn, ConnTable, State, Turn};
+use crate::backlog::Backlog;
+use crate::event::{Event, Frame, Ping};
+
+/// Events replayed to one subscriber per turn.
+const REPLAY_BUDGET: usize = 1024;
+/// Replay pauses while this much output waits, and resumes as it drains.
+const REPLAY_HIGH_WATER: usize = 256 * 1024;
+
+/// What a broadcast did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Broadcast {
+    pub delivered: u64,
+    /// Subscribers dropped because the event would pass their queue's cap.
+    pub dropped: u64,
+}
+
+/// How a turn of replay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replayed {
+    /// Not a replaying subscriber (any more), or output is waiting.
+    Done,
+    /// The replay's next event has left the backlog: the subscriber was
+    /// dropped.
+    FellBehind,
+}
+
+impl ConnTable {
+    /// Queues `event` for every live subscriber that wants it and is not
+    /// replaying (a replay reaches it in the backlog).
+    pub fn broadcast(&mut self, event: &Event, cap: usize) -> Broadcast {
+        let mut done = Broadcast::default();
+        for key in self.index.candidates(&event.topics) {
+            let Some(conn) = self.slab.get_mut(key) else {
+                continue;
+            };
+            if conn.last_event_seen == event.seq {
+                continue;
+            }
+            conn.last_event_seen = event.seq;
+            let State::Stream(stream) = &conn.state else {
+                continue;
+            };
+            if stream.replay.is_some() || !stream.wants(event) {
+                continue;
+            }
+            let frame = event.line.frame(stream.framing, Some(&event.cursor));
+            match queue_frame(conn, key, frame, cap, &mut self.turn) {
+                Queued::Yes => done.delivered += 1,
+                Queued::Dropped => done.dropped += 1,
+                Queued::No => {}
+            }
+        }
+        done
+    }
+
+    /// Queues more of the backlog for a replaying subscriber, until its
+    /// output passes the high-water mark (resumed when it drains) or it has
+    /// caught up with `last_seq` (then it goes live).
+    pub fn pump_replay(
+        &mut self,
+        key: usize,
+        backlog: &Backlog,
+        last_seq: u64,
+        now: f64,
+        cap: usize,
+    ) -> Replayed {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return Replayed::Done;
+        };
+        let State::Stream(stream) = &mut conn.state else {
+            return Replayed::Done;
+        };
+        let Some(mut next) = stream.replay else {
+            return Replayed::Done;
+        };
+        let mut budget = REPLAY_BUDGET;
+        while next <= last_seq {
+            if conn.out.queued() >= REPLAY_HIGH_WATER.min(cap / 2) {
+                conn.paused = true;
+                break;
+            }
+            if budget == 0 {
+                break;
+            }
+            let Some(event) = backlog.get(next) else {
+                warn!(
+                    "dropping subscriber {} ({key}): its replay fell behind the backlog",
+                    conn.peer
+                );
+                self.turn.doom(key, conn);
+                return Replayed::FellBehind;
+            };
+            if stream.wants(event) && backlog.is_fresh(event, now) {
+                conn.out
+                    .push(event.line.frame(stream.framing, Some(&event.cursor)));
+            }
+            next += 1;
+            budget -= 1;
+        }
+        if next > last_seq {
+            stream.replay = None;
+            conn.last_event_seen = last_seq;
+        } else {
+            stream.replay = Some(next);
+        }
+        let more = budget == 0 && stream.replay.is_some();
+        self.turn.mark_dirty(key, conn);
+        if more {
+            self.turn.rerun(key, conn);
+        }
+        Replayed::Done
+    }
+
+    /// Queues the keep-alive to every subscriber; returns how many were
+    /// dropped for it (their queue was full).
+    pub fn ping_all(&mut self, ping: &Ping, cap: usize) -> u64 {
+        let mut dropped = 0;
+        for (key, conn) in self.slab.iter_mut() {
+            let State::Stream(stream) = &conn.state else {
+                continue;
+            };
+            let frame = ping.frame(stream.framing);
+            if queue_frame(conn, key, frame, cap, &mut self.turn) == Queued::Dropped {
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    Yes,
+    /// Doomed already.
+    No,
+    /// The frame would pass the cap: the subscriber was dropped.
+    Dropped,
+}
+
+/// Appends a frame to a subscriber's queue, or drops the subscriber if that
+/// would pass its cap.
+fn queue_frame(conn: &mut Conn, key: usize, frame: Frame, cap: usize, turn: &mut Turn) -> Queued {
+    if conn.doomed {
+        return Queued::No;
+    }
+    // One frame always fits an empty queue, however large it is.
+    if !conn.out.is_empty() && conn.out.queued() + frame.len() > cap {
+        warn!(
+            "dropping slow subscriber {} ({key}): {} bytes queued, limit {cap}",
+            conn.peer,
+            conn.out.queued()
+        );
+        turn.doom(key, conn);
+        return Queued::Dropped;
+    }
+    conn.out.push(frame);
+    turn.mark_dirty(key, conn);
+    Queued::Yes
+}
