@@ -32,6 +32,7 @@ pub struct Flushed {
 }
 
 impl OutQueue {
+    #[inline]
     pub fn push(&mut self, frame: Frame) {
         if frame.is_empty() {
             return;
@@ -40,10 +41,12 @@ impl OutQueue {
         self.frames.push_back(frame);
     }
 
+    #[inline]
     pub fn queued(&self) -> usize {
         self.queued
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.queued == 0
     }
@@ -84,6 +87,7 @@ impl OutQueue {
         })
     }
 
+    #[inline]
     fn advance(&mut self, mut n: usize) {
         self.queued -= n;
         while n > 0 {

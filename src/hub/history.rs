@@ -63,12 +63,13 @@ impl History {
         }
     }
 
-    /// Drops events past `max_age`, here and on disk.
-    pub fn prune(&mut self, now: f64) {
+    /// Drops events past `max_age`, here and on disk (`now` is only
+    /// asked for when there is something to prune).
+    pub fn prune(&mut self, now: impl FnOnce() -> f64) {
         if self.backlog.is_empty() {
             return;
         }
-        let evicted = self.backlog.prune(now);
+        let evicted = self.backlog.prune(now());
         if let Some(p) = &mut self.persister {
             p.evict(evicted);
         }
@@ -85,13 +86,13 @@ impl History {
 
     /// Where a replay after `cursor` starts (after pruning, so an aged-out
     /// cursor reads as unknown).
-    pub fn start_after_cursor(&mut self, cursor: &str, now: f64) -> Start {
+    pub fn start_after_cursor(&mut self, cursor: &str, now: impl FnOnce() -> f64) -> Start {
         self.prune(now);
         self.backlog.start_after_cursor(cursor)
     }
 
     /// Where a replay of events since `since` (epoch seconds) starts.
-    pub fn start_since(&mut self, since: f64, now: f64) -> u64 {
+    pub fn start_since(&mut self, since: f64, now: impl FnOnce() -> f64) -> u64 {
         self.prune(now);
         self.backlog.start_since(since, self.last_seq + 1)
     }

@@ -16,18 +16,20 @@
 //!
 //! The files that `impl Hub` each say which parts they use: `requests.rs`
 //! (what each request gets), `fanout.rs` (accepting an event),
-//! `auth.rs` (credentials, parking for LDAP), `timers.rs`, `cluster.rs`,
+//! `auth.rs` (credentials, parking for LDAP), `timers.rs`, `cluster/`,
 //! `admin.rs`.
 //!
-//! What happens to a published event, in one call chain:
-//! `Reactor::read_ready` → [`Hub::received`] → [`Hub::process_input`] →
-//! `requests::dispatch` → `begin_publish` (who may publish; the body is
-//! read on this or a later turn) → `finish_publish` → [`Hub::publish`] →
-//! `accept_event` (`History::keep`) → `ConnTable::broadcast` (topic
-//! index → a shared frame queued per subscriber) → [`Hub::flush`] (the
-//! reactor's writes at the end of the turn). With a `cluster` section,
-//! `publish` appends the event to the Redis stream instead, and
-//! `accept_event` runs when the stream delivers it back (`cluster.rs`).
+//! What happens to a published event (README "Layout" has it step by
+//! step): [`Hub::received`] → [`Hub::process_input`] →
+//! `ConnTable::next_request` (the head) → `requests::dispatch` →
+//! `begin_publish` (topics, credentials) → `continue_publish` (who may
+//! publish; `State::Body`) → `next_request` (the body, this turn or a later
+//! one) → `finish_publish` (the JSON) → [`Hub::publish`] (the event line) →
+//! `accept_event` (`History::keep`, then `ConnTable::broadcast`) → the 202
+//! (`ConnTable::respond`) → [`Hub::flush`] at the end of the turn. On a
+//! cluster node `publish` appends to the Redis stream instead, and
+//! `accept_event` runs when the stream brings the event back
+//! (`cluster/bus.rs`).
 
 #[cfg(feature = "admin")]
 mod admin;
@@ -378,7 +380,8 @@ impl Hub {
         self.next_ping = self.next_ping.min(now + config.server.ping_interval);
         self.max_connections = max_connections;
         self.config = config;
-        self.history.prune(self.clock.epoch());
+        let clock = &self.clock;
+        self.history.prune(|| clock.epoch());
     }
 
     /// A TLS handshake completed (or failed) on the reactor's side.

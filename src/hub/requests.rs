@@ -164,13 +164,11 @@ impl Hub {
         // One allocation of the exact size; the buffer is reused.
         let frame: Frame = bytes.as_slice().into();
         self.response_buf = bytes;
-        self.conns.queue(key, frame);
-        if close {
-            self.conns.close_after_flush(key);
-        } else {
-            let deadline = self.clock.now() + self.config.server.request_timeout;
-            self.conns.await_request(key, deadline);
-        }
+        let next_request_by = match close {
+            true => None,
+            false => Some(self.clock.now() + self.config.server.request_timeout),
+        };
+        self.conns.respond(key, frame, next_request_by);
     }
 
     /// A publish head has arrived: check who may publish before reading
@@ -346,7 +344,8 @@ impl Hub {
     /// Where a subscriber's replay starts (`None`: go live at once), and
     /// for a cursor request whether the cursor was found.
     fn replay_start(&mut self, head: &RequestHead) -> (Option<u64>, Option<&'static str>) {
-        let now = self.clock.epoch();
+        let clock = &self.clock;
+        let now = || clock.epoch();
         let next_seq = self.history.last_seq() + 1;
         let start = if let Some(cursor) = resume_cursor(head) {
             match self.history.start_after_cursor(&cursor, now) {

@@ -156,40 +156,48 @@ impl Conn {
         }
     }
 
+    #[inline]
     pub fn serial(&self) -> u64 {
         self.serial
     }
 
+    #[inline]
     pub fn peer(&self) -> IpAddr {
         self.peer
     }
 
+    #[inline]
     pub fn state(&self) -> &State {
         &self.state
     }
 
     /// Accepted on the admin listener.
+    #[inline]
     pub fn is_admin(&self) -> bool {
         self.admin
     }
 
     /// The `clients.cors_origins` entry the current request's `Origin`
     /// matched.
+    #[inline]
     pub fn cors(&self) -> Option<u16> {
         self.cors
     }
 
     /// Requests wait until the client reads its responses.
+    #[inline]
     pub fn is_paused(&self) -> bool {
         self.paused
     }
 
     /// Output bytes not yet written.
+    #[inline]
     pub fn queued(&self) -> usize {
         self.out.queued()
     }
 
     /// A replaying subscriber (its backlog replay has not caught up yet).
+    #[inline]
     pub fn is_replaying(&self) -> bool {
         matches!(&self.state, State::Stream(s) if s.replay.is_some())
     }

@@ -31,6 +31,17 @@ impl Heap {
         self.heap.push(Reverse((deadline, kind, key, serial)));
     }
 
+    /// Sets the connection's request deadline (replacing any earlier one)
+    /// and makes sure a timer looks at it in time.
+    #[inline]
+    pub(super) fn set_request(&mut self, key: usize, conn: &mut Conn, deadline: Instant) {
+        conn.request_deadline = Some(deadline);
+        if conn.request_timer.is_none_or(|armed| armed > deadline) {
+            conn.request_timer = Some(deadline);
+            self.arm(deadline, Kind::Request, key, conn.serial);
+        }
+    }
+
     /// Arms the stall check of a connection whose socket would block.
     pub(super) fn arm_stall(&mut self, key: usize, conn: &mut Conn, write_timeout: Duration) {
         if !conn.stall_timer_armed {
@@ -54,19 +65,15 @@ pub enum Due {
 impl ConnTable {
     /// Sets the connection's request deadline (replacing any earlier one)
     /// and makes sure a timer looks at it in time.
+    #[inline]
     pub fn set_deadline(&mut self, key: usize, deadline: Instant) {
-        let Some(conn) = self.slab.get_mut(key) else {
-            return;
-        };
-        conn.request_deadline = Some(deadline);
-        if conn.request_timer.is_none_or(|armed| armed > deadline) {
-            conn.request_timer = Some(deadline);
-            self.deadlines
-                .arm(deadline, Kind::Request, key, conn.serial);
+        if let Some(conn) = self.slab.get_mut(key) {
+            self.deadlines.set_request(key, conn, deadline);
         }
     }
 
     /// The nearest moment a connection deadline may be due.
+    #[inline]
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.heap.peek().map(|Reverse((t, ..))| *t)
     }

@@ -39,7 +39,7 @@ impl ConnTable {
     /// replaying (a replay reaches it in the backlog).
     pub fn broadcast(&mut self, event: &Event, cap: usize) -> Broadcast {
         let mut done = Broadcast::default();
-        for key in self.index.candidates(&event.topics) {
+        for key in self.streams.index.candidates(&event.topics) {
             let Some(conn) = self.slab.get_mut(key) else {
                 continue;
             };

@@ -68,6 +68,7 @@ impl ConnTable {
     /// How many bytes the connection may read now: 0 when it should not
     /// read (gone, closing, paused, waiting for its turn, or its input is
     /// full), else at most `scratch`.
+    #[inline]
     pub fn read_room(&self, key: usize, scratch: usize, max_head_size: usize) -> usize {
         let Some(conn) = self.slab.get(key) else {
             return 0;
@@ -88,6 +89,7 @@ impl ConnTable {
     /// Bytes read from the connection's socket: kept for the request
     /// parser, or (a stream, a closing connection) counted and dropped,
     /// closing a connection that sends too much of that.
+    #[inline]
     pub fn receive(&mut self, key: usize, bytes: &[u8]) {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
@@ -106,6 +108,7 @@ impl ConnTable {
     }
 
     /// The peer will send nothing more.
+    #[inline]
     pub fn set_read_closed(&mut self, key: usize) {
         if let Some(conn) = self.slab.get_mut(key) {
             conn.read_closed = true;
@@ -116,6 +119,7 @@ impl ConnTable {
     /// `max_input_bytes`. `OverBudget`: this is a large request and the
     /// total is past the budget (the caller refuses it, and its buffers go
     /// with the refusal).
+    #[inline]
     pub fn count_input(&mut self, key: usize, max_input_bytes: usize) -> InputCount {
         let Some(conn) = self.slab.get_mut(key) else {
             return InputCount::Within;
@@ -139,6 +143,7 @@ impl ConnTable {
 
     /// Takes the next request (or the next piece of work) from the
     /// connection's buffer.
+    #[inline]
     pub fn next_request(&mut self, key: usize, limits: RequestLimits) -> Step {
         let Some(conn) = self.slab.get_mut(key) else {
             return Step::Wait;
@@ -184,8 +189,8 @@ impl ConnTable {
                         if !progress.done {
                             return Step::Wait;
                         }
-                        match self.set_state(key, State::Head) {
-                            Some(State::Body(body)) => Step::Body(body),
+                        match self.streams.transition(key, conn, State::Head) {
+                            State::Body(body) => Step::Body(body),
                             _ => Step::Wait,
                         }
                     }

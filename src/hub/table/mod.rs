@@ -50,13 +50,37 @@ pub use input::{InputCount, RequestLimits, Step};
 pub struct ConnTable {
     slab: Slab<Conn>,
     next_serial: u64,
-    /// The live subscribers by topic (changed only with their state).
-    index: TopicIndex,
-    subscribers: usize,
+    streams: Streams,
     turn: Turn,
     deadlines: deadlines::Heap,
     /// Bytes held in request buffers over all connections.
     input_bytes: usize,
+}
+
+/// The live subscribers: the topic index and their count, changed only
+/// together with a connection's state.
+#[derive(Default)]
+struct Streams {
+    index: TopicIndex,
+    count: usize,
+}
+
+impl Streams {
+    /// Moves `conn` to `next`, returning the state it leaves; a move into
+    /// or out of `State::Stream` files or unfiles it in the index.
+    #[inline]
+    fn transition(&mut self, key: usize, conn: &mut Conn, next: State) -> State {
+        let old = std::mem::replace(&mut conn.state, next);
+        if let State::Stream(stream) = &old {
+            self.index.remove(key, &stream.sub);
+            self.count -= 1;
+        }
+        if let State::Stream(stream) = &mut conn.state {
+            self.index.insert(key, &mut stream.sub);
+            self.count += 1;
+        }
+        old
+    }
 }
 
 /// The connections with something to do at the end of this turn.
@@ -71,6 +95,7 @@ struct Turn {
 }
 
 impl Turn {
+    #[inline]
     fn mark_dirty(&mut self, key: usize, conn: &mut Conn) {
         if !conn.to_flush {
             conn.to_flush = true;
@@ -78,6 +103,7 @@ impl Turn {
         }
     }
 
+    #[inline]
     fn rerun(&mut self, key: usize, conn: &mut Conn) {
         if !conn.to_rerun {
             conn.to_rerun = true;
@@ -107,19 +133,23 @@ impl ConnTable {
     }
 
     /// Open connections, subscribers included.
+    #[inline]
     pub fn len(&self) -> usize {
         self.slab.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.slab.is_empty()
     }
 
     /// Live subscribers.
+    #[inline]
     pub fn subscribers(&self) -> usize {
-        self.subscribers
+        self.streams.count
     }
 
+    #[inline]
     pub fn get(&self, key: usize) -> Option<&Conn> {
         self.slab.get(key)
     }
@@ -156,41 +186,32 @@ impl ConnTable {
     /// Moves the connection to `next`, returning the state it leaves: the
     /// one way a state changes, so the topic index and the subscriber
     /// count follow every move into and out of `State::Stream`.
+    #[inline]
     pub fn set_state(&mut self, key: usize, next: State) -> Option<State> {
         let conn = self.slab.get_mut(key)?;
-        let old = std::mem::replace(&mut conn.state, next);
-        if let State::Stream(stream) = &old {
-            self.index.remove(key, &stream.sub);
-            self.subscribers -= 1;
-        }
-        if let State::Stream(stream) = &mut conn.state {
-            self.index.insert(key, &mut stream.sub);
-            self.subscribers += 1;
-        }
-        Some(old)
+        Some(self.streams.transition(key, conn, next))
     }
 
     /// Makes the connection a live subscriber that has seen every event up
     /// to `last_seq`; its request buffers and deadline are dropped.
     pub fn start_stream(&mut self, key: usize, stream: Box<Stream>, last_seq: u64) {
-        if self.set_state(key, State::Stream(stream)).is_none() {
+        let Some(conn) = self.slab.get_mut(key) else {
             return;
-        }
-        if let Some(conn) = self.slab.get_mut(key) {
-            conn.request_deadline = None;
-            conn.inbuf = Vec::new();
-            conn.last_event_seen = last_seq;
-        }
+        };
+        self.streams.transition(key, conn, State::Stream(stream));
+        conn.request_deadline = None;
+        conn.inbuf = Vec::new();
+        conn.last_event_seen = last_seq;
     }
 
     /// Takes the parked request of connection `key` if it is still the
     /// connection with `serial` and still parked; it then reads a head.
     pub fn take_parked(&mut self, key: usize, serial: u64) -> Option<Box<Parked>> {
-        let conn = self.slab.get(key)?;
+        let conn = self.slab.get_mut(key)?;
         if conn.serial != serial || !matches!(conn.state, State::Authenticating(_)) {
             return None;
         }
-        match self.set_state(key, State::Head)? {
+        match self.streams.transition(key, conn, State::Head) {
             State::Authenticating(parked) => Some(parked),
             _ => None,
         }
@@ -205,6 +226,7 @@ impl ConnTable {
 
     /// Queues bytes on a connection; they are written at the end of the
     /// turn. A doomed connection takes nothing.
+    #[inline]
     pub fn queue(&mut self, key: usize, frame: Frame) {
         if let Some(conn) = self.slab.get_mut(key) {
             if conn.doomed {
@@ -215,30 +237,47 @@ impl ConnTable {
         }
     }
 
-    /// A response was queued and the connection stays open: it waits for
-    /// the next request, due by `deadline`.
-    pub fn await_request(&mut self, key: usize, deadline: Instant) {
-        self.set_state(key, State::Head);
-        if let Some(conn) = self.slab.get_mut(key) {
-            self.turn.mark_dirty(key, conn);
+    /// Queues a complete response. With `next_request_by`, the connection
+    /// stays open and waits for the next request, due by then; without,
+    /// it closes once its output is flushed.
+    #[inline]
+    pub fn respond(&mut self, key: usize, frame: Frame, next_request_by: Option<Instant>) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        if !conn.doomed {
+            conn.out.push(frame);
         }
-        self.set_deadline(key, deadline);
+        match next_request_by {
+            Some(deadline) => {
+                if !matches!(conn.state, State::Head) {
+                    self.streams.transition(key, conn, State::Head);
+                }
+                self.turn.mark_dirty(key, conn);
+                self.deadlines.set_request(key, conn, deadline);
+            }
+            None => self.close_conn_after_flush(key),
+        }
     }
 
     /// The connection ends once its queued output has been written; input
     /// is over for it.
     pub fn close_after_flush(&mut self, key: usize) {
-        if self.set_state(key, State::Closing).is_none() {
+        self.close_conn_after_flush(key);
+    }
+
+    fn close_conn_after_flush(&mut self, key: usize) {
+        let Some(conn) = self.slab.get_mut(key) else {
             return;
-        }
-        if let Some(conn) = self.slab.get_mut(key) {
-            conn.inbuf = Vec::new();
-            conn.request_deadline = None;
-            self.turn.mark_dirty(key, conn);
-        }
+        };
+        self.streams.transition(key, conn, State::Closing);
+        conn.inbuf = Vec::new();
+        conn.request_deadline = None;
+        self.turn.mark_dirty(key, conn);
     }
 
     /// The socket can take bytes again: flush at the end of the turn.
+    #[inline]
     pub fn mark_dirty(&mut self, key: usize) {
         if let Some(conn) = self.slab.get_mut(key) {
             self.turn.mark_dirty(key, conn);
@@ -246,6 +285,7 @@ impl ConnTable {
     }
 
     /// The connection has work left over: it runs again next turn.
+    #[inline]
     pub fn rerun(&mut self, key: usize) {
         if let Some(conn) = self.slab.get_mut(key) {
             self.turn.rerun(key, conn);
@@ -253,6 +293,7 @@ impl ConnTable {
     }
 
     /// Closes the connection at the end of this turn, without flushing.
+    #[inline]
     pub fn doom(&mut self, key: usize) {
         if let Some(conn) = self.slab.get_mut(key) {
             self.turn.doom(key, conn);
@@ -260,6 +301,7 @@ impl ConnTable {
     }
 
     /// Whether some connection has work left over for the next turn.
+    #[inline]
     pub fn has_rerun(&self) -> bool {
         !self.turn.rerun.is_empty()
     }
