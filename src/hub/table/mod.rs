@@ -27,6 +27,8 @@ mod conn;
 mod deadlines;
 mod delivery;
 mod input;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::net::IpAddr;
@@ -180,6 +182,16 @@ impl ConnTable {
         self.set_state(key, State::Closing);
         let conn = self.slab.remove(key);
         self.input_bytes -= conn.held_input;
+        // Off every list, so a connection that reuses the key starts on none.
+        if conn.to_flush {
+            self.turn.flush.retain(|&k| k != key);
+        }
+        if conn.to_rerun {
+            self.turn.rerun.retain(|&k| k != key);
+        }
+        if conn.doomed {
+            self.turn.doomed.retain(|&k| k != key);
+        }
         true
     }
 
