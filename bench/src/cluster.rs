@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::compare::median;
+use crate::hist::median;
 use crate::scenarios::{self, Cfg, Target};
 use crate::server::{self, sample, Kind, Running, Spec, Tuning};
 
