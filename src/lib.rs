@@ -29,6 +29,7 @@ pub mod logging;
 pub mod metrics;
 mod persist;
 mod reactor;
+pub mod ready_file;
 pub mod stats;
 pub mod tls;
 #[cfg(all(fuzzing, feature = "tls"))]

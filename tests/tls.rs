@@ -157,15 +157,9 @@ fn tls_server(tls_yaml: &str, extra: &str) -> (Server, SocketAddr) {
         b = b.server(extra);
     }
     let srv = b.start();
-    let needle = "listening for TLS on ";
-    assert!(srv.wait_log(needle, T), "no TLS listener:\n{}", srv.log());
-    let log = srv.log();
-    let at = log.find(needle).expect("found above") + needle.len();
-    let addr: SocketAddr = log[at..]
-        .split_whitespace()
-        .next()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("cannot parse the TLS address in:\n{log}"));
+    let addr = srv
+        .tls_addr()
+        .unwrap_or_else(|| panic!("no TLS listener: {:?}\n{}", srv.ready(), srv.log()));
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), srv.port());
     (srv, addr)
