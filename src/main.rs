@@ -220,11 +220,7 @@ fn check_config(args: &Args) -> ExitCode {
 }
 
 /// Signals, the ACL, the listeners, then the server until it is stopped.
-fn serve(
-    loaded: Loaded,
-    acl: PathBuf,
-    ready_file: Option<&Path>,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn serve(loaded: Loaded, acl: PathBuf, ready_file: Option<&Path>) -> Result<(), ServeError> {
     let control = Control::new();
     handle_signals(&control).map_err(StartError::Io)?;
     let acl = AclFile::load(acl)?;
@@ -242,8 +238,10 @@ fn serve(
     // would for a port it cannot bind.
     let addrs = server.local_addrs();
     if let Some(path) = ready_file {
-        pubsubd::ready_file::write(path, &addrs)
-            .map_err(|e| format!("cannot write the ready file {}: {e}", path.display()))?;
+        pubsubd::ready_file::write(path, &addrs).map_err(|source| ServeError::ReadyFile {
+            path: path.to_owned(),
+            source,
+        })?;
     }
     for &(addr, kind) in &addrs {
         match kind {
@@ -257,14 +255,46 @@ fn serve(
     notify_systemd("READY=1");
     let result = server.run();
     notify_systemd("STOPPING=1");
-    // Like a PID file: gone once the process is (a kill -9 leaves it, and
-    // its pid then names no process).
+    // Like a PID file: gone once the process is, unless another server
+    // has written it since (a kill -9 leaves it, its pid naming no process).
     if let Some(path) = ready_file {
-        if let Err(e) = pubsubd::ready_file::remove_if_ours(path) {
+        if let Err(e) = pubsubd::ready_file::remove_if_ours(path, &addrs) {
             warn!("could not remove the ready file {}: {e}", path.display());
         }
     }
-    Ok(result?)
+    result.map_err(|e| StartError::Io(e).into())
+}
+
+/// Why `serve` stopped with an error: the library's start-up errors, or
+/// the ready file (an option of this command, not of the library). A
+/// plain enum: a boxed `dyn Error` here costs the appliance build 9 KB.
+enum ServeError {
+    Start(StartError),
+    ReadyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<StartError> for ServeError {
+    fn from(e: StartError) -> Self {
+        ServeError::Start(e)
+    }
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Start(e) => write!(f, "{e}"),
+            ServeError::ReadyFile { path, source } => {
+                write!(
+                    f,
+                    "cannot write the ready file {}: {source}",
+                    path.display()
+                )
+            }
+        }
+    }
 }
 
 /// SIGTERM/SIGINT stop the server, SIGHUP reloads the configuration,

@@ -17,8 +17,8 @@
 //! Invariants: a reader sees no file or the whole file, never part of one
 //! (it is written to a temporary file in the same directory, then renamed
 //! over `PATH`, replacing whatever was there); `remove_if_ours` removes it
-//! only while it still names this process, so a server that took the path
-//! over keeps its file.
+//! only while it is still the file this process wrote, so a server that
+//! took the path over keeps its file.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -27,17 +27,14 @@ use std::path::{Path, PathBuf};
 
 use crate::listeners::ListenerKind;
 
-/// The file's text for process `pid` listening on `listeners`.
+/// The file's text for process `pid` listening on `listeners`. Written by
+/// hand, not through serde_json, to keep the layout a shell can read; no
+/// escaping is needed: kinds are fixed words and a `SocketAddr` prints only
+/// digits, hex digits, `.`, `:`, `[`, `]` and `%`.
 pub fn render(pid: u32, listeners: &[(SocketAddr, ListenerKind)]) -> String {
     let lines: Vec<String> = listeners
         .iter()
-        .map(|(addr, kind)| {
-            format!(
-                "  {{\"kind\": \"{}\", \"addr\": {}}}",
-                kind.name(),
-                serde_json::Value::from(addr.to_string())
-            )
-        })
+        .map(|(addr, kind)| format!("  {{\"kind\": \"{}\", \"addr\": \"{addr}\"}}", kind.name()))
         .collect();
     format!(
         "{{\"pid\": {pid}, \"listeners\": [\n{}\n]}}\n",
@@ -62,22 +59,18 @@ pub fn write(path: &Path, listeners: &[(SocketAddr, ListenerKind)]) -> io::Resul
     written
 }
 
-/// Removes the file at `path` if it names this process (a clean exit);
-/// true if it did.
-pub fn remove_if_ours(path: &Path) -> io::Result<bool> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let pid = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["pid"].as_u64());
-    if pid != Some(u64::from(std::process::id())) {
-        return Ok(false);
+/// Removes the file at `path` if it is still the one `write` made for this
+/// process on `listeners` (a clean exit); true if it did.
+pub fn remove_if_ours(path: &Path, listeners: &[(SocketAddr, ListenerKind)]) -> io::Result<bool> {
+    match fs::read_to_string(path) {
+        Ok(text) if text == render(std::process::id(), listeners) => {
+            fs::remove_file(path)?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
-    fs::remove_file(path)?;
-    Ok(true)
 }
 
 /// `.NAME.PID.tmp` beside `path`: the same file system, so the rename is
@@ -154,12 +147,12 @@ mod tests {
             1,
             "no temporary file left"
         );
-        assert!(remove_if_ours(&path).unwrap());
+        assert!(remove_if_ours(&path, &addrs()).unwrap());
         assert!(!path.exists());
-        assert!(!remove_if_ours(&path).unwrap(), "already gone");
+        assert!(!remove_if_ours(&path, &addrs()).unwrap(), "already gone");
         // Another process's file stays.
         fs::write(&path, render(std::process::id() + 1, &addrs())).unwrap();
-        assert!(!remove_if_ours(&path).unwrap());
+        assert!(!remove_if_ours(&path, &addrs()).unwrap());
         assert!(path.exists());
         let _ = fs::remove_dir_all(&dir);
     }
