@@ -12,7 +12,6 @@ mod common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 
@@ -106,7 +105,7 @@ fn the_file_names_the_process_and_every_listener() {
                 .args(["-sS", "--noproxy", "*", "--max-time", "5", "-I", "--cacert"])
                 .arg(dir.write("ca.pem", &ca.pem))
                 .arg(format!("https://localhost:{}/", tls.port())),
-            Duration::from_secs(10),
+            std::time::Duration::from_secs(10),
         );
         assert!(status.is_some_and(|s| s.success()), "curl: {err}");
         assert!(out.starts_with("HTTP/1.1 204"), "{out}");
