@@ -2,14 +2,18 @@
 //! temp dir, starts the real binary on `127.0.0.1:0` with `--ready-file`,
 //! learns every address it listens on from that file (`Ready`: the file
 //! names the process, so a file of an earlier run is never taken for this
-//! one's), drains stdout/stderr into a shared log, and stops it by PID on
-//! drop (SIGTERM, then SIGKILL after a bound).
+//! one's), sends its stdout and stderr to a log file of the harness's own,
+//! and stops it by PID on drop (SIGTERM, then SIGKILL after a bound).
+//!
+//! Invariant: when `start` returns, `log()` has everything the server
+//! logged before it wrote its ready file (the log is a file the server
+//! writes itself, so nothing lags behind a reader).
 
-use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -254,7 +258,8 @@ struct Files {
     /// The server's directory, when the harness made it.
     owned: Option<TempDir>,
     dir: PathBuf,
-    /// Where the ready file goes unless the builder named a path.
+    /// The harness's own: the log file, and the ready file unless the
+    /// builder named a path.
     ready_dir: TempDir,
     ready_path: PathBuf,
 }
@@ -272,30 +277,43 @@ pub struct Server {
     pub addr: SocketAddr,
     ready: Ready,
     ready_path: PathBuf,
-    log: Arc<Mutex<String>>,
+    /// stdout and stderr, in the order written.
+    log_path: PathBuf,
+    /// Set on drop: stops the `PUBSUBD_TEST_ECHO` thread.
+    stopped: Arc<AtomicBool>,
     dir: PathBuf,
     _owned: Option<TempDir>,
     _ready_dir: TempDir,
 }
 
-/// Spawns a thread appending each line of `r` to `log` and forwarding it on `tx`.
-fn drain<R: Read + Send + 'static>(r: R, log: Arc<Mutex<String>>, tx: mpsc::Sender<String>) {
+/// What the log file holds so far.
+fn read_log(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// `PUBSUBD_TEST_ECHO`: copies the log file to stderr as it grows (polled,
+/// until `stopped`), each line prefixed `[pubsubd] `.
+fn echo(path: PathBuf, stopped: Arc<AtomicBool>) {
     thread::spawn(move || {
-        let mut r = io::BufReader::new(r);
-        let mut line = Vec::new();
+        let mut shown = 0;
         loop {
-            line.clear();
-            match io::BufRead::read_until(&mut r, b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let s = String::from_utf8_lossy(&line).into_owned();
-                    if std::env::var_os("PUBSUBD_TEST_ECHO").is_some() {
-                        eprint!("[pubsubd] {s}");
-                    }
-                    log.lock().unwrap_or_else(|e| e.into_inner()).push_str(&s);
-                    let _ = tx.send(s);
+            let done = stopped.load(Ordering::Relaxed);
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if let Some(end) = bytes[shown.min(bytes.len())..]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|i| shown + i + 1)
+            {
+                for line in String::from_utf8_lossy(&bytes[shown..end]).lines() {
+                    eprintln!("[pubsubd] {line}");
                 }
+                shown = end;
             }
+            if done {
+                break;
+            }
+            // poll interval
+            thread::sleep(Duration::from_millis(50));
         }
     });
 }
@@ -341,20 +359,22 @@ impl Server {
             cmd.env_remove(var);
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let log_path = files.ready_dir.path().join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("create the server's log file");
         let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .spawn()
             .expect("spawn pubsubd");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        drain(
-            child.stderr.take().expect("stderr"),
-            log.clone(),
-            tx.clone(),
-        );
-        drain(child.stdout.take().expect("stdout"), log.clone(), tx);
+        let stopped = Arc::new(AtomicBool::new(false));
+        if std::env::var_os("PUBSUBD_TEST_ECHO").is_some() {
+            echo(log_path.clone(), stopped.clone());
+        }
         // The ready file, once it names this process (prlimit execs the
         // server, so its PID is the child's); or the child's exit.
         let pid = child.id();
@@ -382,7 +402,8 @@ impl Server {
                 addr,
                 ready,
                 ready_path: files.ready_path,
-                log,
+                log_path,
+                stopped,
                 dir: files.dir,
                 _owned: files.owned,
                 _ready_dir: files.ready_dir,
@@ -395,17 +416,10 @@ impl Server {
                     let _ = child.kill();
                     let _ = child.wait();
                 }
-                // The process is gone, so both pipes close: the drain threads
-                // end once they have logged what was left, and the channel
-                // disconnects.
-                let flushed = Instant::now() + Duration::from_secs(2);
-                while rx
-                    .recv_timeout(flushed.saturating_duration_since(Instant::now()))
-                    .is_ok()
-                {}
+                stopped.store(true, Ordering::Relaxed);
                 Err(StartError {
                     status,
-                    log: log.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                    log: read_log(&log_path),
                     config,
                 })
             }
@@ -446,7 +460,7 @@ impl Server {
 
     /// Everything the server printed so far (stdout and stderr).
     pub fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        read_log(&self.log_path)
     }
 
     /// Waits until the log contains `needle`.
@@ -573,5 +587,7 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // The echo thread shows the last lines, then ends.
+        self.stopped.store(true, Ordering::Relaxed);
     }
 }
