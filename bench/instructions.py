@@ -17,15 +17,20 @@ are subtracted so that start-up, the readiness probe and shutdown cancel:
               (one write per subscriber per event, whatever the timing)
 
   subscribed-tls, fanout-tls
-              the same with the S subscribers on the TLS port (a throw-away
-              ECDSA certificate made with the openssl command); the
-              publisher stays on plaintext
+              the same with the S subscribers on the TLS port (the
+              certificate given with --tls-ca/--tls-cert/--tls-key;
+              instructions.sh makes a throw-away one); the publisher stays
+              on plaintext
 
   per publish      = (publish - idle) / N
   per delivery     = (fanout - subscribed - M * per publish) / (M * S)
   per TLS delivery = (fanout-tls - subscribed-tls - M * per publish) / (M * S)
 
-The TLS figure is skipped (and not checked) without the openssl command.
+The TLS figure is skipped (and not checked) without a certificate.
+
+The server's addresses come from its ready file (--ready-file); a binary
+older than that option (PUBSUBD_BIN=an older build) is read from its log
+instead.
 
 Nothing in the run depends on time: pings, request and write timeouts are
 an hour away, every step waits for the server's answer before the next.
@@ -36,6 +41,7 @@ valgrind is there); stdlib only.
 
 import argparse
 import datetime
+import json
 import os
 import re
 import selectors
@@ -197,40 +203,57 @@ def read_available(sock):
         data += chunk
 
 
-def make_certificate(directory):
-    """A throw-away self-signed ECDSA P-256 certificate for localhost;
-    returns (cert, key) paths, or None without the openssl command."""
-    if shutil.which("openssl") is None:
-        return None
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    return cert, key
+def has_ready_file(binary):
+    """Whether `binary` knows --ready-file (builds before it do not)."""
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=STEP_TIMEOUT)
+    return "--ready-file" in out.stdout
+
+
+def addresses(ready_path, log_path, legacy):
+    """{kind: (host, port)} once the server says where it listens, else None.
+    From the ready file; for a binary without one, from its log lines."""
+    if legacy:
+        text = open(log_path).read()
+        found = {}
+        for kind, pattern in (("plain", r"listening on (127\.0\.0\.1):(\d+)"),
+                              ("tls", r"listening for TLS on (127\.0\.0\.1):(\d+)")):
+            m = re.search(pattern, text)
+            if m:
+                found[kind] = (m.group(1), int(m.group(2)))
+        return found or None
+    try:
+        with open(ready_path) as f:
+            ready = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None  # not written yet (it appears whole: renamed into place)
+    found = {}
+    for listener in ready["listeners"]:
+        host, _, port = listener["addr"].rpartition(":")
+        found.setdefault(listener["kind"], (host.strip("[]"), int(port)))
+    return found
 
 
 def run(binary, name, workload, args, certificate=None):
     """One fresh server under callgrind; returns its total instructions.
-    With `certificate`, the server also listens for TLS and the workload
-    gets that address and a client context as `args.tls_addr`,
+    With `certificate` (ca, cert, key), the server also listens for TLS and
+    the workload gets that address and a client context as `args.tls_addr`,
     `args.tls_context`."""
     with tempfile.TemporaryDirectory(prefix="pubsubd-instr.") as tmp:
         conf = os.path.join(tmp, "pypubsub.yaml")
         config = CONFIG
         if certificate is not None:
-            tls = "  tls: {port: 0, cert: %s, key: %s}\n" % certificate
+            tls = "  tls: {port: 0, cert: %s, key: %s}\n" % certificate[1:]
             config = config.replace("clients:\n", tls + "clients:\n")
         with open(conf, "w") as f:
             f.write(config)
         out = os.path.join(tmp, "callgrind.out")
         log_path = os.path.join(tmp, "server.log")
+        ready_path = os.path.join(tmp, "ready.json")
         log = open(log_path, "w")
+        ready_args = [] if args.legacy else ["--ready-file", ready_path]
         proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-             binary, "--config", conf],
+             binary, "--config", conf] + ready_args,
             cwd=tmp, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )
         socks = []
@@ -242,13 +265,11 @@ def run(binary, name, workload, args, certificate=None):
                     raise Failure("the server exited at start:\n" + open(log_path).read())
                 if time.monotonic() > deadline:
                     raise Failure("the server did not start in time:\n" + open(log_path).read())
-                text = open(log_path).read()
-                m = re.search(r"listening on (127\.0\.0\.1):(\d+)", text)
-                t = re.search(r"listening for TLS on (127\.0\.0\.1):(\d+)", text)
-                if m and (certificate is None or t):
-                    addr = (m.group(1), int(m.group(2)))
+                found = addresses(ready_path, log_path, args.legacy)
+                if found and "plain" in found and (certificate is None or "tls" in found):
+                    addr = found["plain"]
                     if certificate is not None:
-                        args.tls_addr = (t.group(1), int(t.group(2)))
+                        args.tls_addr = found["tls"]
                         args.tls_context = ssl.create_default_context(cafile=certificate[0])
                 else:
                     time.sleep(0.1)
@@ -353,7 +374,13 @@ def main():
     p.add_argument("--commit", default="", help="named in the recorded file")
     p.add_argument("--keep", metavar="DIR",
                    help="copy each workload's callgrind.out here (for callgrind_annotate)")
+    p.add_argument("--tls-ca", metavar="PEM", help="the CA of --tls-cert (TLS workloads)")
+    p.add_argument("--tls-cert", metavar="PEM", help="the server's TLS certificate")
+    p.add_argument("--tls-key", metavar="PEM", help="its key")
     args = p.parse_args()
+    args.legacy = not has_ready_file(args.bin)
+    if args.legacy:
+        print("instructions: this binary has no --ready-file; its addresses are read from its log")
 
     t0 = time.monotonic()
     totals = {}
@@ -361,15 +388,14 @@ def main():
                            ("subscribed", w_subscribed), ("fanout", w_fanout)):
         totals[name] = run(args.bin, name, workload, args)
         print(f"total {name}: {totals[name]}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="pubsubd-instr-pki.") as pki:
-        certificate = make_certificate(pki)
-        if certificate is None:
-            print("instructions: the TLS workloads skipped (no openssl command)")
-        else:
-            for name, workload in (("subscribed-tls", w_subscribed_tls),
-                                   ("fanout-tls", w_fanout_tls)):
-                totals[name] = run(args.bin, name, workload, args, certificate)
-                print(f"total {name}: {totals[name]}", flush=True)
+    certificate = (args.tls_ca, args.tls_cert, args.tls_key)
+    if None in certificate:
+        print("instructions: the TLS workloads skipped (no --tls-ca/--tls-cert/--tls-key)")
+    else:
+        for name, workload in (("subscribed-tls", w_subscribed_tls),
+                               ("fanout-tls", w_fanout_tls)):
+            totals[name] = run(args.bin, name, workload, args, certificate)
+            print(f"total {name}: {totals[name]}", flush=True)
     n, s, m = args.publishes, args.subscribers, args.events
     per_publish = (totals["publish"] - totals["idle"]) / n
     per_delivery = (totals["fanout"] - totals["subscribed"] - m * per_publish) / (m * s)

@@ -2,8 +2,9 @@
 # Instructions per publish and per delivery, counted by callgrind: a
 # regression guard that is repeatable on a shared machine, where timings
 # are not (issue 15). The workloads and the arithmetic are in
-# bench/instructions.py; this builds the release server and checks for
-# valgrind.
+# bench/instructions.py; this builds the release server, checks for
+# valgrind and makes a throw-away certificate for the TLS workloads
+# (make_test_pki, tests/common/harness.sh; skipped without openssl).
 #
 #   bench/instructions.sh                      print the figures
 #   bench/instructions.sh --check FILE         exit 1 if either is >10 % above FILE's
@@ -15,6 +16,7 @@
 # 5-30 s on the busy 2-core machine of bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/common/harness.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 if ! command -v valgrind >/dev/null 2>&1; then
@@ -33,8 +35,15 @@ if [ -z "$bin" ]; then
   fi
 fi
 
+pki=$(mktemp -d)
+trap 'rm -rf "$pki"' EXIT
+tls=()
+if make_test_pki "$pki"; then
+  tls=(--tls-ca "$pki/ca.pem" --tls-cert "$pki/cert.pem" --tls-key "$pki/key.pem")
+fi
+
 status=0
-python3 bench/instructions.py --bin "$bin" --commit "$commit" "$@" || status=$?
+python3 bench/instructions.py --bin "$bin" --commit "$commit" "${tls[@]}" "$@" || status=$?
 case "$status" in
   0) echo "instructions: ok" ;;
   1) echo "instructions: FAILED" ;;

@@ -18,6 +18,7 @@
 # bench/results/<run>/fanout.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/common/harness.sh
 root=$PWD
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 export DEBIAN_FRONTEND=noninteractive
@@ -67,7 +68,7 @@ cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem_total=$(free -h | awk '/^Mem:/ {print $2}')
 machine="$(nproc) CPUs ($cpu_model), $mem_total RAM, Linux $(uname -r), nginx $($nginx_bin -v 2>&1 | sed 's/.*nginx\///'), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan), mosquitto $(dpkg-query -W -f='${Version}' mosquitto), pushpin $(dpkg-query -W -f='${Version}' pushpin) (condure $(dpkg-query -W -f='${Version}' condure), zurl $(dpkg-query -W -f='${Version}' zurl))"
 # redis-server (Debian's) for the cluster scenario, if installed; the
-# scenario starts its own on a free loopback port, and is skipped without it.
+# scenario starts its own on the pubsubd port + 4, and is skipped without it.
 redis_args=()
 if command -v redis-server >/dev/null 2>&1; then
   redis_args=(--redis-server "$(command -v redis-server)")
@@ -91,24 +92,11 @@ work=$(mktemp -d /tmp/pubsub-bench.XXXXXX)
 echo "results: $out   server logs: $work" >&2
 
 # 5. A throw-away CA and server certificate for fanout-tls (ECDSA P-256,
-#    PKCS#8 keys, the server's certificate names 127.0.0.1).
+#    PKCS#8 keys, for localhost and 127.0.0.1; tests/common/harness.sh).
 tls_args=()
-if command -v openssl >/dev/null 2>&1; then
+if make_test_pki "$work/tls"; then
   tls="$work/tls"
-  mkdir -p "$tls"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -days 2 -subj "/CN=pubsub-bench throw-away CA" \
-    -addext "basicConstraints=critical,CA:TRUE" \
-    -addext "keyUsage=critical,keyCertSign,cRLSign" \
-    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -subj "/CN=127.0.0.1" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
-  printf '%s\n' "basicConstraints=critical,CA:FALSE" \
-    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" \
-    "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$tls/server.ext"
-  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
-    -CAcreateserial -days 2 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
-  tls_args=(--tls-ca "$tls/ca.pem" --tls-cert "$tls/server.pem" --tls-key "$tls/server.key")
+  tls_args=(--tls-ca "$tls/ca.pem" --tls-cert "$tls/cert.pem" --tls-key "$tls/key.pem")
 else
   echo "warning: no openssl; the fanout-tls scenario will be skipped" >&2
 fi

@@ -4,15 +4,18 @@
 # healthy subscribers coming and going (resuming by cursor), slow readers,
 # churn, hostile clients (garbage, slowloris, half-closed sockets, oversize
 # bodies, forged TLS records), SIGHUP and SIGUSR2 every few seconds; with
-# the openssl command, a TLS port too, and half the healthy, slow and
-# churning subscribers on it. Checks and prints: RSS and
-# open fds flat (last third / first third), no event lost or doubled for
-# any healthy subscriber, no panic or ERROR in the server log, and that the
-# server still answers at the end. Exits non-zero on any failure.
+# the openssl command, a TLS port too (a throw-away CA and certificate from
+# tests/common/harness.sh), and half the healthy, slow and churning
+# subscribers on it. The server's addresses come from its ready file.
+# Checks and prints: RSS and open fds flat (last third / first third), no
+# event lost or doubled for any healthy subscriber, no panic or ERROR in
+# the server log, and that the server still answers at the end. Exits
+# non-zero on any failure.
 #
 #   bench/soak.sh [MINUTES]      (fractions work: bench/soak.sh 1 is .ci's)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+source tests/common/harness.sh
 minutes="${1:-10}"
 secs=$(awk -v m="$minutes" 'BEGIN { s = int(m * 60); print (s < 10 ? 10 : s) }')
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -34,23 +37,8 @@ cleanup() {
 trap cleanup EXIT
 
 tls_line=
-# A self-signed leaf (CA:FALSE: rustls refuses a CA as an end entity).
-cat >"$dir/cert.cnf" <<CNF
-[req]
-distinguished_name = dn
-x509_extensions = leaf
-prompt = no
-[dn]
-CN = localhost
-[leaf]
-basicConstraints = critical, CA:FALSE
-subjectAltName = DNS:localhost
-CNF
-if command -v openssl >/dev/null 2>&1 &&
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$dir/key.pem" -out "$dir/cert.pem" -days 2 \
-    -config "$dir/cert.cnf" >/dev/null 2>&1; then
-  tls_line="  tls: {port: 0, cert: $dir/cert.pem, key: $dir/key.pem}"
+if make_test_pki "$dir/pki"; then
+  tls_line="  tls: {port: 0, cert: $dir/pki/cert.pem, key: $dir/pki/key.pem}"
 else
   echo "soak: no TLS port (the openssl command is missing)"
 fi
@@ -73,30 +61,21 @@ alice:
 YAML
 
 log="$dir/server.log"
+ready="$dir/ready.json"
 RUST_LOG=info "$bin/pubsubd" --config "$dir/pypubsub.yaml" --acl "$dir/pypubsub_acl.yaml" \
-  >"$log" 2>&1 &
+  --ready-file "$ready" >"$log" 2>&1 &
 pid=$!
-# The address after "$1" in the server's log, waited for up to 10 s.
-logged_addr() {
-  local found=
-  for _ in $(seq 100); do
-    found=$(grep -o "$1 [0-9.:]*" "$log" | head -1 | awk '{print $NF}')
-    [ -n "$found" ] && break
-    sleep 0.1
-  done
-  echo "$found"
-}
-addr=$(logged_addr 'listening on')
-if [ -z "$addr" ]; then
+if ! wait_ready "$ready" "$pid"; then
   echo "soak: the server did not start"; cat "$log"; exit 1
 fi
+addr=$(ready_addr "$ready" plain)
 tls_args=()
 if [ -n "$tls_line" ]; then
-  tls_addr=$(logged_addr 'listening for TLS on')
+  tls_addr=$(ready_addr "$ready" tls)
   if [ -z "$tls_addr" ]; then
-    echo "soak: the TLS listener did not start"; cat "$log"; exit 1
+    echo "soak: the TLS listener did not start"; cat "$ready" "$log"; exit 1
   fi
-  tls_args=("$tls_addr" "$dir/cert.pem")
+  tls_args=("$tls_addr" "$dir/pki/ca.pem")
 fi
 echo "soak: pubsubd $pid on $addr${tls_addr:+ and TLS on $tls_addr} for ${secs}s (log $log)"
 

@@ -7,6 +7,7 @@
 # Prints one closing line: "appliance: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
+source tests/common/harness.sh
 passed=0 failed=0
 ok() { echo "appliance: ok: $1"; passed=$((passed + 1)); }
 bad() { echo "appliance: FAILED: $1" >&2; failed=$((failed + 1)); }
@@ -36,15 +37,12 @@ cleanup() {
 }
 trap cleanup EXIT
 printf 'server:\n  bind: 127.0.0.1\n  port: 0\n' >"$dir/pypubsub.yaml"
-(cd "$dir" && exec "$bin" --config pypubsub.yaml) >"$dir/log" 2>&1 &
+(cd "$dir" && exec "$bin" --config pypubsub.yaml --ready-file ready.json) >"$dir/log" 2>&1 &
 pid=$!
 addr=
-for _ in $(seq 1 100); do
-  addr=$(grep -o 'listening on [0-9.:]*' "$dir/log" | head -1 | awk '{print $3}')
-  [ -n "$addr" ] && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1 # waiting for the server's own start-up line
-done
+if wait_ready "$dir/ready.json" "$pid"; then
+  addr=$(ready_addr "$dir/ready.json" plain)
+fi
 if [ -z "$addr" ]; then
   bad "the appliance build did not start: $(tail -n 5 "$dir/log")"
   finish

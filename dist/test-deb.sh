@@ -5,6 +5,7 @@
 # purge it. Needs root. Prints one closing line: "deb: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
+source tests/common/harness.sh
 passed=0 failed=0
 ok() { echo "deb: ok: $1"; passed=$((passed + 1)); }
 bad() { echo "deb: FAILED: $1" >&2; failed=$((failed + 1)); }
@@ -33,29 +34,48 @@ else
   bad "--check-config on the installed config"
 fi
 
-# The installed binary with the installed config, as the service's user.
+# The installed binary with the installed config, as the service's user
+# (runuser stays the parent: the server's own PID is in its ready file).
 state=$(mktemp -d)
 chown pubsubd: "$state"
 log="$state/pubsubd.log"
+ready="$state/ready.json"
 (cd "$state" && exec runuser -u pubsubd -- /usr/bin/pubsubd \
-  --config /etc/pubsubd/pypubsub.yaml --acl /etc/pubsubd/pypubsub_acl.yaml) >"$log" 2>&1 &
+  --config /etc/pubsubd/pypubsub.yaml --acl /etc/pubsubd/pypubsub_acl.yaml \
+  --ready-file "$ready") >"$log" 2>&1 &
 pid=$!
-up=no
-for _ in $(seq 1 100); do
-  if grep -q "listening on" "$log" 2>/dev/null; then up=yes; break; fi
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1 # waiting for the server's own start-up line
-done
-if [ "$up" = yes ]; then
-  code=$(curl -s -o /dev/null -w '%{http_code}' -I --max-time 5 http://127.0.0.1:2069/)
-  [ "$code" = 204 ] && ok "HEAD / -> 204" || bad "HEAD / -> $code"
-  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:2099/healthz)
-  [ "$code" = 200 ] && ok "admin /healthz -> 200" || bad "admin /healthz -> $code"
+if wait_ready "$ready" "$pid"; then
+  plain=$(on_loopback "$(ready_addr "$ready" plain)")
+  admin=$(on_loopback "$(ready_addr "$ready" admin)")
+  code=$(curl -s -o /dev/null -w '%{http_code}' -I --max-time 5 "http://$plain/")
+  [ "$code" = 204 ] && ok "HEAD / on $plain -> 204" || bad "HEAD / on $plain -> $code"
+  if [ -n "$admin" ]; then
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$admin/healthz")
+    [ "$code" = 200 ] && ok "admin /healthz on $admin -> 200" || bad "admin /healthz -> $code"
+  else
+    bad "no admin listener in the ready file: $(cat "$ready")"
+  fi
+fi
+# The server by its own PID (runuser then exits with it); runuser's if
+# the server never said where it is.
+server=$(ready_pid "$ready" 2>/dev/null)
+if [ -n "$server" ]; then
+  kill "$server" 2>/dev/null
 else
   bad "the installed server did not start: $(tail -n 5 "$log")"
+  kill "$pid" 2>/dev/null
 fi
-kill "$pid" 2>/dev/null
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then
+  bad "the server did not stop within 10 s of SIGTERM"
+  [ -n "$server" ] && kill -KILL "$server" 2>/dev/null
+  kill -KILL "$pid" 2>/dev/null
+fi
 wait "$pid" 2>/dev/null
+if [ -n "$server" ]; then
+  [ ! -e "$ready" ] && ok "the ready file is removed on exit" ||
+    bad "the ready file is left after SIGTERM"
+fi
 rm -rf "$state"
 
 if command -v systemd-analyze >/dev/null 2>&1; then

@@ -14,6 +14,10 @@
 //! Not a timed benchmark: the frames go over loopback to a reader that
 //! decrypts them on another thread; only the writing side is counted.
 
+// The tests' certificate maker (a throw-away self-signed leaf).
+#[path = "../tests/common/pki.rs"]
+mod pki;
+
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::rc::Rc;
@@ -33,12 +37,9 @@ fn main() -> Result<(), String> {
 
     let dir = std::env::temp_dir().join(format!("pubsubd-tls-flush-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(|e| e.to_string())?;
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("cert.pem"), cert.pem()).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).map_err(|e| e.to_string())?;
+    let (cert, key) = pki::self_signed();
+    std::fs::write(dir.join("cert.pem"), &cert).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("key.pem"), &key).map_err(|e| e.to_string())?;
     let tls = TlsConfig {
         port: 0,
         cert: dir.join("cert.pem"),
@@ -50,7 +51,7 @@ fn main() -> Result<(), String> {
 
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let ca = cert.pem();
+    let ca = cert;
     let reader = std::thread::spawn(move || read_all(addr, &ca, plain));
     let (socket, _) = listener.accept().map_err(|e| e.to_string())?;
     socket.set_nonblocking(true).map_err(|e| e.to_string())?;

@@ -23,6 +23,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: io::Error },
     /// A feed (the LDAP pool, the cluster bus) could not start.
     Feed(FeedError),
+    /// `--ready-file`: the file could not be written.
+    ReadyFile { path: PathBuf, source: io::Error },
     /// The backlog's storage writer could not start.
     Backlog { path: PathBuf, source: io::Error },
     /// Signals, the poll or the waker.
@@ -37,6 +39,13 @@ impl fmt::Display for StartError {
             StartError::Tls(e) => write!(f, "TLS: {e}"),
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Feed(e) => write!(f, "{e}"),
+            StartError::ReadyFile { path, source } => {
+                write!(
+                    f,
+                    "cannot write the ready file {}: {source}",
+                    path.display()
+                )
+            }
             StartError::Backlog { path, source } => {
                 write!(f, "backlog storage {}: {source}", path.display())
             }
@@ -50,7 +59,9 @@ impl std::error::Error for StartError {
         match self {
             StartError::Config(e) => Some(e),
             StartError::Acl { source, .. } => Some(source),
-            StartError::Listen { source, .. } | StartError::Backlog { source, .. } => Some(source),
+            StartError::Listen { source, .. }
+            | StartError::Backlog { source, .. }
+            | StartError::ReadyFile { source, .. } => Some(source),
             StartError::Io(e) => Some(e),
             StartError::Feed(e) => Some(e),
             StartError::Tls(_) => None,

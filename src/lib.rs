@@ -23,12 +23,14 @@ pub mod feeds;
 pub mod http;
 pub mod hub;
 pub mod json_check;
+pub mod listeners;
 pub mod logging;
 #[cfg(feature = "admin")]
 pub mod metrics;
 pub mod out_queue;
 mod persist;
 mod reactor;
+pub mod ready_file;
 pub mod setup;
 pub mod stats;
 pub mod tls;
@@ -44,75 +46,7 @@ pub use config::Config;
 pub use control::Control;
 pub use error::StartError;
 pub use hub::AclFile;
-
-/// The sockets the server accepts on, already bound (and listening).
-pub struct Listeners {
-    pub plain: std::net::TcpListener,
-    /// Needs `server.tls` in the configuration.
-    pub tls: Option<std::net::TcpListener>,
-    /// `/metrics`, `/healthz`, `/readyz` and the status page; never
-    /// subscriptions or publishes.
-    pub admin: Option<std::net::TcpListener>,
-}
-
-/// What a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    Plain,
-    Tls,
-    Admin,
-}
-
-/// A listening socket through socket2: an explicit accept backlog, and
-/// `::` meaning IPv6 and IPv4 while a specific v6 address means just that.
-pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(!addr.ip().is_unspecified())?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    Ok(socket.into())
-}
-
-/// Binds the listeners `config.server` names (TLS and admin if
-/// configured). With `admin_optional`, an admin port that cannot be bound
-/// is logged and skipped (the embedded default's 2099 may be taken).
-pub fn bind_configured(config: &Config, admin_optional: bool) -> Result<Listeners, StartError> {
-    let server = &config.server;
-    let listen = |port: u16| {
-        let addr = SocketAddr::new(server.bind, port);
-        bind(addr, server.listen_backlog).map_err(|source| StartError::Listen { addr, source })
-    };
-    Ok(Listeners {
-        plain: listen(server.port)?,
-        tls: match &server.tls {
-            Some(tls) => Some(listen(tls.port)?),
-            None => None,
-        },
-        admin: match &server.admin {
-            None => None,
-            Some(_) if !cfg!(feature = "admin") => {
-                log::warn!("server.admin is ignored: this build has no admin listener");
-                None
-            }
-            Some(admin) => {
-                let addr = SocketAddr::new(admin.bind, admin.port);
-                match bind(addr, server.listen_backlog) {
-                    Ok(l) => Some(l),
-                    Err(e) if admin_optional => {
-                        log::warn!("no admin listener: cannot listen on {addr}: {e}");
-                        None
-                    }
-                    Err(source) => return Err(StartError::Listen { addr, source }),
-                }
-            }
-        },
-    })
-}
+pub use listeners::{bind, bind_configured, ListenerKind, Listeners};
 
 /// A server ready to run: its listeners registered, its helper threads
 /// (LDAP, backlog writer, SQS) started.

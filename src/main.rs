@@ -1,5 +1,6 @@
 //! The `pubsubd` command: arguments, logging, configuration, signals,
-//! binding the listeners, systemd readiness, exit codes.
+//! binding the listeners, readiness (systemd's notify socket and the
+//! `--ready-file`), exit codes.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,14 +11,19 @@ use pubsubd::{AclFile, Config, Control, ListenerKind, Server, StartError};
 const USAGE: &str = "\
 pubsubd - a pub/sub server compatible with Apache PyPubSub
 
-Usage: pubsubd [--config FILE] [--acl FILE] [--check-config]
+Usage: pubsubd [--config FILE] [--acl FILE] [--ready-file FILE] [--check-config]
 
 Options:
-  --config FILE    configuration (default: pypubsub.yaml; built-in defaults
-                   when the default file does not exist)
-  --acl FILE       access control list (default: pypubsub_acl.yaml)
-  --check-config   load and check the configuration, the ACL file and the
-                   TLS files without starting (exit 0 if usable, else 1)
+  --config FILE      configuration (default: pypubsub.yaml; built-in
+                     defaults when the default file does not exist)
+  --acl FILE         access control list (default: pypubsub_acl.yaml)
+  --ready-file FILE  once listening, write the process ID and every bound
+                     address there as JSON (atomically; replaced if it
+                     exists, removed on a clean exit; exit 1 before
+                     serving if it cannot be written)
+  --check-config     load and check the configuration, the ACL file and
+                     the TLS files without starting (exit 0 if usable,
+                     else 1)
   -h, --help       show this help
   -V, --version    show the version
 
@@ -29,6 +35,7 @@ Logging: server.log_level in the config, or RUST_LOG (e.g. RUST_LOG=debug).
 struct Args {
     config: Option<PathBuf>,
     acl: PathBuf,
+    ready_file: Option<PathBuf>,
     check: bool,
 }
 
@@ -41,6 +48,7 @@ fn parse_args() -> Result<Command, String> {
     let mut args = Args {
         config: None,
         acl: PathBuf::from("pypubsub_acl.yaml"),
+        ready_file: None,
         check: false,
     };
     let mut it = std::env::args_os().skip(1);
@@ -70,6 +78,7 @@ fn parse_args() -> Result<Command, String> {
             }
             "--config" => args.config = Some(value("--config")?),
             "--acl" => args.acl = value("--acl")?,
+            "--ready-file" => args.ready_file = Some(value("--ready-file")?),
             "--check-config" => args.check = true,
             _ => return Err(format!("unknown argument '{arg}'")),
         }
@@ -170,7 +179,7 @@ fn main() -> ExitCode {
         warn!("{w}");
     }
     raise_fd_limit();
-    match serve(loaded, args.acl) {
+    match serve(loaded, args.acl, args.ready_file.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -211,7 +220,7 @@ fn check_config(args: &Args) -> ExitCode {
 }
 
 /// Signals, the ACL, the listeners, then the server until it is stopped.
-fn serve(loaded: Loaded, acl: PathBuf) -> Result<(), StartError> {
+fn serve(loaded: Loaded, acl: PathBuf, ready_file: Option<&Path>) -> Result<(), StartError> {
     let control = Control::new();
     handle_signals(&control).map_err(StartError::Io)?;
     let acl = AclFile::load(acl)?;
@@ -223,8 +232,18 @@ fn serve(loaded: Loaded, acl: PathBuf) -> Result<(), StartError> {
     let server =
         Server::new(loaded.config, acl, listeners, control)?.reload_config_from(reload_from);
     // Announced once signals are handled and everything has started, so a
-    // SIGTERM sent by whoever waited for this line ends the server cleanly.
-    for (addr, kind) in server.local_addrs() {
+    // SIGTERM sent by whoever waited for this ends the server cleanly. The
+    // ready file first: a server that cannot tell its starter where it is
+    // stops here, before it serves or tells systemd it is ready, as it
+    // would for a port it cannot bind.
+    let addrs = server.local_addrs();
+    if let Some(path) = ready_file {
+        pubsubd::ready_file::write(path, &addrs).map_err(|source| StartError::ReadyFile {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    for &(addr, kind) in &addrs {
         match kind {
             ListenerKind::Plain => info!("pubsubd listening on {addr}"),
             ListenerKind::Tls => info!("pubsubd listening for TLS on {addr}"),
@@ -234,9 +253,16 @@ fn serve(loaded: Loaded, acl: PathBuf) -> Result<(), StartError> {
         }
     }
     notify_systemd("READY=1");
-    let result = server.run().map_err(StartError::Io);
+    let result = server.run();
     notify_systemd("STOPPING=1");
-    result
+    // Like a PID file: gone once the process is, unless another server
+    // has written it since (a kill -9 leaves it, its pid naming no process).
+    if let Some(path) = ready_file {
+        if let Err(e) = pubsubd::ready_file::remove_if_ours(path, &addrs) {
+            warn!("could not remove the ready file {}: {e}", path.display());
+        }
+    }
+    result.map_err(StartError::Io)
 }
 
 /// SIGTERM/SIGINT stop the server, SIGHUP reloads the configuration,

@@ -27,8 +27,8 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::error::StartError;
 use crate::hub::{AclFile, Admission, Hub};
+use crate::listeners::ListenerKind;
 use crate::tls::{self, Transport};
-use crate::ListenerKind;
 
 const WAKER: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `LISTENER_BASE - i`.

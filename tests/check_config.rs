@@ -37,14 +37,6 @@ fn check(dir: &Path, cfg: &Path, acl: &Path) -> (Option<i32>, String, String) {
 
 const ACL: &str = "alice:\n  password: pw\n  acl:\n    a: [x]\n";
 
-/// A self-signed certificate and key for `localhost`, as PEM.
-fn self_signed() -> (String, String) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    let cert = params.self_signed(&key).expect("self-signed");
-    (cert.pem(), key.serialize_pem())
-}
-
 #[test]
 fn good_config_is_ok_and_binds_and_connects_nothing() {
     let dir = TempDir::new();

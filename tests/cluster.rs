@@ -269,7 +269,7 @@ fn sentinel_with_auth_on_the_master_and_on_the_sentinels() {
     };
     // A password that needs encoding in a URL.
     const PW: &str = "p@ss:w/rd";
-    let master_port = redis::free_port();
+    let master_port = free_port();
     let _master = Redis::start_with(
         &dir.path().join("master"),
         master_port,
@@ -616,7 +616,7 @@ fn nodes_follow_a_sentinel_failover() {
     }
     let dir = TempDir::new();
     let master = Redis::start(&dir.path().join("master"));
-    let replica_port = redis::free_port();
+    let replica_port = free_port();
     let replica = Redis::start_with(
         &dir.path().join("replica"),
         replica_port,
@@ -679,7 +679,7 @@ fn private_events_travel_and_each_node_applies_its_acl() {
     }
     let dir = TempDir::new();
     // Redis with a password: the URL carries it.
-    let r = Redis::start_with(dir.path(), redis::free_port(), &["--requirepass", "pw"]);
+    let r = Redis::start_with(dir.path(), free_port(), &["--requirepass", "pw"]);
     let url = format!("redis://:pw@127.0.0.1:{}/0", r.port);
     let a = node(&url);
     let acl = "alice:\n  password: s3cret\n  acl:\n    repo_access: [git]\n";
@@ -698,20 +698,6 @@ fn private_events_travel_and_each_node_applies_its_acl() {
     assert_eq!(ns(&anon.events_until_sentinel(T)), vec![2]);
 }
 
-/// Runs `openssl` with `args` in `dir`; panics if it fails.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn rediss_with_a_private_ca() {
     if !have_redis() {
@@ -719,52 +705,17 @@ fn rediss_with_a_private_ca() {
     }
     let dir = TempDir::new();
     let d = dir.path();
-    let ca_args = "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2";
-    let mut args: Vec<&str> = ca_args.split(' ').collect();
-    args.extend(["-subj", "/CN=pubsubd-test-ca"]);
-    openssl(d, &args);
-    openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ],
-    );
-    let tls_port = redis::free_port().to_string();
+    let ca = Ca::new("redis");
+    let (leaf, leaf_key) = ca.leaf();
+    dir.write("ca.pem", &ca.pem);
+    dir.write("server.pem", &leaf);
+    dir.write("server.key", &leaf_key);
+    let tls_port = free_port().to_string();
     let path = |f: &str| d.join(f).display().to_string();
     let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
     let r = Redis::start_with(
         &d.join("redis"),
-        redis::free_port(),
+        free_port(),
         &[
             "--tls-port",
             &tls_port,
@@ -798,7 +749,7 @@ fn a_network_partition_in_a_namespace() {
         return;
     };
     let dir = TempDir::new();
-    let port = redis::free_port();
+    let port = free_port();
     let mut child = net.redis(dir.path(), port);
     let url = format!("redis://{}:{port}/0", net.ns_ip);
     let a = node(&url);

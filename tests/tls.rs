@@ -11,8 +11,8 @@
 //! handshake close only their own connection; chromium (BoringSSL)
 //! receives Server-Sent Events over TLS (tests/browser/sse_tls.mjs).
 //!
-//! Certificates come from throw-away CAs made with rcgen at test time and
-//! written to the test's own temp dir. curl children are killed by PID.
+//! Certificates come from throw-away CAs made at test time (the harness's
+//! `Ca`, tests/common/pki.rs) and written to the test's own temp dir. curl children are killed by PID.
 #![cfg(feature = "tls")] // TLS listeners
 
 mod common;
@@ -27,80 +27,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use pki_types::pem::PemObject;
 use pki_types::{CertificateDer, ServerName};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------
 // certificates
-
-/// A throw-away certificate authority.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("pubsubd test CA {name}"));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).expect("self-signed CA");
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// An intermediate CA signed by this one.
-    fn intermediate(&self, name: &str) -> Ca {
-        let key = KeyPair::generate().expect("intermediate key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(
-            DnType::CommonName,
-            format!("pubsubd test intermediate {name}"),
-        );
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("intermediate cert");
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A server certificate for `localhost` and 127.0.0.1: (cert PEM, key PEM).
-    fn leaf(&self) -> (String, String) {
-        let key = KeyPair::generate().expect("leaf key");
-        let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".into()])
-            .expect("leaf params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 /// Files of one test: `ca.pem`, `cert.pem`, `key.pem` (and more) in a temp dir.
 struct Pki {
@@ -157,15 +87,9 @@ fn tls_server(tls_yaml: &str, extra: &str) -> (Server, SocketAddr) {
         b = b.server(extra);
     }
     let srv = b.start();
-    let needle = "listening for TLS on ";
-    assert!(srv.wait_log(needle, T), "no TLS listener:\n{}", srv.log());
-    let log = srv.log();
-    let at = log.find(needle).expect("found above") + needle.len();
-    let addr: SocketAddr = log[at..]
-        .split_whitespace()
-        .next()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("cannot parse the TLS address in:\n{log}"));
+    let addr = srv
+        .tls_addr()
+        .unwrap_or_else(|| panic!("no TLS listener: {:?}\n{}", srv.ready(), srv.log()));
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), srv.port());
     (srv, addr)

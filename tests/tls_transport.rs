@@ -12,6 +12,9 @@
 //!   (AES-128-GCM first with AES hardware, else ChaCha20) wins.
 #![cfg(feature = "tls")] // the TLS transport
 
+#[path = "common/pki.rs"]
+mod pki;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{self, Read, Write};
@@ -96,9 +99,7 @@ impl Drop for Pki {
 }
 
 fn pki() -> (Pki, TlsConfig) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    let cert = params.self_signed(&key).expect("cert");
+    let (cert, key) = pki::self_signed();
     // One directory per call: the tests of this file run in parallel.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -107,21 +108,15 @@ fn pki() -> (Pki, TlsConfig) {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key");
+    std::fs::write(dir.join("cert.pem"), &cert).expect("write cert");
+    std::fs::write(dir.join("key.pem"), &key).expect("write key");
     let tls = TlsConfig {
         port: 0,
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
         chain: None,
     };
-    (
-        Pki {
-            dir,
-            ca_pem: cert.pem(),
-        },
-        tls,
-    )
+    (Pki { dir, ca_pem: cert }, tls)
 }
 
 fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {

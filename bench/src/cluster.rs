@@ -12,26 +12,29 @@
 //!
 //! Redis runs with `--appendonly yes --appendfsync always` (what the
 //! README's promises need), `--save ''`, in its own temporary directory on
-//! a free loopback port, pinned to the servers' CPU; it is stopped by PID.
+//! the single node's port + 4, pinned to the servers' CPU; it is stopped by
+//! PID.
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::compare::median;
+use crate::hist::median;
 use crate::scenarios::{self, Cfg, Target};
 use crate::server::{self, sample, Kind, Running, Spec, Tuning};
 
 /// The stream key the two nodes share.
 const STREAM: &str = "pubsub-bench";
-/// Ports of nodes A and B after the single node's (its TLS port is + 1).
+/// Ports of nodes A and B and of Redis after the single node's (its TLS
+/// port is + 1), like every port of the run: fixed, from the server's.
 const NODE_A_OFFSET: u16 = 2;
 const NODE_B_OFFSET: u16 = 3;
+const REDIS_OFFSET: u16 = 4;
 /// The nodes' writer pipelines at most this many appends (cluster-bus).
 const WRITER_BATCH: usize = 512;
 
@@ -40,12 +43,6 @@ pub struct Redis {
     child: Child,
     pub port: u16,
     pub dir: PathBuf,
-}
-
-/// A free loopback port (the kernel's pick, released at once: Redis cannot
-/// be told to bind port 0 and report it).
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Sends `request` on a new connection to `addr` and returns the first
@@ -79,11 +76,10 @@ fn redis_line(port: u16, cmd: &str) -> io::Result<String> {
 }
 
 impl Redis {
-    /// Starts `bin` pinned to `cpu` in `dir` and waits (at most 10 s) for
-    /// it to answer PING.
-    pub fn start(bin: &Path, dir: &Path, cpu: &str) -> io::Result<Redis> {
+    /// Starts `bin` on `port`, pinned to `cpu`, in `dir` and waits (at
+    /// most 10 s) for it to answer PING.
+    pub fn start(bin: &Path, port: u16, dir: &Path, cpu: &str) -> io::Result<Redis> {
         fs::create_dir_all(dir)?;
-        let port = free_port()?;
         let log = fs::File::create(dir.join("redis.log"))?;
         let child = Command::new("taskset")
             .args(["-c", cpu])
@@ -273,7 +269,8 @@ pub fn run(o: &ClusterOpts) -> Value {
         tls: None,
     };
     let dir = o.workdir.join("cluster");
-    let redis = match Redis::start(o.redis_server, &dir.join("redis"), &o.spec.cpu) {
+    let redis_port = o.spec.port + REDIS_OFFSET;
+    let redis = match Redis::start(o.redis_server, redis_port, &dir.join("redis"), &o.spec.cpu) {
         Ok(r) => r,
         Err(e) => return json!({"error": format!("redis-server: {e}")}),
     };

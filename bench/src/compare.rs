@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::cluster;
 use crate::handshakes;
+use crate::hist::median;
 use crate::scenarios::{self, Cfg, Target, TargetTls};
 use crate::server::{self, Kind, ServerTls, Spec, Tuning};
 
@@ -403,17 +404,6 @@ fn turn_values(turns: &[Value], path: &[&str]) -> Vec<f64> {
         .iter()
         .filter_map(|t| path.iter().fold(t, |v, k| &v[*k]).as_f64())
         .collect()
-}
-
-/// The median (the mean of the middle two for an even count).
-pub(crate) fn median(xs: &[f64]) -> Option<f64> {
-    let mut xs = xs.to_vec();
-    xs.sort_by(f64::total_cmp);
-    match xs.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(xs[n / 2]),
-        n => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
-    }
 }
 
 /// pubsubd's fan-out over plaintext and over TLS, back to back, at each

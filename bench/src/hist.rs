@@ -1,12 +1,25 @@
 //! A log-linear latency histogram (64 sub-buckets per power of two, so
 //! about 1.6 % resolution) over nanosecond values. Small enough to copy
-//! per report, mergeable across processes, serialized sparsely.
+//! per report, mergeable across processes, serialized sparsely. And the
+//! `median` of a handful of figures (the per-round ratios of the publish
+//! scenarios).
 
 use serde::{Deserialize, Serialize};
 
 const SUB_BITS: u32 = 6;
 const SUB: u64 = 1 << SUB_BITS;
 const BUCKETS: usize = ((64 - SUB_BITS as usize) + 1) * SUB as usize;
+
+/// The median (the mean of the middle two for an even count).
+pub fn median(xs: &[f64]) -> Option<f64> {
+    let mut xs = xs.to_vec();
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(xs[n / 2]),
+        n => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Hist {
@@ -116,6 +129,13 @@ impl Hist {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_figures() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
 
     #[test]
     fn buckets_are_contiguous_and_precise() {

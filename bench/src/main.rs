@@ -17,6 +17,7 @@ mod compare;
 mod fleet;
 mod handshakes;
 mod hist;
+mod lines;
 mod mqtt;
 mod proto;
 mod publisher;

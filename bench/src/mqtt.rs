@@ -172,7 +172,7 @@ pub fn subscribed(buf: &[u8]) -> Result<Option<usize>, String> {
     Ok(None)
 }
 
-/// The text a PINGRESP is reported as (`proto::parse_line` calls it a ping).
+/// The text a PINGRESP is reported as (`lines::parse_line` calls it a ping).
 pub const PING_LINE: &[u8] = b"stillalive";
 
 /// Splits a subscriber's stream into packets: each PUBLISH payload is one

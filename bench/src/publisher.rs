@@ -15,7 +15,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::Hist;
-use crate::proto::{publish_request, Proto, Stamp};
+use crate::lines::Stamp;
+use crate::proto::{publish_request, Proto};
 use crate::transport::Conn as Transport;
 
 #[derive(Debug, Clone, Copy)]

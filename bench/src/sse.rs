@@ -6,7 +6,7 @@
 //! blocks back into the generator's `Line`s: an event is the `data:` line
 //! of a block, classified when the block ends.
 
-use crate::proto::{parse_line, Line, StreamDecoder};
+use crate::lines::{parse_line, Line, StreamDecoder};
 
 /// De-chunks the body into lines, then assembles SSE blocks from them.
 #[derive(Debug)]
@@ -89,7 +89,7 @@ impl Block {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Stamp;
+    use crate::lines::Stamp;
 
     fn chunk(out: &mut Vec<u8>, data: &str) {
         out.extend_from_slice(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes());

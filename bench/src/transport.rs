@@ -218,37 +218,34 @@ impl TlsConn {
     }
 }
 
+// The tests' certificate maker, shared with the server's tests.
+#[cfg(test)]
+#[path = "../../tests/common/pki.rs"]
+mod pki;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
     use mio::{Events, Interest, Poll, Token};
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     use rustls::pki_types::PrivateKeyDer;
 
     /// A CA (PEM) and a server config whose certificate it signed for 127.0.0.1.
     fn pki() -> (String, Arc<rustls::ServerConfig>) {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+        let ca = pki::Ca::new("bench");
+        let (leaf, key) = ca.leaf();
+        let leaf = CertificateDer::from_pem_slice(leaf.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
+        .with_single_cert(vec![leaf], key)
         .unwrap();
-        (ca_pem, Arc::new(config))
+        (ca.pem, Arc::new(config))
     }
 
     /// The request written before the handshake is done arrives; 300 KB of

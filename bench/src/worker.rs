@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::{Hist, SparseHist};
-use crate::proto::{Decoder, Line, Proto, Stamp};
+use crate::lines::{Line, Stamp};
+use crate::proto::{Decoder, Proto};
 use crate::transport::{self, Conn};
 
 /// Publisher connections whose sequence numbers are tracked per subscriber.

@@ -12,7 +12,7 @@ use redis::Value;
 
 use crate::entry::text;
 use crate::id::StreamId;
-use crate::Gap;
+use crate::message::Gap;
 
 /// The fields of an `XINFO STREAM` reply a reader needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -28,168 +28,34 @@
 //!
 //! Layout: [`link`] opens connections (URL or Sentinel, TLS, timeouts),
 //! [`id`] compares stream IDs and remembers cursors, [`entry`] is the
-//! entry's fields. This crate knows nothing of events or YAML: the server
+//! entry's fields, `settings.rs` what the server hands over, `message.rs`
+//! what goes between the server and the threads. This crate knows nothing of events or YAML: the server
 //! hands over [`Settings`] and event lines.
 
 pub mod entry;
 pub mod id;
 pub mod info;
 pub mod link;
+mod message;
 pub mod reader;
+mod settings;
 pub mod writer;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 pub use entry::Entry;
 pub use id::StreamId;
+pub use message::{Append, AppendError, Gap, Message, Outbox, Side};
+pub use reader::{READ_BLOCK, READ_COUNT, SEEN_MIN};
+pub use settings::{SentinelTarget, Settings, Target};
+pub use writer::BATCH;
 
 /// Appends waiting for the writer; past this a publish is refused at once.
 pub const QUEUE_CAPACITY: usize = 16 * 1024;
-/// Appends sent to Redis in one pipeline.
-pub const BATCH: usize = 512;
-/// Entries asked for per `XREAD`.
-pub const READ_COUNT: usize = 1024;
-/// How long one `XREAD` blocks waiting for new entries.
-pub const READ_BLOCK: Duration = Duration::from_millis(1000);
-/// Cursors remembered for de-duplication, at least.
-pub const SEEN_MIN: usize = 10_000;
-
-/// Where Redis is.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `redis://[user:password@]host:port/db` or `rediss://…`.
-    Url(String),
-    /// Ask Sentinels for the master.
-    Sentinel(SentinelTarget),
-}
-
-/// Where the Sentinels are, the master to ask them for, and the AUTH each
-/// side needs.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct SentinelTarget {
-    pub master: String,
-    /// `host:port` of each Sentinel.
-    pub nodes: Vec<String>,
-    /// AUTH for the master and its replicas.
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// AUTH for the Sentinels (their own `requirepass`).
-    pub sentinel_password: Option<String>,
-}
-
-impl fmt::Debug for Target {
-    /// Never shows a password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Url(url) => write!(f, "Url({})", link::redact(url)),
-            Target::Sentinel(s) => f
-                .debug_struct("Sentinel")
-                .field("master", &s.master)
-                .field("nodes", &s.nodes)
-                .field("auth", &s.password.is_some())
-                .finish(),
-        }
-    }
-}
-
-/// What the bus needs to know.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub target: Target,
-    /// The stream's key; nodes with the same key form one cluster.
-    pub stream: String,
-    /// Entries the stream keeps (approximate trim on every append).
-    pub max_len: u64,
-    /// Connecting, and each command.
-    pub timeout: Duration,
-    /// PEM CA certificates for `rediss://` with a private CA.
-    pub ca_file: Option<PathBuf>,
-    /// Entries loaded into the backlog on start (the newest).
-    pub load: usize,
-    /// This node's name in the entries it appends.
-    pub node: String,
-}
-
-/// One event to append.
-#[derive(Debug, Clone)]
-pub struct Append {
-    /// Handed back in [`Message::Appended`].
-    pub token: u64,
-    pub cursor: String,
-    /// The event as its storage line (what every node rebuilds it from).
-    pub event: String,
-    /// Not sent at all after this (the publisher has been answered).
-    pub deadline: Instant,
-}
-
-/// Why an append did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppendError {
-    /// Not sent to Redis: unreachable, or the deadline passed first.
-    NotSent,
-    /// Sent, outcome unknown, retried until given up: it may be in the
-    /// stream (once: readers drop repeated cursors).
-    GaveUp,
-}
-
-impl fmt::Display for AppendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AppendError::NotSent => f.write_str("not appended (Redis unavailable)"),
-            AppendError::GaveUp => f.write_str("outcome unknown; retries given up"),
-        }
-    }
-}
-
-/// A position the reader could not resume from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gap {
-    /// The stream no longer has the last delivered entry and never deleted
-    /// it: Redis came back empty (or the key was recreated).
-    Reset,
-    /// Entries after the last delivered one were trimmed before being read.
-    Trimmed,
-}
-
-/// Which thread's link to Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Reader,
-    Writer,
-}
-
-/// What the helper threads tell the server.
-#[derive(Debug)]
-pub enum Message {
-    /// The final outcome of one append; `Ok` carries its stream ID.
-    Appended {
-        token: u64,
-        result: Result<StreamId, AppendError>,
-    },
-    /// Entries in stream order, repeated cursors already dropped.
-    Entries {
-        entries: Vec<Entry>,
-        /// Loaded on start (history for the backlog, not news).
-        initial: bool,
-        /// Entries dropped from this batch as repeated cursors.
-        duplicates: u64,
-        /// The batch was full: the reader is behind.
-        behind: bool,
-    },
-    /// A link to Redis came up (true) or went down (false, with why).
-    Link {
-        side: Side,
-        up: bool,
-        error: Option<String>,
-    },
-    Gap(Gap),
-}
 
 /// Why the bus could not start.
 #[derive(Debug)]
@@ -254,11 +120,7 @@ pub fn start(settings: Settings, notify: Arc<dyn Fn() + Send + Sync>) -> Result<
     let (append_tx, append_rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
     let (message_tx, message_rx) = crossbeam_channel::bounded(1024);
     let stopped = Arc::new(AtomicBool::new(false));
-    let out = Outbox {
-        tx: message_tx,
-        notify,
-        stopped: stopped.clone(),
-    };
+    let out = Outbox::new(message_tx, notify, stopped.clone());
     let writer = writer::Writer::new(&settings, opener.clone(), append_rx, out.clone());
     std::thread::Builder::new()
         .name("cluster-writer".into())
@@ -274,26 +136,4 @@ pub fn start(settings: Settings, notify: Arc<dyn Fn() + Send + Sync>) -> Result<
         messages: message_rx,
         stopped,
     })
-}
-
-/// Sends messages to the server and wakes it.
-#[derive(Clone)]
-pub struct Outbox {
-    tx: Sender<Message>,
-    notify: Arc<dyn Fn() + Send + Sync>,
-    stopped: Arc<AtomicBool>,
-}
-
-impl Outbox {
-    /// The server has dropped its end: stop.
-    pub fn stopped(&self) -> bool {
-        self.stopped.load(Ordering::Relaxed)
-    }
-
-    /// False once the server is gone (the thread should stop).
-    pub fn send(&self, message: Message) -> bool {
-        let ok = self.tx.send(message).is_ok();
-        (self.notify)();
-        ok
-    }
 }

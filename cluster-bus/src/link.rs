@@ -12,7 +12,7 @@ use std::time::Duration;
 use redis::{Client, Connection, Value};
 
 use crate::entry::text;
-use crate::{Settings, Target};
+use crate::settings::{redact, Settings, Target};
 
 /// Opens connections to the current master.
 #[derive(Clone)]
@@ -185,37 +185,9 @@ fn userinfo(username: Option<&str>, password: Option<&str>) -> String {
     }
 }
 
-/// `url` with any password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("redis://u:secret@h:6379/0"),
-            "redis://u:***@h:6379/0"
-        );
-        assert_eq!(redact("redis://:secret@h"), "redis://:***@h");
-        assert_eq!(redact("redis://h:6379/0"), "redis://h:6379/0");
-    }
 
     #[test]
     fn credentials_survive_the_url() {

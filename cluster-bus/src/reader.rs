@@ -29,7 +29,15 @@ use crate::entry::{self, Entry};
 use crate::id::{SeenCursors, StreamId};
 use crate::info::StreamInfo;
 use crate::link::Opener;
-use crate::{Gap, Message, Outbox, Settings, Side, READ_BLOCK, READ_COUNT, SEEN_MIN};
+use crate::message::{Gap, Message, Outbox, Side};
+use crate::settings::Settings;
+
+/// Entries asked for per `XREAD`.
+pub const READ_COUNT: usize = 1024;
+/// How long one `XREAD` blocks waiting for new entries.
+pub const READ_BLOCK: Duration = Duration::from_millis(1000);
+/// Cursors remembered for de-duplication, at least.
+pub const SEEN_MIN: usize = 10_000;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);

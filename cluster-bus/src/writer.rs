@@ -26,7 +26,11 @@ use redis::{Connection, Value};
 use crate::entry::{text, FIELD_CURSOR, FIELD_EVENT, FIELD_NODE};
 use crate::id::StreamId;
 use crate::link::Opener;
-use crate::{Append, AppendError, Message, Outbox, Settings, Side, BATCH};
+use crate::message::{Append, AppendError, Message, Outbox, Side};
+use crate::settings::Settings;
+
+/// Appends sent to Redis in one pipeline.
+pub const BATCH: usize = 512;
 
 /// Sent appends with an unknown outcome are retried for this many
 /// timeouts past their deadline.

@@ -20,78 +20,27 @@
 //! - Dropping the pool closes the job channel; each worker exits after its
 //!   current job. [`LdapPool::shutdown`] does the same and waits for them.
 //!
-//! Layout: [`worker`] is one LDAP conversation, [`cache`] the credential cache.
+//! Layout: [`LdapSettings`] (`settings.rs`) is what the pool is told, [`worker`]
+//! one LDAP conversation, [`cache`] the credential cache.
 
 pub mod cache;
+mod settings;
 mod stats;
 pub mod worker;
 
+pub use settings::LdapSettings;
 pub use stats::StatsSnapshot;
 pub use worker::filter_is_valid;
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::cache::CredentialCache;
-
-/// How to reach the directory and what to ask it. See PROTOCOL.md, `clients.ldap`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LdapSettings {
-    /// `ldap://host[:port]`, `ldaps://host[:port]` or `ldapi://...`.
-    pub uri: String,
-    /// The DN to bind as, `%s` standing for the (DN-escaped) user name.
-    pub user_dn: String,
-    /// Base DN of the membership searches (subtree).
-    pub base_scope: String,
-    /// Search filters, `%s` standing for the (filter-escaped) user name; the DNs
-    /// of the entries found are the user's groups.
-    pub membership_patterns: Vec<String>,
-    /// Connect timeout (TCP + TLS) and the timeout of every operation.
-    pub timeout: Duration,
-    /// How long a successful answer is reused for the same credentials; zero
-    /// disables the cache.
-    pub cache_ttl: Duration,
-    /// Most cached credentials.
-    pub cache_entries: usize,
-    /// Worker threads (at least one is started).
-    pub workers: usize,
-    /// Capacity of the job queue (at least one).
-    pub queue: usize,
-    /// Extra trusted CA certificates (PEM), on top of the system's, for
-    /// `ldaps://` and StartTLS.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl Default for LdapSettings {
-    fn default() -> LdapSettings {
-        LdapSettings {
-            uri: String::new(),
-            user_dn: String::new(),
-            base_scope: String::new(),
-            membership_patterns: Vec::new(),
-            timeout: Duration::from_secs(5),
-            cache_ttl: Duration::from_secs(60),
-            cache_entries: 10_000,
-            workers: 4,
-            queue: 1024,
-            ca_file: None,
-        }
-    }
-}
-
-impl LdapSettings {
-    /// The longest one job can take once a worker has picked it up (connect,
-    /// bind, each search, unbind). Queueing time comes on top.
-    pub fn max_job_time(&self) -> Duration {
-        worker::worst_case(self)
-    }
-}
 
 /// A lookup to do: bind as `user` with `password`, then search for groups.
 pub struct LdapJob {
@@ -330,6 +279,7 @@ fn lock(cache: &Mutex<CredentialCache>) -> std::sync::MutexGuard<'_, CredentialC
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     fn settings_unreachable() -> LdapSettings {
         LdapSettings {

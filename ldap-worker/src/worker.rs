@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use ldap3::{dn_escape, ldap_escape, LdapConn, LdapConnSettings, Scope, SearchEntry};
 
-use crate::LdapSettings;
+use crate::settings::LdapSettings;
 
 /// Most entries accepted from all membership searches of one job together.
 pub const MAX_ENTRIES: usize = 10_000;
@@ -223,12 +223,7 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::Clien
 /// How long to wait at most for one job, for callers that keep their own
 /// deadline: connect, bind, each search (twice: per entry and in total), unbind.
 pub fn worst_case(settings: &LdapSettings) -> Duration {
-    let ops = 3u32.saturating_add(
-        u32::try_from(settings.membership_patterns.len())
-            .unwrap_or(u32::MAX)
-            .saturating_mul(2),
-    );
-    settings.timeout.saturating_mul(ops)
+    settings.max_job_time()
 }
 
 #[cfg(test)]

@@ -2,6 +2,14 @@
 //! are gone or never answer.
 
 mod slapd;
+// What slapd takes from this crate's root: the workspace's one free-port
+// helper and certificate maker (the server's tests have them in common/).
+#[path = "../../tests/common/pki.rs"]
+mod pki;
+#[path = "../../tests/common/port.rs"]
+mod port;
+use pki::Ca;
+use port::free_port;
 
 use std::io::ErrorKind;
 use std::net::TcpListener;

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use crate::settings::{Credentials, Endpoint, QueueSettings};
 use crate::sigv4::{amz_date, authorization, SignRequest};
-use crate::{Credentials, Endpoint, QueueSettings};
 
 /// Largest response body read: ten messages of at most 1 MiB, plus framing.
 const MAX_RESPONSE: u64 = 16 << 20;

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::{Credentials, QueueSettings};
+use crate::settings::{Credentials, QueueSettings};
 
 /// The standard chain: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
 /// `AWS_SESSION_TOKEN`, then the profile (`AWS_PROFILE`, else `default`) in
@@ -108,7 +108,7 @@ pub(crate) fn resolve(settings: &QueueSettings) -> Result<Credentials, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Endpoint;
+    use crate::settings::Endpoint;
 
     #[test]
     fn credential_chain() {

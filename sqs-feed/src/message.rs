@@ -7,11 +7,22 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::SqsEvent;
+/// MessageIds remembered per queue for de-duplication.
+pub const SEEN_CAPACITY: usize = 10_000;
 
 // Messages
+
+/// One message taken from a queue, ready to be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsEvent {
+    /// The message's `pubsub_path`, or `/`.
+    pub path: String,
+    /// The body object as received (the reactor adds or overwrites the
+    /// `pubsub_*` keys like a publish).
+    pub object: Map<String, Value>,
+}
 
 /// Why a message body cannot be published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +135,6 @@ impl SeenIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SEEN_CAPACITY;
     use serde_json::json;
 
     #[test]

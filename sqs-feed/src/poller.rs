@@ -12,13 +12,17 @@ use serde_json::{json, Value};
 
 use crate::client::{CallError, Client};
 use crate::credentials::resolve;
-use crate::message::{triage, SeenIds, Taken};
-use crate::{
-    Credentials, FeedStats, QueueSettings, SqsEvent, BACKOFF_MAX, BACKOFF_MIN, SEEN_CAPACITY,
-};
+use crate::message::{triage, SeenIds, SqsEvent, Taken, SEEN_CAPACITY};
+use crate::settings::{Credentials, QueueSettings};
+use crate::stats::FeedStats;
 
 /// Messages asked for per `ReceiveMessage` (the SQS maximum).
 const MAX_MESSAGES: u32 = 10;
+
+/// First retry delay after a failure.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// Retry delays: `BACKOFF_MIN`, doubling to `BACKOFF_MAX`, reset on success.
 #[derive(Debug)]

@@ -10,7 +10,9 @@
 //! - `http`: a raw HTTP/1.1 client (`Conn`, `Response`)
 //! - `subscriber`: a `GET` stream (`Subscriber`)
 //! - `events`: what an event must look like, sentinels, `ns`
-//! - `net`: loopback addresses and ports
+//! - `net`: loopback addresses, clients from another loopback address
+//! - `port`: `free_port`, for helpers that must be told their port
+//! - `pki`: throw-away certificates (rcgen)
 //!
 //! Invariants: every wait has a deadline (no unbounded loop, no fixed sleep
 //! where a condition can be polled); every process started here is stopped by
@@ -22,6 +24,8 @@ mod events;
 mod fs;
 mod http;
 mod net;
+mod pki;
+mod port;
 mod procs;
 mod server;
 mod subscriber;
@@ -36,6 +40,10 @@ pub use fs::*;
 pub use http::*;
 #[allow(unused_imports)]
 pub use net::*;
+#[allow(unused_imports)]
+pub use pki::*;
+#[allow(unused_imports)]
+pub use port::*;
 #[allow(unused_imports)]
 pub use procs::*;
 #[allow(unused_imports)]

@@ -1,8 +1,8 @@
-//! Loopback addresses and ports: a free port, whether `[::1]` exists, and
-//! clients bound to another loopback address (`127.0.0.2`, outside the
-//! default payloaders).
+//! Loopback addresses: whether `[::1]` exists, and clients bound to
+//! another loopback address (`127.0.0.2`, outside the default
+//! payloaders). (A free port is `port.rs`'s.)
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -52,11 +52,4 @@ pub fn publish_from(
     );
     c.read_response(false, T)
         .unwrap_or_else(|e| panic!("no response to {method} {path} from {local}: {e}"))
-}
-
-/// A port nothing listens on right now (bound, then released), for a
-/// helper server that must be told its port up front (moto).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
 }

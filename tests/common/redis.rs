@@ -5,9 +5,12 @@
 //!
 //! Invariants: only 127.0.0.1; every process is stopped by its PID
 //! (SIGKILL) on drop; every wait is bounded. `redis-cli` is the client.
+//!
+//! Included beside the harness (`mod common; use common::*;` then
+//! `#[path = "common/redis.rs"] mod redis;`): its ports and waits are the
+//! harness's (`super::free_port`, `super::wait_until`).
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -26,12 +29,6 @@ pub fn available() -> bool {
     ok("redis-server") && ok("redis-cli")
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
@@ -42,7 +39,7 @@ pub struct Redis {
 impl Redis {
     /// Starts a server in `dir` (created if needed) on a free port.
     pub fn start(dir: &Path) -> Redis {
-        Redis::start_with(dir, free_port(), &[])
+        Redis::start_with(dir, super::free_port(), &[])
     }
 
     /// Starts a server in `dir` on `port` with extra arguments.
@@ -207,7 +204,7 @@ impl Sentinel {
         extra: &str,
         password: Option<&str>,
     ) -> Sentinel {
-        let port = free_port();
+        let port = super::free_port();
         let conf = dir.join(format!("sentinel-{port}.conf"));
         std::fs::write(
             &conf,

@@ -1,13 +1,19 @@
 //! The server process: `Builder` writes a `pypubsub.yaml` (and ACL) into a
-//! temp dir, starts the real binary on `127.0.0.1:0`, learns the port from
-//! its `listening on ADDR` line, drains stdout/stderr into a shared log, and
-//! stops it by PID on drop (SIGTERM, then SIGKILL after a bound).
+//! temp dir, starts the real binary on `127.0.0.1:0` with `--ready-file`,
+//! learns every address it listens on from that file (`Ready`: the file
+//! names the process, so a file of an earlier run is never taken for this
+//! one's), sends its stdout and stderr to a log file of the harness's own,
+//! and stops it by PID on drop (SIGTERM, then SIGKILL after a bound).
+//!
+//! Invariant: when `start` returns, `log()` has everything the server
+//! logged before it wrote its ready file (the log is a file the server
+//! writes itself, so nothing lags behind a reader).
 
-use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,6 +37,7 @@ pub struct Builder {
     dir: Option<PathBuf>,
     open_files: Option<u64>,
     env: Vec<(String, String)>,
+    ready_file: Option<PathBuf>,
 }
 
 /// Proxy variables removed from the server's environment: it only ever
@@ -109,6 +116,13 @@ impl Builder {
         self
     }
 
+    /// Where the server writes its ready file (default: a temp dir of the
+    /// harness's own, outside the server's directory).
+    pub fn ready_file(mut self, path: &Path) -> Self {
+        self.ready_file = Some(path.to_path_buf());
+        self
+    }
+
     /// Use this text verbatim as the config file.
     pub fn raw_config(mut self, yaml: &str) -> Self {
         self.raw_config = Some(yaml.to_string());
@@ -151,7 +165,7 @@ impl Builder {
         }
     }
 
-    /// Starts the server; `Err` if it exits or never logs `listening on`.
+    /// Starts the server; `Err` if it exits or never writes its ready file.
     pub fn try_start(self) -> Result<Server, StartError> {
         let (owned, path) = match &self.dir {
             Some(p) => (None, p.clone()),
@@ -168,11 +182,18 @@ impl Builder {
         if let Some(acl) = &self.acl {
             std::fs::write(&acl_path, acl).expect("write acl");
         }
+        let ready_dir = TempDir::new();
+        let ready_path = match &self.ready_file {
+            Some(p) => p.clone(),
+            None => ready_dir.path().join("ready.json"),
+        };
         let mut args = vec![
             "--config".to_string(),
             cfg_path.display().to_string(),
             "--acl".to_string(),
             acl_path.display().to_string(),
+            "--ready-file".to_string(),
+            ready_path.display().to_string(),
         ];
         let program = match self.open_files {
             Some(n) => {
@@ -181,8 +202,66 @@ impl Builder {
             }
             None => BIN,
         };
-        Server::launch(owned, path, program, &args, &self.env, config)
+        let files = Files {
+            owned,
+            dir: path,
+            ready_dir,
+            ready_path,
+        };
+        Server::launch(files, program, &args, &self.env, config)
     }
+}
+
+/// What the server's ready file says (`--ready-file`; the format is in
+/// src/ready_file.rs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ready {
+    pub pid: u32,
+    /// (kind, address) in the file's order: `plain`, then `tls`, `admin`.
+    pub listeners: Vec<(String, SocketAddr)>,
+}
+
+impl Ready {
+    /// `None` unless `text` is a whole ready file.
+    pub fn parse(text: &str) -> Option<Ready> {
+        let v: Value = serde_json::from_str(text).ok()?;
+        let pid = u32::try_from(v["pid"].as_u64()?).ok()?;
+        let listeners = v["listeners"]
+            .as_array()?
+            .iter()
+            .map(|l| {
+                Some((
+                    l["kind"].as_str()?.to_string(),
+                    l["addr"].as_str()?.parse().ok()?,
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Ready { pid, listeners })
+    }
+
+    /// The file at `path`, if it is there and whole.
+    pub fn read(path: &Path) -> Option<Ready> {
+        Ready::parse(&std::fs::read_to_string(path).ok()?)
+    }
+
+    /// The address of the first listener of `kind` (`plain`, `tls`, `admin`).
+    pub fn addr(&self, kind: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, a)| *a)
+    }
+}
+
+/// The directories a server runs with.
+struct Files {
+    /// The server's directory, when the harness made it.
+    owned: Option<TempDir>,
+    dir: PathBuf,
+    /// The harness's own: the log file, and the ready file unless the
+    /// builder named a path.
+    ready_dir: TempDir,
+    ready_path: PathBuf,
 }
 
 #[derive(Debug)]
@@ -196,40 +275,47 @@ pub struct Server {
     child: Child,
     pid: u32,
     pub addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+    ready: Ready,
+    ready_path: PathBuf,
+    /// stdout and stderr, in the order written.
+    log_path: PathBuf,
+    /// Set on drop: stops the `PUBSUBD_TEST_ECHO` thread.
+    stopped: Arc<AtomicBool>,
     dir: PathBuf,
     _owned: Option<TempDir>,
+    _ready_dir: TempDir,
 }
 
-/// Spawns a thread appending each line of `r` to `log` and forwarding it on `tx`.
-fn drain<R: Read + Send + 'static>(r: R, log: Arc<Mutex<String>>, tx: mpsc::Sender<String>) {
+/// What the log file holds so far.
+fn read_log(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// `PUBSUBD_TEST_ECHO`: copies the log file to stderr as it grows (polled,
+/// until `stopped`), each line prefixed `[pubsubd] `.
+fn echo(path: PathBuf, stopped: Arc<AtomicBool>) {
     thread::spawn(move || {
-        let mut r = io::BufReader::new(r);
-        let mut line = Vec::new();
+        let mut shown = 0;
         loop {
-            line.clear();
-            match io::BufRead::read_until(&mut r, b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let s = String::from_utf8_lossy(&line).into_owned();
-                    if std::env::var_os("PUBSUBD_TEST_ECHO").is_some() {
-                        eprint!("[pubsubd] {s}");
-                    }
-                    log.lock().unwrap_or_else(|e| e.into_inner()).push_str(&s);
-                    let _ = tx.send(s);
+            let done = stopped.load(Ordering::Relaxed);
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if let Some(end) = bytes[shown.min(bytes.len())..]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|i| shown + i + 1)
+            {
+                for line in String::from_utf8_lossy(&bytes[shown..end]).lines() {
+                    eprintln!("[pubsubd] {line}");
                 }
+                shown = end;
             }
+            if done {
+                break;
+            }
+            // poll interval
+            thread::sleep(Duration::from_millis(50));
         }
     });
-}
-
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let i = line.find("listening on ")?;
-    let rest = &line[i + "listening on ".len()..];
-    let tok = rest.split_whitespace().next()?;
-    let tok = tok.trim_end_matches([',', '.', ';', ')', '"', '\'']);
-    let tok = tok.trim_start_matches(['"', '\'', '(']);
-    tok.parse().ok()
 }
 
 impl Server {
@@ -245,6 +331,7 @@ impl Server {
             dir: None,
             open_files: None,
             env: Vec::new(),
+            ready_file: None,
         }
     }
 
@@ -258,73 +345,81 @@ impl Server {
     }
 
     fn launch(
-        owned: Option<TempDir>,
-        dir: PathBuf,
+        files: Files,
         program: &str,
         args: &[String],
         env: &[(String, String)],
         config: String,
     ) -> Result<Server, StartError> {
         let mut cmd = Command::new(program);
-        cmd.args(args).current_dir(&dir).env_remove("RUST_LOG");
+        cmd.args(args)
+            .current_dir(&files.dir)
+            .env_remove("RUST_LOG");
         for var in PROXY_VARS {
             cmd.env_remove(var);
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let log_path = files.ready_dir.path().join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("create the server's log file");
         let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .spawn()
             .expect("spawn pubsubd");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        drain(
-            child.stderr.take().expect("stderr"),
-            log.clone(),
-            tx.clone(),
-        );
-        drain(child.stdout.take().expect("stdout"), log.clone(), tx);
+        let stopped = Arc::new(AtomicBool::new(false));
+        if std::env::var_os("PUBSUBD_TEST_ECHO").is_some() {
+            echo(log_path.clone(), stopped.clone());
+        }
+        // The ready file, once it names this process (prlimit execs the
+        // server, so its PID is the child's); or the child's exit.
+        let pid = child.id();
         let deadline = Instant::now() + T;
-        let found = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(a) = parse_listening(&line) {
-                        break Some(a);
-                    }
-                }
-                Err(_) => break None,
+        let mut status = None;
+        let ready = loop {
+            if let Some(ready) = Ready::read(&files.ready_path).filter(|r| r.pid == pid) {
+                break Some(ready);
             }
+            if let Ok(Some(st)) = child.try_wait() {
+                status = Some(st);
+                break None;
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            // poll interval
+            thread::sleep(Duration::from_millis(5));
         };
-        let snapshot =
-            |log: &Arc<Mutex<String>>| log.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match found {
-            Some(addr) => Ok(Server {
-                pid: child.id(),
+        let plain = ready.as_ref().and_then(|r| r.addr("plain"));
+        match (ready, plain) {
+            (Some(ready), Some(addr)) => Ok(Server {
+                pid,
                 child,
                 addr,
-                log,
-                dir,
-                _owned: owned,
+                ready,
+                ready_path: files.ready_path,
+                log_path,
+                stopped,
+                dir: files.dir,
+                _owned: files.owned,
+                _ready_dir: files.ready_dir,
             }),
-            None => {
-                let status = wait_child(&mut child, Duration::from_secs(2));
+            _ => {
+                if status.is_none() {
+                    status = wait_child(&mut child, Duration::from_secs(2));
+                }
                 if status.is_none() {
                     let _ = child.kill();
                     let _ = child.wait();
                 }
-                // The process is gone, so both pipes close: the drain threads
-                // end once they have logged what was left, and the channel
-                // disconnects.
-                let flushed = Instant::now() + Duration::from_secs(2);
-                while rx
-                    .recv_timeout(flushed.saturating_duration_since(Instant::now()))
-                    .is_ok()
-                {}
+                stopped.store(true, Ordering::Relaxed);
                 Err(StartError {
                     status,
-                    log: snapshot(&log),
+                    log: read_log(&log_path),
                     config,
                 })
             }
@@ -343,6 +438,21 @@ impl Server {
         &self.dir
     }
 
+    /// What the server's ready file said at start-up.
+    pub fn ready(&self) -> &Ready {
+        &self.ready
+    }
+
+    /// Where the server wrote its ready file.
+    pub fn ready_path(&self) -> &Path {
+        &self.ready_path
+    }
+
+    /// The TLS listener's address, if `server.tls` is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.ready.addr("tls")
+    }
+
     /// `http://ADDR` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
@@ -350,7 +460,7 @@ impl Server {
 
     /// Everything the server printed so far (stdout and stderr).
     pub fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        read_log(&self.log_path)
     }
 
     /// Waits until the log contains `needle`.
@@ -416,21 +526,12 @@ impl Server {
         self.request(format!("HEAD {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
     }
 
-    /// The admin listener's address, from its log line
-    /// `pubsubd admin listener on http://ADDR/ (...)`.
+    /// The admin listener's address (from the ready file); panics if
+    /// there is none.
     pub fn admin_addr(&self) -> SocketAddr {
-        const LINE: &str = "pubsubd admin listener on http://";
-        assert!(self.wait_log(LINE, T), "no admin line:\n{}", self.log());
-        let log = self.log();
-        let line = log.lines().find(|l| l.contains(LINE)).expect("admin line");
-        let rest = &line[line.find(LINE).expect("admin line") + LINE.len()..];
-        let addr = rest.split('/').next().unwrap_or("");
-        assert!(
-            rest[addr.len()..].starts_with("/ ("),
-            "admin line {line:?} should be `http://ADDR/ (...)`"
-        );
-        addr.parse()
-            .unwrap_or_else(|e| panic!("admin address in {line:?}: {e}"))
+        self.ready
+            .addr("admin")
+            .unwrap_or_else(|| panic!("no admin listener: {:?}\n{}", self.ready, self.log()))
     }
 
     /// `GET path` on the admin listener, read fully.
@@ -486,5 +587,7 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // The echo thread shows the last lines, then ends.
+        self.stopped.store(true, Ordering::Relaxed);
     }
 }

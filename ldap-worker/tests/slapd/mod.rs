@@ -1,12 +1,16 @@
 //! Test harness: a real OpenLDAP `slapd` on a free loopback port, with its own
 //! configuration and data in a temporary directory, killed on drop.
 //!
-//! Standard library only, so the server's black-box tests can reuse it with
-//! `#[path = "../ldap-worker/tests/slapd/mod.rs"] mod slapd;`.
+//! The standard library, plus the workspace's own test helpers for a free
+//! port and certificates, which the including crate's root provides as
+//! `free_port` and `Ca` (tests/common/port.rs and pki.rs: the server's
+//! black-box tests have them from `use common::*` and include this file
+//! with `#[path = "../ldap-worker/tests/slapd/mod.rs"] mod slapd;`;
+//! ldap-worker's own tests include those two files by path).
 //!
-//! Needs the Debian packages `slapd` (slapd, slapadd, the schema files and
-//! `back_mdb`) and, for the `ldaps://` listener, `openssl` (to make a throw-away
-//! CA and server certificate). Without `openssl`, `ldaps_uri` is `None`.
+//! Needs the Debian package `slapd` (slapd, slapadd, the schema files and
+//! `back_mdb`). The `ldaps://` listener has a throw-away CA and server
+//! certificate made at start.
 //!
 //! The directory (suffix `dc=example,dc=org`):
 //! - `uid=alice,ou=people,...`, password `alicepw` (cleartext userPassword),
@@ -20,7 +24,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,7 +112,7 @@ member: uid=bob,ou=people,dc=example,dc=org
 pub struct Slapd {
     /// `ldap://127.0.0.1:PORT`
     pub uri: String,
-    /// `ldaps://127.0.0.1:PORT`, when `openssl` was available to make a certificate.
+    /// `ldaps://127.0.0.1:PORT`, when its certificate could be written.
     pub ldaps_uri: Option<String>,
     /// The CA that signed the `ldaps://` certificate (PEM).
     pub ca_file: Option<PathBuf>,
@@ -143,8 +147,8 @@ impl Slapd {
         // A port taken between our probe and slapd's bind makes slapd exit: retry.
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port();
-            let tls_port = tls.as_ref().map(|_| free_port());
+            let port = super::free_port();
+            let tls_port = tls.as_ref().map(|_| super::free_port());
             let mut urls = format!("ldap://127.0.0.1:{port}/");
             if let Some(p) = tls_port {
                 urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
@@ -291,76 +295,15 @@ fn slapd_conf(dir: &Path, tls: bool) -> String {
     conf
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with the `openssl` CLI.
-/// `None` (no ldaps listener) when openssl is missing or fails.
+/// A CA (`ca.pem`, returned) and a server certificate for 127.0.0.1
+/// (`server.pem`, `server.key`) in `dir`; `None` if they cannot be written.
 fn make_tls(dir: &Path) -> Option<PathBuf> {
-    let run = |args: &[&str]| -> bool {
-        Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .ok()?;
-    let ok = run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=pubsubd test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]) && run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]) && run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-    ok.then(|| dir.join("ca.pem"))
+    let ca = super::Ca::new("slapd");
+    let (cert, key) = ca.leaf();
+    fs::write(dir.join("ca.pem"), &ca.pem).ok()?;
+    fs::write(dir.join("server.pem"), cert).ok()?;
+    fs::write(dir.join("server.key"), key).ok()?;
+    Some(dir.join("ca.pem"))
 }
 
 fn tool(name: &str) -> PathBuf {
@@ -383,12 +326,4 @@ fn unique_dir() -> PathBuf {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     ))
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
 }
