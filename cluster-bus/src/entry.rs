@@ -2,15 +2,17 @@
 //!
 //! `c` is the event's cursor (what readers de-duplicate on), `e` the event
 //! as its storage line (what every node rebuilds the same bytes from), `n`
-//! the node that accepted it.
-
-use redis::Value;
+//! the node that accepted it, `k` the publisher's `Idempotency-Key` (only
+//! when it sent one: readers deliver the first entry with a key and drop
+//! later ones).
 
 use crate::id::StreamId;
+use crate::resp::Reply;
 
 pub const FIELD_CURSOR: &str = "c";
 pub const FIELD_EVENT: &str = "e";
 pub const FIELD_NODE: &str = "n";
+pub const FIELD_KEY: &str = "k";
 
 /// An entry read from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub struct Entry {
     pub cursor: String,
     pub event: String,
     pub node: String,
+    /// The publisher's `Idempotency-Key`.
+    pub key: Option<String>,
 }
 
 /// Why a stream reply could not be read.
@@ -31,100 +35,81 @@ impl std::fmt::Display for ShapeError {
     }
 }
 
-/// The text of a bulk or simple string.
-pub fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
+/// Takes the bytes of a bulk string as text (no copy).
+fn take_text(v: &mut Reply) -> Option<String> {
+    match std::mem::replace(v, Reply::Nil) {
+        Reply::Bulk(b) => String::from_utf8(b).ok(),
+        Reply::Simple(s) => Some(s),
         _ => None,
     }
 }
 
 /// `[id, [field, value, ...]]` → an entry; `None` for an entry that lacks
-/// our fields (someone else's data under the key), which is skipped.
-pub fn parse_entry(v: &Value) -> Result<Option<Entry>, ShapeError> {
-    let Value::Array(parts) = v else {
+/// our fields (someone else's data under the key), which is skipped. The
+/// reply's strings are moved out, not copied.
+pub fn parse_entry(v: Reply) -> Result<(StreamId, Option<Entry>), ShapeError> {
+    let Reply::Array(mut parts) = v else {
         return Err(ShapeError("an entry is not an array"));
     };
-    let (Some(id), Some(fields)) = (parts.first(), parts.get(1)) else {
+    if parts.len() < 2 {
         return Err(ShapeError("an entry lacks its id or fields"));
-    };
-    let id = text(id)
-        .and_then(|t| StreamId::parse(&t))
+    }
+    let id = parts[0]
+        .text()
+        .and_then(StreamId::parse)
         .ok_or(ShapeError("an entry id is not ms-seq"))?;
-    let pairs: Vec<(String, String)> = match fields {
-        Value::Array(items) => items
-            .chunks(2)
-            .filter_map(|kv| Some((text(kv.first()?)?, text(kv.get(1)?)?)))
-            .collect(),
-        Value::Map(items) => items
-            .iter()
-            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
-            .collect(),
-        Value::Nil => Vec::new(),
+    let mut fields = match std::mem::replace(&mut parts[1], Reply::Nil) {
+        Reply::Array(items) => items,
+        Reply::Nil => Vec::new(),
         _ => return Err(ShapeError("entry fields are not a list")),
     };
-    let field = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+    let (mut cursor, mut event, mut node, mut key) = (None, None, None, None);
+    for kv in fields.chunks_mut(2) {
+        let [k, v] = kv else { continue };
+        let slot = match k.text() {
+            Some(FIELD_CURSOR) => &mut cursor,
+            Some(FIELD_EVENT) => &mut event,
+            Some(FIELD_NODE) => &mut node,
+            Some(FIELD_KEY) => &mut key,
+            _ => continue,
+        };
+        *slot = take_text(v);
+    }
+    let (Some(cursor), Some(event)) = (cursor, event) else {
+        return Ok((id, None));
     };
-    let (Some(cursor), Some(event)) = (field(FIELD_CURSOR), field(FIELD_EVENT)) else {
-        return Ok(None);
-    };
-    Ok(Some(Entry {
+    Ok((
         id,
-        cursor,
-        event,
-        node: field(FIELD_NODE).unwrap_or_default(),
-    }))
+        Some(Entry {
+            id,
+            cursor,
+            event,
+            node: node.unwrap_or_default(),
+            key,
+        }),
+    ))
 }
 
 /// A list of entries (`XRANGE`, `XREVRANGE`, one stream of `XREAD`).
-pub fn parse_entries(v: &Value) -> Result<Vec<(StreamId, Option<Entry>)>, ShapeError> {
-    let Value::Array(items) = v else {
-        return match v {
-            Value::Nil => Ok(Vec::new()),
-            _ => Err(ShapeError("entries are not a list")),
-        };
-    };
-    items
-        .iter()
-        .map(|item| {
-            let entry = parse_entry(item)?;
-            let id = match &entry {
-                Some(e) => e.id,
-                None => entry_id(item).ok_or(ShapeError("an entry id is not ms-seq"))?,
-            };
-            Ok((id, entry))
-        })
-        .collect()
-}
-
-fn entry_id(item: &Value) -> Option<StreamId> {
-    let Value::Array(parts) = item else {
-        return None;
-    };
-    StreamId::parse(&text(parts.first()?)?)
+pub fn parse_entries(v: Reply) -> Result<Vec<(StreamId, Option<Entry>)>, ShapeError> {
+    match v {
+        Reply::Nil => Ok(Vec::new()),
+        Reply::Array(items) => items.into_iter().map(parse_entry).collect(),
+        _ => Err(ShapeError("entries are not a list")),
+    }
 }
 
 /// The entries of the one stream in an `XREAD` reply (nil: none).
-pub fn parse_xread(v: &Value) -> Result<Vec<(StreamId, Option<Entry>)>, ShapeError> {
+pub fn parse_xread(v: Reply) -> Result<Vec<(StreamId, Option<Entry>)>, ShapeError> {
     match v {
-        Value::Nil => Ok(Vec::new()),
-        Value::Array(streams) => match streams.first() {
+        Reply::Nil => Ok(Vec::new()),
+        Reply::Array(streams) => match streams.into_iter().next() {
             None => Ok(Vec::new()),
-            Some(Value::Array(pair)) => match pair.get(1) {
+            Some(Reply::Array(pair)) => match pair.into_iter().nth(1) {
                 Some(entries) => parse_entries(entries),
                 None => Err(ShapeError("XREAD stream without entries")),
             },
             Some(_) => Err(ShapeError("XREAD stream is not a pair")),
-        },
-        Value::Map(streams) => match streams.first() {
-            None => Ok(Vec::new()),
-            Some((_, entries)) => parse_entries(entries),
         },
         _ => Err(ShapeError("XREAD reply is not a list")),
     }
@@ -134,14 +119,14 @@ pub fn parse_xread(v: &Value) -> Result<Vec<(StreamId, Option<Entry>)>, ShapeErr
 mod tests {
     use super::*;
 
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
+    fn bulk(s: &str) -> Reply {
+        Reply::Bulk(s.as_bytes().to_vec())
     }
 
-    fn raw_entry(id: &str, fields: &[(&str, &str)]) -> Value {
-        Value::Array(vec![
+    fn raw_entry(id: &str, fields: &[(&str, &str)]) -> Reply {
+        Reply::Array(vec![
             bulk(id),
-            Value::Array(
+            Reply::Array(
                 fields
                     .iter()
                     .flat_map(|(k, v)| [bulk(k), bulk(v)])
@@ -152,28 +137,36 @@ mod tests {
 
     #[test]
     fn entries_and_foreign_entries() {
-        let list = Value::Array(vec![
-            raw_entry("5-1", &[("c", "cur"), ("e", "{}"), ("n", "node-a")]),
+        let list = Reply::Array(vec![
+            raw_entry(
+                "5-1",
+                &[("c", "cur"), ("e", "{}"), ("n", "node-a"), ("k", "key-1")],
+            ),
             raw_entry("6-0", &[("other", "x")]),
+            raw_entry("7-0", &[("e", "{}"), ("c", "cur2")]),
         ]);
-        let got = parse_entries(&list).unwrap();
-        assert_eq!(got.len(), 2);
+        let got = parse_entries(list).unwrap();
+        assert_eq!(got.len(), 3);
         let e = got[0].1.as_ref().unwrap();
         assert_eq!(e.id, StreamId { ms: 5, seq: 1 });
         assert_eq!((e.cursor.as_str(), e.event.as_str()), ("cur", "{}"));
         assert_eq!(e.node, "node-a");
+        assert_eq!(e.key.as_deref(), Some("key-1"));
         assert_eq!(got[1], (StreamId { ms: 6, seq: 0 }, None));
+        let e = got[2].1.as_ref().unwrap();
+        assert_eq!((e.cursor.as_str(), e.key.as_deref()), ("cur2", None));
     }
 
     #[test]
     fn xread_replies() {
-        assert!(parse_xread(&Value::Nil).unwrap().is_empty());
-        let reply = Value::Array(vec![Value::Array(vec![
+        assert!(parse_xread(Reply::Nil).unwrap().is_empty());
+        let reply = Reply::Array(vec![Reply::Array(vec![
             bulk("key"),
-            Value::Array(vec![raw_entry("1-0", &[("c", "a"), ("e", "{}")])]),
+            Reply::Array(vec![raw_entry("1-0", &[("c", "a"), ("e", "{}")])]),
         ])]);
-        let got = parse_xread(&reply).unwrap();
+        let got = parse_xread(reply).unwrap();
         assert_eq!(got[0].1.as_ref().unwrap().cursor, "a");
-        assert!(parse_xread(&Value::Int(3)).is_err());
+        assert!(parse_xread(Reply::Int(3)).is_err());
+        assert!(parse_entries(Reply::Array(vec![raw_entry("x", &[])])).is_err());
     }
 }

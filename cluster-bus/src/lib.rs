@@ -1,41 +1,53 @@
 //! The cluster bus: several pubsubd nodes share every event, in one order,
 //! through one Redis stream.
 //!
-//! Two helper threads per node do all the Redis I/O with the `redis`
-//! crate's blocking client (no async runtime), so the event loop never
-//! waits on the network:
+//! Two helper threads per node do all the Redis I/O on connections of
+//! their own ([`wire`]: blocking sockets, RESP through [`resp`]; the
+//! `redis` crate only parses URLs and asks Sentinels), so the event loop
+//! never waits on the network:
 //! - the [`writer`] takes [`Append`]s from a bounded channel and appends
 //!   them in pipelined batches (`XADD key MAXLEN ~ n * ...`), answering each
 //!   with [`Message::Appended`] once Redis acknowledged it (or it failed);
 //! - the [`reader`] loads the newest entries on start, then follows the
 //!   stream with `XREAD BLOCK` from the last entry it delivered, and sends
 //!   [`Message::Entries`] in stream order — this node's own appends
-//!   included, since every node delivers from the stream.
+//!   included, since every node delivers from the stream. With each read
+//!   it records how far this node has read in a hash beside the stream
+//!   ([`progress`]) and reports the slowest live node's lag
+//!   ([`Message::Progress`]), so the server can refuse publishes that the
+//!   trim would take from a node that has not read them.
 //!
 //! Both send on one channel and then call `notify` (the server's waker).
 //!
 //! Invariants:
-//! - an entry is delivered at most once per cursor: an append whose outcome
-//!   is unknown (timeout, dropped connection) is retried with the same
-//!   cursor, and the reader drops a cursor it has already delivered
+//! - an entry is delivered at most once per cursor and per idempotency
+//!   key: an append whose outcome is unknown (timeout, dropped connection)
+//!   may be re-sent with the same cursor before its deadline, and the
+//!   reader drops a cursor, or a key, it has already delivered
 //!   ([`id::SeenCursors`]);
-//! - an append never sent before its deadline is never sent: the publisher
-//!   has been told it failed;
+//! - nothing is sent, or re-sent, at or after an append's deadline, and
+//!   each append gets exactly one answer by then: [`AppendError::NotSent`]
+//!   (never written to Redis), [`AppendError::Refused`] (Redis said no) or
+//!   [`AppendError::Unknown`] (written, no answer in time);
 //! - after a reconnect the reader resumes after the last ID it delivered;
 //!   a stream that lost that ID is reported as [`Gap::Reset`] (Redis came
 //!   back empty: read again from the start) or [`Gap::Trimmed`] (entries
 //!   after it were trimmed away), then served as it is.
 //!
-//! Layout: [`link`] opens connections (URL or Sentinel, TLS, timeouts),
-//! [`id`] compares stream IDs and remembers cursors, [`entry`] is the
-//! entry's fields. This crate knows nothing of events or YAML: the server
+//! Layout: [`link`] finds the master (URL or Sentinel) and opens
+//! connections, [`wire`] is one connection, [`resp`] the protocol, [`id`]
+//! compares stream IDs and remembers cursors, [`entry`] is the entry's
+//! fields, [`info`] reads `XINFO STREAM`, [`progress`] the nodes' hash. This crate knows nothing of events or YAML: the server
 //! hands over [`Settings`] and event lines.
 
 pub mod entry;
 pub mod id;
 pub mod info;
 pub mod link;
+pub mod progress;
 pub mod reader;
+pub mod resp;
+pub mod wire;
 pub mod writer;
 
 use std::fmt;
@@ -114,6 +126,9 @@ pub struct Settings {
     pub load: usize,
     /// This node's name in the entries it appends.
     pub node: String,
+    /// A node that has not recorded its progress for this long no longer
+    /// holds the others back.
+    pub node_timeout: Duration,
 }
 
 /// One event to append.
@@ -124,25 +139,40 @@ pub struct Append {
     pub cursor: String,
     /// The event as its storage line (what every node rebuilds it from).
     pub event: String,
+    /// The publisher's `Idempotency-Key`, stored beside the event.
+    pub key: Option<String>,
     /// Not sent at all after this (the publisher has been answered).
     pub deadline: Instant,
 }
 
-/// Why an append did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why an append was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendError {
-    /// Not sent to Redis: unreachable, or the deadline passed first.
+    /// Never written to Redis (unreachable, or the connection was found
+    /// closed before the batch): not stored.
     NotSent,
-    /// Sent, outcome unknown, retried until given up: it may be in the
-    /// stream (once: readers drop repeated cursors).
-    GaveUp,
+    /// Redis answered with an error (read-only replica, out of memory):
+    /// not stored.
+    Refused(String),
+    /// Written, and no answer came by the deadline: it may be in the
+    /// stream (at most once: readers drop repeated cursors). Never sent
+    /// again.
+    Unknown,
+}
+
+impl AppendError {
+    /// True when the event is certainly not in the stream.
+    pub fn not_stored(&self) -> bool {
+        !matches!(self, AppendError::Unknown)
+    }
 }
 
 impl fmt::Display for AppendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AppendError::NotSent => f.write_str("not appended (Redis unavailable)"),
-            AppendError::GaveUp => f.write_str("outcome unknown; retries given up"),
+            AppendError::Refused(e) => write!(f, "Redis refused the append: {e}"),
+            AppendError::Unknown => f.write_str("sent, no answer in time: outcome unknown"),
         }
     }
 }
@@ -179,6 +209,8 @@ pub enum Message {
         initial: bool,
         /// Entries dropped from this batch as repeated cursors.
         duplicates: u64,
+        /// Entries dropped as repeated idempotency keys.
+        key_duplicates: u64,
         /// The batch was full: the reader is behind.
         behind: bool,
     },
@@ -189,6 +221,8 @@ pub enum Message {
         error: Option<String>,
     },
     Gap(Gap),
+    /// How far the nodes have read, as of the reader's last look.
+    Progress(progress::Progress),
 }
 
 /// Why the bus could not start.
@@ -220,22 +254,36 @@ impl std::error::Error for BusError {
 
 /// The server's end of the bus.
 pub struct Bus {
-    appends: Sender<Append>,
+    /// `None` once dropped (the writer then leaves the nodes' hash).
+    appends: Option<Sender<Append>>,
     messages: Receiver<Message>,
     stopped: Arc<AtomicBool>,
+    /// Closed by the writer once it has left.
+    writer_done: Receiver<()>,
 }
 
+/// How long a stopping server waits for the writer to take this node out
+/// of the nodes' hash.
+const LEAVE_WAIT: Duration = Duration::from_millis(500);
+
 impl Drop for Bus {
-    /// Tells the reader to stop (the writer stops when its channel closes).
+    /// Tells the reader to stop, and the writer (its channel closes) to
+    /// remove this node's progress entry; waits a little for that, so the
+    /// other nodes stop counting this one at once.
     fn drop(&mut self) {
         self.stopped.store(true, Ordering::Relaxed);
+        self.appends = None;
+        let _ = self.writer_done.recv_timeout(LEAVE_WAIT);
     }
 }
 
 impl Bus {
     /// Queues an append; a full queue hands it back (answer 503 at once).
     pub fn append(&self, append: Append) -> Result<(), Append> {
-        self.appends.try_send(append).map_err(|e| match e {
+        let Some(appends) = &self.appends else {
+            return Err(append);
+        };
+        appends.try_send(append).map_err(|e| match e {
             TrySendError::Full(a) | TrySendError::Disconnected(a) => a,
         })
     }
@@ -260,9 +308,13 @@ pub fn start(settings: Settings, notify: Arc<dyn Fn() + Send + Sync>) -> Result<
         stopped: stopped.clone(),
     };
     let writer = writer::Writer::new(&settings, opener.clone(), append_rx, out.clone());
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     std::thread::Builder::new()
         .name("cluster-writer".into())
-        .spawn(move || writer.run())
+        .spawn(move || {
+            writer.run();
+            drop(done_tx);
+        })
         .map_err(BusError::Thread)?;
     let reader = reader::Reader::new(&settings, opener, out);
     std::thread::Builder::new()
@@ -270,9 +322,10 @@ pub fn start(settings: Settings, notify: Arc<dyn Fn() + Send + Sync>) -> Result<
         .spawn(move || reader.run())
         .map_err(BusError::Thread)?;
     Ok(Bus {
-        appends: append_tx,
+        appends: Some(append_tx),
         messages: message_rx,
         stopped,
+        writer_done: done_rx,
     })
 }
 

@@ -8,16 +8,27 @@
 //! and path assigned here, so every node rebuilds the same bytes from its
 //! storage line) and queues it for the writer; the publisher's connection
 //! is parked in `State::Appending(token)` with a deadline of
-//! `cluster.timeout`. The writer's answer (or the deadline) unparks it: 202
-//! once Redis acknowledged the append, 503 with `Retry-After` otherwise.
+//! `cluster.timeout`. The writer's answer unparks it, and says what is
+//! true: 202 once Redis acknowledged the append; 503 with `Retry-After`
+//! when it is certainly not stored (never written, or refused by Redis);
+//! 504 when it was written and no answer came in time (it may be stored,
+//! and shows at most once; it is never sent again). A retry with the same
+//! `Idempotency-Key` is safe after any of them.
 //! The reader's entries then go through `accept_event` (backlog, then
 //! broadcast) like a single node's publishes.
 //!
+//! Back-pressure: the reader reports how far every node has read
+//! (`cluster_bus::progress`). While the slowest live node, plus this node's
+//! appends in flight and a margin, is within reach of `max_len` (where the
+//! trim would take entries it has not read), publishes get 503 and are not
+//! appended: a 202 stays a promise that every live node delivers it.
+//!
 //! Invariants:
 //! - a parked connection is answered exactly once: by the writer's reply
-//!   while its state still holds that token, or by its deadline (the token
-//!   is then forgotten for that connection, and a late acknowledgement only
-//!   counts);
+//!   while its state still holds that token, or, should the writer not
+//!   answer within [`WRITER_GRACE`] after its own deadline, by a 504 (the
+//!   writer never sends an append after its deadline, so it cannot show
+//!   up after a 503);
 //! - events enter the backlog in stream order, each with the next local
 //!   sequence number; entries loaded on start go to the backlog only
 //!   (history, not news for live subscribers).
@@ -27,6 +38,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cluster_bus::progress::Progress;
 use cluster_bus::{
     Append, AppendError, Bus, Entry, Gap, Message, SentinelTarget, Settings, Side, Target,
 };
@@ -44,12 +56,18 @@ use crate::stats::{ClusterStatus, Source};
 
 pub const TEXT_UNAVAILABLE: &str =
     "The event could not be stored in the cluster's stream; please try again.\n";
+pub const TEXT_UNKNOWN: &str = "Redis did not confirm the event in time: it may or may not have been stored (if it was, it is delivered once). Retry with the same Idempotency-Key to publish it exactly once.\n";
+pub const TEXT_BEHIND: &str =
+    "A node of the cluster is too far behind the stream; the event was not stored, please try again.\n";
 pub const TEXT_LOADING: &str =
     "The backlog is still loading from the cluster's stream; please try again.\n";
 /// What an `EventSource` replaying too early gets: reconnect in 1 s.
 const SSE_RETRY_SOON: &str = ": the backlog is still loading\nretry: 1000\n\n";
 /// Seconds a refused publisher (or early replay) is asked to wait.
 const RETRY_AFTER: &str = "1";
+/// How long past `timeout` a parked publisher waits for the writer's own
+/// answer before it gets 504 regardless.
+pub const WRITER_GRACE: Duration = Duration::from_secs(1);
 
 /// The bus and the publishes waiting for it.
 pub struct Cluster {
@@ -57,7 +75,14 @@ pub struct Cluster {
     timeout: Duration,
     waiting: HashMap<u64, Waiting>,
     next_token: u64,
-    status: ClusterStatus,
+    pub(super) status: ClusterStatus,
+    max_len: u64,
+    /// Entries kept clear of the trim horizon for other nodes' appends not
+    /// yet seen.
+    margin: u64,
+    /// Appends acknowledged since the last progress report (not yet in
+    /// its view of the head).
+    acked_since_progress: u64,
 }
 
 /// An append whose outcome is awaited.
@@ -85,14 +110,16 @@ impl Cluster {
             }),
         };
         let backlog = &config.server.backlog;
+        let max_len = cluster.max_len(backlog.size);
         let settings = Settings {
             target,
             stream: cluster.stream.clone(),
-            max_len: cluster.max_len(backlog.size),
+            max_len,
             timeout: cluster.timeout,
             ca_file: cluster.ca_file.clone(),
             load: backlog.size,
             node: node.clone(),
+            node_timeout: cluster.node_timeout,
         };
         info!(
             "cluster: node {node} on stream {:?} ({:?}, max_len {})",
@@ -111,7 +138,41 @@ impl Cluster {
                 node,
                 ..ClusterStatus::default()
             },
+            max_len,
+            margin: (max_len / 10).max(1),
+            acked_since_progress: 0,
         }))
+    }
+
+    /// True while one more append could be trimmed away before the
+    /// slowest live node reads it.
+    fn held_back(&self) -> bool {
+        let in_flight = self.waiting.len() as u64 + self.acked_since_progress;
+        self.status.slowest_lag + in_flight + self.margin >= self.max_len
+    }
+
+    fn progress(&mut self, progress: Progress) {
+        self.acked_since_progress = 0;
+        self.status.slowest_lag = progress.slowest_live();
+        let was_held = self
+            .status
+            .nodes
+            .iter()
+            .any(|(_, lag, live)| *live && lag + self.margin >= self.max_len);
+        self.status.nodes = progress
+            .nodes
+            .into_iter()
+            .map(|n| (n.node, n.lag, n.live))
+            .collect();
+        let held = self.status.slowest_lag + self.margin >= self.max_len;
+        if held && !was_held {
+            warn!(
+                "cluster: a live node is {} entries behind (max_len {}): publishes get 503 until it catches up or times out",
+                self.status.slowest_lag, self.max_len
+            );
+        } else if was_held && !held {
+            info!("cluster: no live node is near the trim horizon any more; publishing again");
+        }
     }
 }
 
@@ -134,11 +195,25 @@ impl Hub {
         path_topics: Vec<String>,
         payload: Payload<'_>,
         reply: Option<(usize, After)>,
+        key: Option<String>,
     ) {
         let Some(cluster) = &mut self.cluster else {
             debug_assert!(false, "append_to_cluster on a single node");
             return;
         };
+        if cluster.held_back() {
+            cluster.status.refused += 1;
+            cluster.status.held_back += 1;
+            if source == Source::Sqs {
+                warn!("cluster: an SQS event was not appended: a node is too far behind");
+            }
+            if let Some((key, after)) = reply {
+                let body = ("text/plain; charset=utf-8", TEXT_BEHIND.as_bytes());
+                self.respond_typed(key, 503, Some(body), &[("Retry-After", RETRY_AFTER)], after);
+                self.push_pending(key);
+            }
+            return;
+        }
         let (topics, private) = event::split_private(path_topics);
         // Its sequence number is assigned when it comes back from the stream.
         let event = Event::publish(0, path, topics, private, payload, self.clock.epoch());
@@ -150,18 +225,19 @@ impl Hub {
             token,
             cursor: event.cursor.clone(),
             event: line.trim_end().to_string(),
+            key,
             deadline: Instant::now() + cluster.timeout,
         };
         if cluster.bus.append(append).is_err() {
             warn!("cluster: the append queue is full; refusing a publish");
-            cluster.status.append_failures += 1;
+            cluster.status.refused += 1;
             if let Some((key, after)) = reply {
                 self.respond_unavailable(key, after);
             }
             return;
         }
         cluster.waiting.insert(token, Waiting { reply, source });
-        let deadline = now + cluster.timeout;
+        let deadline = now + cluster.timeout + WRITER_GRACE;
         if let Some((key, _)) = reply {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.state = State::Appending(token);
@@ -174,7 +250,8 @@ impl Hub {
         }
     }
 
-    /// A parked publisher's deadline passed before Redis answered.
+    /// The writer gave no answer by the publisher's deadline (and its
+    /// grace): whether the append was written is not known here, so 504.
     pub(super) fn append_timed_out(&mut self, key: usize, token: u64) {
         let Some(cluster) = &mut self.cluster else {
             return;
@@ -187,8 +264,14 @@ impl Hub {
         else {
             return;
         };
-        warn!("cluster: no acknowledgement from Redis in time; answering 503");
-        self.respond_unavailable(key, after);
+        warn!("cluster: no answer from the writer in time; answering 504");
+        self.respond_unknown(key, after);
+    }
+
+    fn respond_unknown(&mut self, key: usize, after: After) {
+        let body = ("text/plain; charset=utf-8", TEXT_UNKNOWN.as_bytes());
+        self.respond_typed(key, 504, Some(body), &[], after);
+        self.push_pending(key);
     }
 
     /// Not yet holding the stream's newest entries (just started, or
@@ -235,10 +318,11 @@ impl Hub {
                     entries,
                     initial,
                     duplicates,
+                    key_duplicates,
                     behind,
                 } => {
                     if let Some(c) = &mut self.cluster {
-                        c.status.duplicates += duplicates;
+                        c.status.duplicates += duplicates + key_duplicates;
                         c.status.behind = behind;
                     }
                     for entry in entries {
@@ -257,6 +341,11 @@ impl Hub {
                         if error.is_some() {
                             c.status.last_error = error;
                         }
+                    }
+                }
+                Message::Progress(progress) => {
+                    if let Some(c) = &mut self.cluster {
+                        c.progress(progress);
                     }
                 }
                 Message::Gap(gap) => {
@@ -280,10 +369,14 @@ impl Hub {
             return;
         };
         match &result {
-            Ok(_) => cluster.status.appended += 1,
-            Err(_) => cluster.status.append_failures += 1,
+            Ok(_) => {
+                cluster.status.acknowledged += 1;
+                cluster.acked_since_progress += 1;
+            }
+            Err(e) if e.not_stored() => cluster.status.refused += 1,
+            Err(_) => cluster.status.unknown += 1,
         }
-        if let Err(e) = result {
+        if let Err(e) = &result {
             if waiting.reply.is_none() && waiting.source == Source::Sqs {
                 warn!("cluster: an SQS event was not appended: {e}");
             }
@@ -300,11 +393,13 @@ impl Hub {
         if !parked {
             return;
         }
-        if result.is_ok() {
-            self.respond(key, 202, Some(TEXT_RECEIVED), after);
-            self.push_pending(key);
-        } else {
-            self.respond_unavailable(key, after);
+        match result {
+            Ok(_) => {
+                self.respond(key, 202, Some(TEXT_RECEIVED), after);
+                self.push_pending(key);
+            }
+            Err(e) if e.not_stored() => self.respond_unavailable(key, after),
+            Err(_) => self.respond_unknown(key, after),
         }
     }
 
@@ -322,6 +417,9 @@ impl Hub {
             }
         };
         self.last_seq += 1;
+        if let Some(key) = &entry.key {
+            self.idempotency.insert(key, self.last_seq);
+        }
         let Some(cluster) = &mut self.cluster else {
             return;
         };

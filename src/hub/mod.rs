@@ -30,6 +30,7 @@ mod auth;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod fanout;
+mod idempotency;
 mod ldap;
 mod requests;
 #[cfg(test)]
@@ -207,6 +208,8 @@ pub struct Hub {
     /// Bytes held in request buffers over all connections (the sum of
     /// their `held_input`).
     input_bytes: usize,
+    /// The `Idempotency-Key`s of recent events (`idempotency.rs`).
+    idempotency: idempotency::Window,
 }
 
 impl Hub {
@@ -218,6 +221,7 @@ impl Hub {
             started,
             acl_ok: true,
             input_bytes: 0,
+            idempotency: idempotency::Window::new(idempotency::capacity(&parts.config)),
             server_name: format!("pubsubd/{}", env!("CARGO_PKG_VERSION")),
             next_ping: now + parts.config.server.ping_interval,
             config: parts.config,

@@ -1,0 +1,143 @@
+//! How far each node has read, kept in Redis beside the stream: a hash
+//! `<stream>:nodes` with one field per node, `"<read> <epoch ms>"`, where
+//! `read` counts the stream's entries up to and including the node's
+//! position (the scale of `XINFO STREAM`'s `entries-added`).
+//!
+//! A reader refreshes its field with every read and takes everybody's
+//! fields in the same pipeline; from them and `entries-added` it reports
+//! each node's lag (entries appended that the node has not read). A node
+//! whose field is older than `node_timeout` is not live: it holds nobody
+//! back. A node that stops cleanly removes its field.
+//!
+//! Invariant: lags are never under-reported from a stale view. A field is
+//! refreshed after its node read, so a stored count can only be behind;
+//! `entries-added` is taken in the same pipeline as the fields, so the
+//! only entries not seen are those appended since, which the server adds
+//! for its own appends and covers with a margin for the others'.
+
+use crate::resp::Reply;
+
+/// The hash beside `stream`.
+pub fn hash_key(stream: &str) -> String {
+    format!("{stream}:nodes")
+}
+
+/// A field's value.
+pub fn encode(read: u64, epoch_ms: u64) -> String {
+    format!("{read} {epoch_ms}")
+}
+
+fn decode(value: &str) -> Option<(u64, u64)> {
+    let (read, ms) = value.split_once(' ')?;
+    Some((read.parse().ok()?, ms.parse().ok()?))
+}
+
+/// One node's standing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLag {
+    pub node: String,
+    /// Entries appended that it has not read.
+    pub lag: u64,
+    /// Reported within `node_timeout`.
+    pub live: bool,
+}
+
+/// What a reader saw with its last read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// `entries-added` of the stream.
+    pub head: u64,
+    /// Every node in the hash (this one included once it has reported).
+    pub nodes: Vec<NodeLag>,
+}
+
+impl Progress {
+    /// From an `HGETALL` reply, the stream's `entries-added` and the time.
+    pub fn from_hash(reply: &Reply, head: u64, now_ms: u64, node_timeout_ms: u64) -> Progress {
+        let mut nodes = Vec::new();
+        if let Some(items) = reply.array() {
+            for kv in items.chunks(2) {
+                let [k, v] = kv else { continue };
+                let (Some(node), Some((read, ms))) = (k.text(), v.text().and_then(decode)) else {
+                    continue;
+                };
+                nodes.push(NodeLag {
+                    node: node.to_string(),
+                    lag: head.saturating_sub(read),
+                    live: now_ms.saturating_sub(ms) <= node_timeout_ms,
+                });
+            }
+        }
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        Progress { head, nodes }
+    }
+
+    /// The largest lag of a live node (0 when none is).
+    pub fn slowest_live(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter(|n| n.live)
+            .map(|n| n.lag)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The nodes that are not live (their fields stay: a node that
+    /// returns finds its gap from the stream, not from here).
+    pub fn dead(&self) -> impl Iterator<Item = &str> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.live)
+            .map(|n| n.node.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Reply {
+        Reply::Bulk(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn lags_and_liveness_from_the_hash() {
+        let reply = Reply::Array(vec![
+            bulk("b"),
+            bulk(&encode(90, 10_000)),
+            bulk("a"),
+            bulk(&encode(100, 9_500)),
+            bulk("stale"),
+            bulk(&encode(10, 1_000)),
+            bulk("junk"),
+            bulk("x y"),
+        ]);
+        let p = Progress::from_hash(&reply, 100, 10_100, 5_000);
+        assert_eq!(
+            p.nodes,
+            vec![
+                NodeLag {
+                    node: "a".into(),
+                    lag: 0,
+                    live: true
+                },
+                NodeLag {
+                    node: "b".into(),
+                    lag: 10,
+                    live: true
+                },
+                NodeLag {
+                    node: "stale".into(),
+                    lag: 90,
+                    live: false
+                },
+            ]
+        );
+        assert_eq!(p.slowest_live(), 10, "a dead node holds nobody back");
+        assert_eq!(p.dead().collect::<Vec<_>>(), vec!["stale"]);
+        // A count ahead of the head (a reset stream) is no lag.
+        let p = Progress::from_hash(&Reply::Array(vec![bulk("a"), bulk("5 1")]), 2, 1, 10);
+        assert_eq!(p.slowest_live(), 0);
+        assert_eq!(Progress::from_hash(&Reply::Nil, 7, 0, 0).slowest_live(), 0);
+    }
+}
