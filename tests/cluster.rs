@@ -506,6 +506,52 @@ fn the_same_key_on_two_nodes_at_once_makes_one_event() {
 }
 
 #[test]
+fn two_nodes_on_one_port_with_reuse_port_deliver_every_event_on_both() {
+    let Some((_dir, r)) = fresh_redis() else {
+        return;
+    };
+    let on_port = |port: u16| {
+        node_yaml(&r.url(), "").replace(
+            "port: 0\n  ping",
+            &format!("port: {port}\n  reuse_port: true\n  ping"),
+        )
+    };
+    let a = start_node(on_port(0));
+    let b = start_node(on_port(a.port()));
+    assert_eq!(a.port(), b.port());
+    // Each node's own count, from its own admin listener (never shared).
+    let live = |s: &Server| {
+        let m = s.admin_get("/metrics").body_str();
+        m.lines()
+            .find_map(|l| l.strip_prefix("pubsubd_subscribers "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Subscribers on the shared port land on either node (the kernel
+    // spreads connections); open them until both nodes have some.
+    let mut subs = Vec::new();
+    while subs.len() < 64 && (live(&a) == 0 || live(&b) == 0) {
+        for _ in 0..4 {
+            subs.push(a.subscribe("/"));
+        }
+    }
+    let (on_a, on_b) = (live(&a), live(&b));
+    assert!(on_a > 0 && on_b > 0, "{on_a} and {on_b} subscribers");
+    assert_eq!(on_a + on_b, subs.len() as u64);
+    // Publishes on the shared port land on either node too.
+    for n in 0..20 {
+        a.publish_ok("/k", &json!({ "n": n }));
+    }
+    a.publish_ok("/", &sentinel());
+    for sub in &mut subs {
+        assert_eq!(
+            ns(&sub.events_until_sentinel(T)),
+            (0..20).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
 fn redis_killed_publishes_503_streams_stay_then_resume_and_reset_is_seen() {
     let Some((_dir, mut r)) = fresh_redis() else {
         return;
