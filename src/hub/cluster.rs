@@ -33,7 +33,7 @@
 //!   sequence number; entries loaded on start go to the backlog only
 //!   (history, not news for live subscribers).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,7 +83,16 @@ pub struct Cluster {
     /// Appends acknowledged since the last progress report (not yet in
     /// its view of the head).
     acked_since_progress: u64,
+    /// This node's own events by cursor, kept from the append until they
+    /// come back from the stream, so they are not parsed again from their
+    /// storage line (the same bytes: the line embeds the event's JSON).
+    own: HashMap<String, Event>,
+    own_order: VecDeque<String>,
 }
+
+/// Own events kept for their return at most (past it, the oldest is
+/// parsed from the stream like anyone's).
+const OWN_MAX: usize = 4096;
 
 /// An append whose outcome is awaited.
 struct Waiting {
@@ -141,6 +150,8 @@ impl Cluster {
             max_len,
             margin: (max_len / 10).max(1),
             acked_since_progress: 0,
+            own: HashMap::new(),
+            own_order: VecDeque::new(),
         }))
     }
 
@@ -237,6 +248,13 @@ impl Hub {
             return;
         }
         cluster.waiting.insert(token, Waiting { reply, source });
+        while cluster.own_order.len() >= OWN_MAX {
+            if let Some(old) = cluster.own_order.pop_front() {
+                cluster.own.remove(&old);
+            }
+        }
+        cluster.own_order.push_back(event.cursor.clone());
+        cluster.own.insert(event.cursor.clone(), event);
         let deadline = now + cluster.timeout + WRITER_GRACE;
         if let Some((key, _)) = reply {
             if let Some(conn) = self.conns.get_mut(key) {
@@ -406,7 +424,19 @@ impl Hub {
     /// One entry from the stream: into the backlog, and unless it is
     /// start-up history, out to the subscribers.
     fn deliver(&mut self, entry: Entry, initial: bool) {
-        let event = match backlog::parse_storage_line(&entry.event, self.last_seq + 1) {
+        let mine = self.cluster.as_mut().and_then(|c| {
+            (entry.node == c.status.node)
+                .then(|| c.own.remove(&entry.cursor))
+                .flatten()
+        });
+        let parsed = match mine {
+            Some(mut event) => {
+                event.seq = self.last_seq + 1;
+                Ok(event)
+            }
+            None => backlog::parse_storage_line(&entry.event, self.last_seq + 1),
+        };
+        let event = match parsed {
             Ok(event) => event,
             Err(e) => {
                 warn!("cluster: entry {} skipped: {e}", entry.id);
