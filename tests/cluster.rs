@@ -675,14 +675,19 @@ fn a_node_that_stops_cleanly_leaves_the_progress_hash_at_once() {
     let a = node(&r.url());
     let mut b = node(&r.url());
     let fields = || {
-        r.cli(&["HKEYS", "test:nodes"])
-            .map_or(0, |out| out.lines().filter(|l| !l.trim().is_empty()).count())
+        r.cli(&["HKEYS", "test:nodes"]).map_or(0, |out| {
+            out.lines().filter(|l| !l.trim().is_empty()).count()
+        })
     };
     assert!(wait_until(T, || fields() == 2), "both nodes report");
     b.signal("TERM");
     assert!(b.wait_exit(T).is_some(), "{}", b.log());
     assert_eq!(fields(), 1, "gone at once, not after node_timeout");
-    assert!(b.log().contains("left the stream's progress hash"), "{}", b.log());
+    assert!(
+        b.log().contains("left the stream's progress hash"),
+        "{}",
+        b.log()
+    );
     a.publish_ok("/k", &json!({"n": 1}));
 }
 

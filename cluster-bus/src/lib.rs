@@ -52,7 +52,7 @@ pub mod writer;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -255,7 +255,12 @@ impl std::error::Error for BusError {
 /// The server's end of the bus.
 pub struct Bus {
     /// `None` once dropped (the writer then leaves the nodes' hash).
-    appends: Option<Sender<Append>>,
+    appends: Option<Sender<Vec<Append>>>,
+    /// Appends of this turn, sent in one message by [`Bus::send_pending`]:
+    /// one wake-up of the writer per turn, not per publish.
+    pending: Vec<Append>,
+    /// Appends sent to the writer and not yet taken by it.
+    queued: Arc<AtomicUsize>,
     messages: Receiver<Message>,
     stopped: Arc<AtomicBool>,
     /// Closed by the writer once it has left.
@@ -278,13 +283,34 @@ impl Drop for Bus {
 }
 
 impl Bus {
-    /// Queues an append; a full queue hands it back (answer 503 at once).
-    pub fn append(&self, append: Append) -> Result<(), Append> {
-        let Some(appends) = &self.appends else {
+    /// Queues an append for the end of the turn; a full queue hands it
+    /// back (answer 503 at once).
+    pub fn append(&mut self, append: Append) -> Result<(), Append> {
+        let queued = self.queued.load(Ordering::Relaxed) + self.pending.len();
+        if self.appends.is_none() || queued >= QUEUE_CAPACITY {
             return Err(append);
+        }
+        self.pending.push(append);
+        Ok(())
+    }
+
+    /// Hands this turn's appends to the writer; if it is gone they come
+    /// back (each to be answered 503: none was sent).
+    pub fn send_pending(&mut self) -> Result<(), Vec<Append>> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let Some(appends) = &self.appends else {
+            return Err(batch);
         };
-        appends.try_send(append).map_err(|e| match e {
-            TrySendError::Full(a) | TrySendError::Disconnected(a) => a,
+        let n = batch.len();
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        appends.try_send(batch).map_err(|e| {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(b) | TrySendError::Disconnected(b) => b,
+            }
         })
     }
 
@@ -300,6 +326,7 @@ impl Bus {
 pub fn start(settings: Settings, notify: Arc<dyn Fn() + Send + Sync>) -> Result<Bus, BusError> {
     let opener = link::Opener::new(&settings).map_err(BusError::Setup)?;
     let (append_tx, append_rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
+    let queued = Arc::new(AtomicUsize::new(0));
     let (message_tx, message_rx) = crossbeam_channel::bounded(1024);
     let stopped = Arc::new(AtomicBool::new(false));
     let out = Outbox {
@@ -307,7 +334,13 @@ pub fn start(settings: Settings, notify: Arc<dyn Fn() + Send + Sync>) -> Result<
         notify,
         stopped: stopped.clone(),
     };
-    let writer = writer::Writer::new(&settings, opener.clone(), append_rx, out.clone());
+    let writer = writer::Writer::new(
+        &settings,
+        opener.clone(),
+        append_rx,
+        queued.clone(),
+        out.clone(),
+    );
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     std::thread::Builder::new()
         .name("cluster-writer".into())
@@ -323,6 +356,8 @@ pub fn start(settings: Settings, notify: Arc<dyn Fn() + Send + Sync>) -> Result<
         .map_err(BusError::Thread)?;
     Ok(Bus {
         appends: Some(append_tx),
+        pending: Vec::new(),
+        queued,
         messages: message_rx,
         stopped,
         writer_done: done_rx,
@@ -345,8 +380,18 @@ impl Outbox {
 
     /// False once the server is gone (the thread should stop).
     pub fn send(&self, message: Message) -> bool {
-        let ok = self.tx.send(message).is_ok();
-        (self.notify)();
+        let ok = self.push(message);
+        self.wake();
         ok
+    }
+
+    /// Sends without waking the server: several messages, then one
+    /// [`Outbox::wake`].
+    pub fn push(&self, message: Message) -> bool {
+        self.tx.send(message).is_ok()
+    }
+
+    pub fn wake(&self) {
+        (self.notify)();
     }
 }

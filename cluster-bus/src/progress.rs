@@ -3,8 +3,9 @@
 //! `read` counts the stream's entries up to and including the node's
 //! position (the scale of `XINFO STREAM`'s `entries-added`).
 //!
-//! A reader refreshes its field with every read and takes everybody's
-//! fields in the same pipeline; from them and `entries-added` it reports
+//! A reader refreshes its field with its reads (at most every 50 ms: each
+//! `HSET` is a write Redis fsyncs) and takes everybody's fields in the
+//! same pipeline; from them and `entries-added` it reports
 //! each node's lag (entries appended that the node has not read). A node
 //! whose field is older than `node_timeout` is not live: it holds nobody
 //! back. A node that stops cleanly removes its field.

@@ -12,11 +12,12 @@
 //!   starts again from the beginning (cursors already delivered are still
 //!   dropped).
 //!
-//! While connected, every `XREAD` goes out in one write behind `HSET` of
-//! this node's progress, `HGETALL` of everybody's and `XINFO STREAM`:
-//! Redis runs them back to back, so the trim check runs on the stream as
-//! the read found it, and the nodes' lags are measured against the same
-//! `entries-added` ([`crate::progress`]), at no extra round trip.
+//! While connected, every `XREAD` goes out in one write behind `XINFO
+//! STREAM` and, at most every [`PROGRESS_EVERY`], `HSET` of this node's
+//! progress and `HGETALL` of everybody's: Redis runs them back to back, so
+//! the trim check runs on the stream as the read found it, and the nodes'
+//! lags are measured against the same `entries-added`
+//! ([`crate::progress`]), at no extra round trip.
 //!
 //! The reader's count of entries read (`read`) is on the scale of
 //! `entries-added`: set exactly whenever the position is the stream's
@@ -40,6 +41,11 @@ use crate::{Gap, Message, Outbox, Settings, Side, READ_BLOCK, READ_COUNT, SEEN_M
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The nodes' progress is recorded and read at most this often: an `HSET`
+/// is a write (with `appendfsync always`, an fsync), and a count this old
+/// reads as a lag of the entries appended since, far below `max_len` at
+/// any rate Redis takes.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 
 pub struct Reader {
     opener: Opener,
@@ -63,6 +69,8 @@ pub struct Reader {
     read: Option<u64>,
     /// When the last read came back.
     last_read: Instant,
+    /// When the progress was last recorded and read.
+    last_progress: Option<Instant>,
     /// The last progress sent to the server.
     reported: Option<Progress>,
     buf: Vec<u8>,
@@ -110,6 +118,7 @@ impl Reader {
             trim_reported: None,
             read: None,
             last_read: Instant::now(),
+            last_progress: None,
             reported: None,
             buf: Vec::with_capacity(1024),
         }
@@ -271,15 +280,24 @@ impl Reader {
             let position = self.position.unwrap_or_default();
             let at = position.to_string();
             self.buf.clear();
-            let mut n = 3;
+            let mut n = 2;
             let frozen = self.last_read.elapsed() > self.node_timeout;
             let now_ms = epoch_ms();
-            if let Some(read) = self.read.filter(|_| !frozen) {
-                let value = progress::encode(read, now_ms);
-                resp::encode(&mut self.buf, &["HSET", &self.hash, &self.node, &value]);
+            let progress = self
+                .last_progress
+                .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+            let mut wrote = false;
+            if progress {
+                self.last_progress = Some(Instant::now());
+                if let Some(read) = self.read.filter(|_| !frozen) {
+                    let value = progress::encode(read, now_ms);
+                    resp::encode(&mut self.buf, &["HSET", &self.hash, &self.node, &value]);
+                    n += 1;
+                    wrote = true;
+                }
+                resp::encode(&mut self.buf, &["HGETALL", &self.hash]);
                 n += 1;
             }
-            resp::encode(&mut self.buf, &["HGETALL", &self.hash]);
             resp::encode(&mut self.buf, &["XINFO", "STREAM", &self.stream]);
             let count = READ_COUNT.to_string();
             let block = READ_BLOCK.as_millis().to_string();
@@ -299,8 +317,8 @@ impl Reader {
             let deadline = Instant::now() + READ_BLOCK + self.timeout;
             let replies = self.pipeline(conn, n, deadline)?;
             self.last_read = Instant::now();
-            let mut replies = replies.into_iter().skip(n - 3);
-            let hash = replies.next().unwrap_or(Reply::Nil);
+            let mut replies = replies.into_iter().skip(usize::from(wrote));
+            let hash = if progress { replies.next() } else { None };
             let info = stream_info(&replies.next().unwrap_or(Reply::Nil));
             let reply = replies.next().unwrap_or(Reply::Nil);
             // One write, so Redis ran these back to back with no other
@@ -314,9 +332,11 @@ impl Reader {
                 if i.last_generated == position {
                     self.read = i.entries_added.or(self.read);
                 }
-                let head = i.entries_added.unwrap_or(0);
-                let node_timeout = self.node_timeout.as_millis() as u64;
-                self.progress(Progress::from_hash(&hash, head, now_ms, node_timeout))?;
+                if let Some(hash) = &hash {
+                    let head = i.entries_added.unwrap_or(0);
+                    let node_timeout = self.node_timeout.as_millis() as u64;
+                    self.progress(Progress::from_hash(hash, head, now_ms, node_timeout))?;
+                }
             }
             if let Reply::Error(e) = &reply {
                 return Err(Stop::Link(format!("XREAD: {e}")));

@@ -21,6 +21,8 @@
 //! awaited until its own append's deadline, no longer.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -51,7 +53,9 @@ struct Job {
 
 pub struct Writer {
     opener: Opener,
-    appends: Receiver<Append>,
+    appends: Receiver<Vec<Append>>,
+    /// Appends sent by the server not yet taken here.
+    queued: Arc<AtomicUsize>,
     out: Outbox,
     stream: String,
     hash: String,
@@ -72,12 +76,14 @@ impl Writer {
     pub fn new(
         settings: &Settings,
         opener: Opener,
-        appends: Receiver<Append>,
+        appends: Receiver<Vec<Append>>,
+        queued: Arc<AtomicUsize>,
         out: Outbox,
     ) -> Writer {
         Writer {
             opener,
             appends,
+            queued,
             out,
             stream: settings.stream.clone(),
             hash: progress::hash_key(&settings.stream),
@@ -104,10 +110,7 @@ impl Writer {
         loop {
             if queue.is_empty() {
                 match self.appends.recv_timeout(IDLE_CHECK) {
-                    Ok(append) => queue.push_back(Job {
-                        append,
-                        sent: false,
-                    }),
+                    Ok(batch) => self.take(&mut queue, batch),
                     Err(RecvTimeoutError::Timeout) => {
                         self.idle(&mut link);
                         continue;
@@ -117,17 +120,16 @@ impl Writer {
             }
             while queue.len() < BATCH {
                 match self.appends.try_recv() {
-                    Ok(append) => queue.push_back(Job {
-                        append,
-                        sent: false,
-                    }),
+                    Ok(batch) => self.take(&mut queue, batch),
                     Err(_) => break,
                 }
             }
             let now = Instant::now();
             // Deadlines come in order (each is its arrival plus the
             // timeout): the expired ones are at the front.
+            let mut expired = false;
             while queue.front().is_some_and(|j| now >= j.append.deadline) {
+                expired = true;
                 if let Some(job) = queue.pop_front() {
                     let error = if job.sent {
                         warn!(
@@ -140,6 +142,9 @@ impl Writer {
                     };
                     self.answer(job.append.token, Err(error));
                 }
+            }
+            if expired {
+                self.out.wake();
             }
             let Some(first) = queue.front() else {
                 continue;
@@ -196,6 +201,8 @@ impl Writer {
                 };
                 self.answer(job.append.token, result);
             }
+            // One wake-up for the whole batch's answers.
+            self.out.wake();
             if healthy {
                 link.conn = Some(conn);
                 link.backoff = BACKOFF_MIN;
@@ -228,8 +235,17 @@ impl Writer {
         }
     }
 
+    /// Queues one answer (the server is woken once per batch).
     fn answer(&self, token: u64, result: Result<StreamId, AppendError>) {
-        self.out.send(Message::Appended { token, result });
+        self.out.push(Message::Appended { token, result });
+    }
+
+    fn take(&self, queue: &mut VecDeque<Job>, batch: Vec<Append>) {
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        queue.extend(batch.into_iter().map(|append| Job {
+            append,
+            sent: false,
+        }));
     }
 
     /// Opens the connection; true when it is up.

@@ -323,6 +323,24 @@ impl Hub {
         self.push_pending(key);
     }
 
+    /// Hands this turn's appends to the writer (once per turn, so it is
+    /// woken once); if it is gone, each is answered 503: none was sent.
+    pub(super) fn send_cluster_appends(&mut self) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let Err(batch) = cluster.bus.send_pending() else {
+            return;
+        };
+        warn!(
+            "cluster: the writer takes no appends; refusing {}",
+            batch.len()
+        );
+        for append in batch {
+            self.appended(append.token, Err(AppendError::NotSent));
+        }
+    }
+
     /// Takes what the bus's threads sent.
     pub(super) fn drain_cluster(&mut self) {
         let Some(cluster) = &self.cluster else {

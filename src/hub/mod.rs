@@ -484,6 +484,8 @@ impl Hub {
     /// Writes every connection's queued output once, through `write` (the
     /// reactor's socket writes; a test's buffer).
     pub fn flush(&mut self, mut write: impl FnMut(usize, &mut OutQueue) -> io::Result<Flushed>) {
+        #[cfg(feature = "cluster")]
+        self.send_cluster_appends();
         let now = self.clock.now();
         let write_timeout = self.config.server.write_timeout;
         for key in std::mem::take(&mut self.turn.dirty) {
