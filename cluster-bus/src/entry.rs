@@ -7,7 +7,7 @@
 //! later ones).
 
 use crate::id::StreamId;
-use crate::resp::Reply;
+use crate::resp::{self, ProtocolError, Reply, Walker};
 
 pub const FIELD_CURSOR: &str = "c";
 pub const FIELD_EVENT: &str = "e";
@@ -115,6 +115,100 @@ pub fn parse_xread(v: Reply) -> Result<Vec<(StreamId, Option<Entry>)>, ShapeErro
     }
 }
 
+/// An `XREAD` reply read in place: its entries, or Redis's error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    Entries(Vec<(StreamId, Option<Entry>)>),
+    Error(String),
+}
+
+/// Parses an `XREAD` reply straight from its bytes (one stream asked for),
+/// copying only the fields an [`Entry`] keeps: no [`Reply`] tree, no field
+/// names or ids allocated. For [`crate::wire::Wire::read_with`], which
+/// hands it a complete reply.
+pub fn parse_xread_bytes(buf: &[u8]) -> Result<Option<(Read, usize)>, ProtocolError> {
+    let mut w = Walker::new(buf);
+    if w.peek() == Some(b'-') {
+        return Ok(resp::parse(buf)?.map(|(reply, used)| {
+            let text = match reply {
+                Reply::Error(e) => e,
+                _ => String::new(),
+            };
+            (Read::Error(text), used)
+        }));
+    }
+    let mut out = Vec::new();
+    let Some(streams) = w.array()? else {
+        return Ok(None);
+    };
+    for i in 0..streams.unwrap_or(0) {
+        if w.array()?.ok_or(INCOMPLETE)? != Some(2) {
+            return Err(ProtocolError("XREAD stream is not a pair"));
+        }
+        w.bulk()?.ok_or(INCOMPLETE)?;
+        if i > 0 {
+            w.skip()?.ok_or(INCOMPLETE)?;
+            continue;
+        }
+        let Some(n) = w.array()?.ok_or(INCOMPLETE)? else {
+            continue;
+        };
+        out.reserve(n.min(crate::READ_COUNT));
+        for _ in 0..n {
+            out.push(entry_bytes(&mut w)?);
+        }
+    }
+    Ok(Some((Read::Entries(out), w.at)))
+}
+
+/// What [`parse_xread_bytes`] reports for a reply cut short (it is only
+/// given complete ones).
+const INCOMPLETE: ProtocolError = ProtocolError("reply cut short");
+
+fn entry_bytes(w: &mut Walker<'_>) -> Result<(StreamId, Option<Entry>), ProtocolError> {
+    if w.array()?.ok_or(INCOMPLETE)? != Some(2) {
+        return Err(ProtocolError("an entry is not [id, fields]"));
+    }
+    let id = w
+        .bulk()?
+        .ok_or(INCOMPLETE)?
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(StreamId::parse)
+        .ok_or(ProtocolError("an entry id is not ms-seq"))?;
+    let fields = w.array()?.ok_or(INCOMPLETE)?.unwrap_or(0);
+    let (mut cursor, mut event, mut node, mut key) = (None, None, None, None);
+    for _ in 0..fields / 2 {
+        let name = w.bulk()?.ok_or(INCOMPLETE)?;
+        let value = w.bulk()?.ok_or(INCOMPLETE)?;
+        let slot = match name {
+            Some(b"c") => &mut cursor,
+            Some(b"e") => &mut event,
+            Some(b"n") => &mut node,
+            Some(b"k") => &mut key,
+            _ => continue,
+        };
+        *slot = value
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned);
+    }
+    if fields % 2 == 1 {
+        w.skip()?.ok_or(INCOMPLETE)?;
+    }
+    let (Some(cursor), Some(event)) = (cursor, event) else {
+        return Ok((id, None));
+    };
+    Ok((
+        id,
+        Some(Entry {
+            id,
+            cursor,
+            event,
+            node: node.unwrap_or_default(),
+            key,
+        }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +262,25 @@ mod tests {
         assert_eq!(got[0].1.as_ref().unwrap().cursor, "a");
         assert!(parse_xread(Reply::Int(3)).is_err());
         assert!(parse_entries(Reply::Array(vec![raw_entry("x", &[])])).is_err());
+    }
+
+    #[test]
+    fn xread_bytes_agree_with_the_tree() {
+        let wire = b"*1\r\n*2\r\n$1\r\ns\r\n*3\r\n*2\r\n$3\r\n5-1\r\n*8\r\n$1\r\nc\r\n$3\r\ncur\r\n$1\r\ne\r\n$2\r\n{}\r\n$1\r\nn\r\n$1\r\na\r\n$1\r\nk\r\n$2\r\nk1\r\n*2\r\n$3\r\n6-0\r\n*2\r\n$5\r\nother\r\n$1\r\nx\r\n*2\r\n$3\r\n7-0\r\n*-1\r\n";
+        let (tree, _) = resp::parse(wire).unwrap().unwrap();
+        let (read, used) = parse_xread_bytes(wire).unwrap().unwrap();
+        assert_eq!(used, wire.len());
+        assert_eq!(read, Read::Entries(parse_xread(tree).unwrap()));
+        assert_eq!(
+            parse_xread_bytes(b"*-1\r\n").unwrap().unwrap().0,
+            Read::Entries(Vec::new())
+        );
+        assert_eq!(
+            parse_xread_bytes(b"-ERR x\r\n").unwrap().unwrap().0,
+            Read::Error("ERR x".into())
+        );
+        assert!(
+            parse_xread_bytes(b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$1\r\nz\r\n*0\r\n").is_err()
+        );
     }
 }

@@ -179,6 +179,23 @@ impl Reader {
         Ok(replies)
     }
 
+    /// Sends the commands in `self.buf`, reads `n` generic replies, then
+    /// an `XREAD` reply parsed in place by `last_deadline`.
+    fn pipeline_read(
+        &mut self,
+        conn: &mut Wire,
+        n: usize,
+        last_deadline: Instant,
+    ) -> Result<(Vec<Reply>, entry::Read), Stop> {
+        conn.send(&self.buf)?;
+        let mut replies = Vec::with_capacity(n);
+        for _ in 0..n {
+            replies.push(conn.read_reply(self.soon())?);
+        }
+        let read = conn.read_with(last_deadline, entry::parse_xread_bytes)?;
+        Ok((replies, read))
+    }
+
     /// On a new connection: the start-up load, or the check that the
     /// position is still in the stream.
     fn resume(&mut self, conn: &mut Wire) -> Result<(), Stop> {
@@ -315,12 +332,11 @@ impl Reader {
                 ],
             );
             let deadline = Instant::now() + READ_BLOCK + self.timeout;
-            let replies = self.pipeline(conn, n, deadline)?;
+            let (replies, reply) = self.pipeline_read(conn, n - 1, deadline)?;
             self.last_read = Instant::now();
             let mut replies = replies.into_iter().skip(usize::from(wrote));
             let hash = if progress { replies.next() } else { None };
             let info = stream_info(&replies.next().unwrap_or(Reply::Nil));
-            let reply = replies.next().unwrap_or(Reply::Nil);
             // One write, so Redis ran these back to back with no other
             // client's command between them: what XINFO says is the
             // stream the XREAD reads.
@@ -338,10 +354,10 @@ impl Reader {
                     self.progress(Progress::from_hash(hash, head, now_ms, node_timeout))?;
                 }
             }
-            if let Reply::Error(e) = &reply {
-                return Err(Stop::Link(format!("XREAD: {e}")));
-            }
-            let batch = entry::parse_xread(reply)?;
+            let batch = match reply {
+                entry::Read::Entries(batch) => batch,
+                entry::Read::Error(e) => return Err(Stop::Link(format!("XREAD: {e}"))),
+            };
             let Some((last, _)) = batch.last() else {
                 continue;
             };

@@ -121,6 +121,56 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtocolError> {
     }
 }
 
+/// The length of the complete reply at the front of `buf` (`Ok(None)`:
+/// not all there yet), found without allocating: a large reply that comes
+/// in many reads is checked this way each time and parsed once.
+pub fn complete(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+    let mut at = 0;
+    Ok(scan(buf, &mut at, 0)?.map(|()| at))
+}
+
+fn scan(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<()>, ProtocolError> {
+    if depth > MAX_DEPTH {
+        return Err(ProtocolError("nested too deep"));
+    }
+    let Some(&kind) = buf.get(*at) else {
+        return Ok(None);
+    };
+    let mut pos = *at + 1;
+    let Some(text) = line(buf, &mut pos)? else {
+        return Ok(None);
+    };
+    match kind {
+        b'+' | b'-' => {}
+        b':' => {
+            number(text)?;
+        }
+        b'$' => {
+            if let Some(n) = length(text, MAX_BULK)? {
+                if buf.len() < pos + n + 2 {
+                    return Ok(None);
+                }
+                if &buf[pos + n..pos + n + 2] != b"\r\n" {
+                    return Err(ProtocolError("bulk string not ended by CRLF"));
+                }
+                pos += n + 2;
+            }
+        }
+        b'*' => {
+            if let Some(n) = length(text, MAX_ARRAY)? {
+                for _ in 0..n {
+                    if scan(buf, &mut pos, depth + 1)?.is_none() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        _ => return Err(ProtocolError("unknown reply type")),
+    }
+    *at = pos;
+    Ok(Some(()))
+}
+
 /// The line starting at `*at` (without its CRLF); moves past it.
 fn line<'a>(buf: &'a [u8], at: &mut usize) -> Result<Option<&'a [u8]>, ProtocolError> {
     let rest = &buf[*at..];
@@ -203,6 +253,80 @@ fn value(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Reply>, Prot
     Ok(Some(reply))
 }
 
+/// Reads RESP values in place, for replies parsed without building a
+/// [`Reply`] tree (a stream read: only the fields kept are copied). Each
+/// method returns `Ok(None)` when the buffer ends first.
+pub struct Walker<'a> {
+    buf: &'a [u8],
+    pub at: usize,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(buf: &'a [u8]) -> Walker<'a> {
+        Walker { buf, at: 0 }
+    }
+
+    /// The next value's type byte, not consumed.
+    pub fn peek(&self) -> Option<u8> {
+        self.buf.get(self.at).copied()
+    }
+
+    fn header(&mut self, kind: u8, max: usize) -> Result<Option<Option<usize>>, ProtocolError> {
+        let mut pos = self.at;
+        match self.buf.get(pos) {
+            None => return Ok(None),
+            Some(&k) if k == kind => {}
+            // A nil of the other kind (`$-1` for `*-1`) is nil too.
+            Some(&(b'*' | b'$')) => {}
+            Some(_) => return Err(ProtocolError("unexpected reply type")),
+        }
+        pos += 1;
+        let Some(text) = line(self.buf, &mut pos)? else {
+            return Ok(None);
+        };
+        let n = length(text, max)?;
+        if n.is_some() && self.buf[self.at] != kind {
+            return Err(ProtocolError("unexpected reply type"));
+        }
+        self.at = pos;
+        Ok(Some(n))
+    }
+
+    /// An array's length (`Some(None)`: nil).
+    pub fn array(&mut self) -> Result<Option<Option<usize>>, ProtocolError> {
+        self.header(b'*', MAX_ARRAY)
+    }
+
+    /// A bulk string's bytes (`Some(None)`: nil).
+    pub fn bulk(&mut self) -> Result<Option<Option<&'a [u8]>>, ProtocolError> {
+        let start = self.at;
+        let Some(n) = self.header(b'$', MAX_BULK)? else {
+            return Ok(None);
+        };
+        let Some(n) = n else {
+            return Ok(Some(None));
+        };
+        if self.buf.len() < self.at + n + 2 {
+            self.at = start;
+            return Ok(None);
+        }
+        if &self.buf[self.at + n..self.at + n + 2] != b"\r\n" {
+            return Err(ProtocolError("bulk string not ended by CRLF"));
+        }
+        let bytes = &self.buf[self.at..self.at + n];
+        self.at += n + 2;
+        Ok(Some(Some(bytes)))
+    }
+
+    /// Skips one value of any kind.
+    pub fn skip(&mut self) -> Result<Option<()>, ProtocolError> {
+        match value(self.buf, &mut self.at, 0)? {
+            Some(_) => Ok(Some(())),
+            None => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +366,10 @@ mod tests {
         for cut in 0..first {
             assert_eq!(parse(&wire[..cut]), Ok(None), "cut at {cut}");
         }
+        for cut in 0..first {
+            assert_eq!(complete(&wire[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(complete(wire), Ok(Some(first)));
         let (_, used) = parse(wire).unwrap().unwrap();
         assert_eq!(used, first);
         assert_eq!(
@@ -264,6 +392,14 @@ mod tests {
         }
         // A huge announced array does not reserve memory up front.
         assert_eq!(parse(b"*16777216\r\n:1\r\n"), Ok(None));
+        for bad in [
+            &b"$99999999999\r\n"[..],
+            b"*-2\r\n",
+            b"$3\r\nabcXY",
+            b"?\r\n",
+        ] {
+            assert!(complete(bad).is_err(), "{bad:?}");
+        }
         let deep = b"*1\r\n".repeat(MAX_DEPTH + 2);
         assert!(parse(&deep).is_err());
     }

@@ -179,17 +179,34 @@ impl Wire {
 
     /// The next reply, read by `deadline`.
     pub fn read_reply(&mut self, deadline: Instant) -> Result<Reply, WireError> {
+        self.read_with(deadline, resp::parse)
+    }
+
+    /// The next reply parsed by `parse` (which gets the whole reply and
+    /// says how many bytes it used), read by `deadline`. Completeness is
+    /// checked first without allocating ([`resp::complete`]), so a large
+    /// reply is parsed once however many reads it takes.
+    pub fn read_with<T>(
+        &mut self,
+        deadline: Instant,
+        parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, resp::ProtocolError>,
+    ) -> Result<T, WireError> {
         loop {
             if self.start < self.buf.len() {
-                if let Some((reply, used)) =
-                    resp::parse(&self.buf[self.start..]).map_err(WireError::Protocol)?
-                {
-                    self.start += used;
+                let rest = &self.buf[self.start..];
+                if let Some(len) = resp::complete(rest).map_err(WireError::Protocol)? {
+                    let Some((value, used)) = parse(&rest[..len]).map_err(WireError::Protocol)?
+                    else {
+                        return Err(WireError::Protocol(resp::ProtocolError(
+                            "a complete reply did not parse",
+                        )));
+                    };
+                    self.start += used.max(len);
                     if self.start == self.buf.len() {
                         self.buf.clear();
                         self.start = 0;
                     }
-                    return Ok(reply);
+                    return Ok(value);
                 }
             }
             self.fill(deadline)?;
