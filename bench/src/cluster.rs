@@ -396,20 +396,39 @@ pub fn run(o: &ClusterOpts) -> Value {
     };
     if let Some(n) = &o.nchan {
         let rport = servers.redis.port;
-        let pair = start_nchan(o, n, "nchan-a", n.port + NCHAN_A_OFFSET, rport, &dir, &tuning)
-            .and_then(|na| {
-                match start_nchan(o, n, "nchan-b", n.port + NCHAN_B_OFFSET, rport, &dir, &tuning) {
-                    Ok(nb) => Ok((na, nb)),
-                    Err(e) => {
-                        let mut na = na;
-                        na.stop();
-                        Err(e)
-                    }
+        let pair = start_nchan(
+            o,
+            n,
+            "nchan-a",
+            n.port + NCHAN_A_OFFSET,
+            rport,
+            &dir,
+            &tuning,
+        )
+        .and_then(|na| {
+            match start_nchan(
+                o,
+                n,
+                "nchan-b",
+                n.port + NCHAN_B_OFFSET,
+                rport,
+                &dir,
+                &tuning,
+            ) {
+                Ok(nb) => Ok((na, nb)),
+                Err(e) => {
+                    let mut na = na;
+                    na.stop();
+                    Err(e)
                 }
-            });
+            }
+        });
         match pair {
             Ok(pair) => {
-                log(o, "nchan in Redis mode: two instances on the same redis-server");
+                log(
+                    o,
+                    "nchan in Redis mode: two instances on the same redis-server",
+                );
                 servers.nchan = Some(pair);
             }
             Err(e) => log(o, &format!("nchan in Redis mode not started: {e}")),
@@ -766,7 +785,10 @@ pub fn table(md: &mut String, v: &Value) {
         (Some(c), Some(r)) if r > 0.0 => json!(c * 1e4 / r),
         _ => Value::Null,
     };
-    let (sr, cr) = (&p["single_requests_per_sec"], &p["cluster_requests_per_sec"]);
+    let (sr, cr) = (
+        &p["single_requests_per_sec"],
+        &p["cluster_requests_per_sec"],
+    );
     let a_per = per(&p["node_a_cpu_percent"], cr);
     let s_per = per(&p["single_cpu_percent"], sr);
     let _ = writeln!(

@@ -361,8 +361,14 @@ impl Hub {
                         c.status.duplicates += duplicates + key_duplicates;
                         c.status.behind = behind;
                     }
+                    let last = entries.last().map(|e| e.id);
                     for entry in entries {
                         self.deliver(entry, initial);
+                    }
+                    if let (Some(id), Some(c)) = (last, &mut self.cluster) {
+                        c.status.last_id = Some(id.to_string());
+                        let now_ms = (event::epoch_now() * 1000.0) as u64;
+                        c.status.lag_ms = now_ms.saturating_sub(id.ms);
                     }
                     if let Some(c) = &mut self.cluster {
                         c.status.loaded |= initial;
@@ -442,12 +448,30 @@ impl Hub {
     /// One entry from the stream: into the backlog, and unless it is
     /// start-up history, out to the subscribers.
     fn deliver(&mut self, entry: Entry, initial: bool) {
-        let mine = self.cluster.as_mut().and_then(|c| {
-            (entry.node == c.status.node)
-                .then(|| c.own.remove(&entry.cursor))
-                .flatten()
-        });
-        let parsed = match mine {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let mine = entry.node == cluster.status.node;
+        let own = if mine {
+            cluster.own.remove(&entry.cursor)
+        } else {
+            None
+        };
+        // Nobody here can receive it and no backlog keeps it: the event is
+        // not built at all (what a node without subscribers spends on
+        // each entry).
+        if (initial || self.streams.count == 0) && !self.backlog.is_enabled() {
+            cluster.status.delivered += 1;
+            self.last_seq += 1;
+            if let Some(key) = &entry.key {
+                self.idempotency.insert(key, self.last_seq);
+            }
+            if !initial && !mine {
+                self.stats.published(Source::Cluster);
+            }
+            return;
+        }
+        let parsed = match own {
             Some(mut event) => {
                 event.seq = self.last_seq + 1;
                 Ok(event)
@@ -458,31 +482,21 @@ impl Hub {
             Ok(event) => event,
             Err(e) => {
                 warn!("cluster: entry {} skipped: {e}", entry.id);
-                if let Some(c) = &mut self.cluster {
-                    c.status.bad_entries += 1;
-                }
+                cluster.status.bad_entries += 1;
                 return;
             }
         };
+        cluster.status.delivered += 1;
         self.last_seq += 1;
         if let Some(key) = &entry.key {
             self.idempotency.insert(key, self.last_seq);
         }
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        cluster.status.last_id = Some(entry.id.to_string());
-        cluster.status.delivered += 1;
-        let now_ms = (event::epoch_now() * 1000.0) as u64;
-        cluster.status.lag_ms = now_ms.saturating_sub(entry.id.ms);
         let event = Rc::new(event);
         if initial {
-            if self.backlog.is_enabled() {
-                self.backlog.push(event);
-            }
+            self.backlog.push(event);
             return;
         }
-        if entry.node != cluster.status.node {
+        if !mine {
             self.stats.published(Source::Cluster);
         }
         self.accept_event(event);
