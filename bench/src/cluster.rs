@@ -453,6 +453,14 @@ pub fn run(o: &ClusterOpts) -> Value {
         return out;
     }
     out["publish"] = publish_rounds(o, &servers);
+    // Deeper batches: 256 publisher connections, two rounds each.
+    let deep = Cfg {
+        pub_conns: 256,
+        pub_rounds: 2,
+        pub_secs: o.cfg.pub_secs / 2.0,
+        ..o.cfg.clone()
+    };
+    out["publish_256"] = publish_rounds_with(o, &servers, &deep);
     // The same rounds with Redis fsyncing once a second: how much of the
     // cost is the disk's fsync and how much the bus itself.
     let port = servers.redis.port;
@@ -484,7 +492,11 @@ fn target(srv: &Running, pub_addr: SocketAddr) -> Target {
 /// swapped each round; each cluster turn also records the CPU of node B
 /// and Redis (all three share the servers' CPU).
 fn publish_rounds(o: &ClusterOpts, s: &Servers) -> Value {
-    let cfg = o.cfg;
+    publish_rounds_with(o, s, o.cfg)
+}
+
+/// [`publish_rounds`] with its own sizes (more publisher connections).
+fn publish_rounds_with(o: &ClusterOpts, s: &Servers, cfg: &Cfg) -> Value {
     let rounds = cfg.pub_rounds.max(1);
     let secs = cfg.pub_secs / rounds as f64;
     let mut single = Vec::new();
@@ -849,6 +861,33 @@ pub fn table(md: &mut String, v: &Value) {
         f(maxr("single"), 0),
         f(maxr("cluster"), 0),
     );
+    let q = &v["publish_256"];
+    if q.is_object() {
+        let over = q["ratio_median"].as_f64();
+        let _ = writeln!(
+            md,
+            "| publish requests/s, {} connections (node A; median of {} rounds) | {} | {} | {}× | ≥ 0.4× | {} |",
+            q["connections"],
+            q["rounds"],
+            f(&q["single_requests_per_sec"], 0),
+            f(&q["cluster_requests_per_sec"], 0),
+            f(&q["ratio_median"], 2),
+            met(over.map(|r| r >= 0.4)),
+        );
+        let cr = &q["cluster_requests_per_sec"];
+        let _ = writeln!(
+            md,
+            "| … CPU µs per publish: single / node A, node B, Redis; nchan A, nchan B, Redis ({} req/s) | {} | {}, {}, {}; {}, {}, {} | | | |",
+            f(&q["nchan_requests_per_sec"], 0),
+            f(&per(&q["single_cpu_percent"], &q["single_requests_per_sec"]), 1),
+            f(&per(&q["node_a_cpu_percent"], cr), 1),
+            f(&per(&q["node_b_cpu_percent"], cr), 1),
+            f(&per(&q["redis_cpu_percent"], cr), 1),
+            f(&per(&q["nchan_a_cpu_percent"], &q["nchan_requests_per_sec"]), 1),
+            f(&per(&q["nchan_b_cpu_percent"], &q["nchan_requests_per_sec"]), 1),
+            f(&per(&q["nchan_redis_cpu_percent"], &q["nchan_requests_per_sec"]), 1),
+        );
+    }
     let nr = &p["nchan_requests_per_sec"];
     if nr.is_number() {
         let over = p["cluster_over_nchan_median"].as_f64();

@@ -8,7 +8,9 @@
 //! same pipeline; from them and `entries-added` it reports
 //! each node's lag (entries appended that the node has not read). A node
 //! whose field is older than `node_timeout` is not live: it holds nobody
-//! back. A node that stops cleanly removes its field.
+//! back. A node that stops cleanly removes its field; one silent for
+//! [`forget_after`] (a crash: a restarted node has a new name) is removed
+//! by the first reader that sees it so.
 //!
 //! Invariant: lags are never under-reported from a stale view. A field is
 //! refreshed after its node read, so a stored count can only be behind;
@@ -50,18 +52,32 @@ pub struct Progress {
     pub head: u64,
     /// Every node in the hash (this one included once it has reported).
     pub nodes: Vec<NodeLag>,
+    /// Fields not refreshed for [`forget_after`]: nodes that crashed (a
+    /// restarted node has a new name), removed by the reader that saw them.
+    pub forget: Vec<String>,
+}
+
+/// How long a silent node's field stays in the hash: ten `node_timeout`s,
+/// at least ten minutes (one that comes back later just reports anew).
+pub fn forget_after(node_timeout_ms: u64) -> u64 {
+    node_timeout_ms.saturating_mul(10).max(600_000)
 }
 
 impl Progress {
     /// From an `HGETALL` reply, the stream's `entries-added` and the time.
     pub fn from_hash(reply: &Reply, head: u64, now_ms: u64, node_timeout_ms: u64) -> Progress {
         let mut nodes = Vec::new();
+        let mut forget = Vec::new();
         if let Some(items) = reply.array() {
             for kv in items.chunks(2) {
                 let [k, v] = kv else { continue };
                 let (Some(node), Some((read, ms))) = (k.text(), v.text().and_then(decode)) else {
                     continue;
                 };
+                if now_ms.saturating_sub(ms) > forget_after(node_timeout_ms) {
+                    forget.push(node.to_string());
+                    continue;
+                }
                 nodes.push(NodeLag {
                     node: node.to_string(),
                     lag: head.saturating_sub(read),
@@ -70,7 +86,11 @@ impl Progress {
             }
         }
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
-        Progress { head, nodes }
+        Progress {
+            head,
+            nodes,
+            forget,
+        }
     }
 
     /// The largest lag of a live node (0 when none is).
@@ -140,5 +160,15 @@ mod tests {
         let p = Progress::from_hash(&Reply::Array(vec![bulk("a"), bulk("5 1")]), 2, 1, 10);
         assert_eq!(p.slowest_live(), 0);
         assert_eq!(Progress::from_hash(&Reply::Nil, 7, 0, 0).slowest_live(), 0);
+        // A field silent for ten node_timeouts (and ten minutes) goes.
+        let old = Reply::Array(vec![
+            bulk("gone"),
+            bulk(&encode(1, 0)),
+            bulk("a"),
+            bulk("5 1000000"),
+        ]);
+        let p = Progress::from_hash(&old, 5, 1_000_001, 30_000);
+        assert_eq!(p.forget, vec!["gone".to_string()]);
+        assert_eq!(p.nodes.len(), 1);
     }
 }

@@ -73,6 +73,8 @@ pub struct Reader {
     last_progress: Option<Instant>,
     /// The last progress sent to the server.
     reported: Option<Progress>,
+    /// Long-silent nodes' fields to remove with the next progress.
+    forget: Vec<String>,
     buf: Vec<u8>,
 }
 
@@ -120,6 +122,7 @@ impl Reader {
             last_read: Instant::now(),
             last_progress: None,
             reported: None,
+            forget: Vec::new(),
             buf: Vec::with_capacity(1024),
         }
     }
@@ -303,15 +306,22 @@ impl Reader {
             let progress = self
                 .last_progress
                 .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
-            let mut wrote = false;
+            // Replies before HGETALL's that are only acknowledgements.
+            let mut skip = 0;
             if progress {
                 self.last_progress = Some(Instant::now());
                 if let Some(read) = self.read.filter(|_| !frozen) {
                     let value = progress::encode(read, now_ms);
                     resp::encode(&mut self.buf, &["HSET", &self.hash, &self.node, &value]);
-                    n += 1;
-                    wrote = true;
+                    skip += 1;
                 }
+                if !self.forget.is_empty() {
+                    let mut args = vec!["HDEL".to_string(), self.hash.clone()];
+                    args.append(&mut self.forget);
+                    resp::encode(&mut self.buf, &args);
+                    skip += 1;
+                }
+                n += skip;
                 resp::encode(&mut self.buf, &["HGETALL", &self.hash]);
                 n += 1;
             }
@@ -334,7 +344,7 @@ impl Reader {
             let deadline = Instant::now() + READ_BLOCK + self.timeout;
             let (replies, reply) = self.pipeline_read(conn, n - 1, deadline)?;
             self.last_read = Instant::now();
-            let mut replies = replies.into_iter().skip(usize::from(wrote));
+            let mut replies = replies.into_iter().skip(skip);
             let hash = if progress { replies.next() } else { None };
             let info = stream_info(&replies.next().unwrap_or(Reply::Nil));
             // One write, so Redis ran these back to back with no other
@@ -382,7 +392,8 @@ impl Reader {
     }
 
     /// Sends the nodes' progress when it changed.
-    fn progress(&mut self, progress: Progress) -> Result<(), Stop> {
+    fn progress(&mut self, mut progress: Progress) -> Result<(), Stop> {
+        self.forget = std::mem::take(&mut progress.forget);
         if self.reported.as_ref() == Some(&progress) {
             return Ok(());
         }
