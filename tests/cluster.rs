@@ -393,6 +393,29 @@ fn a_publish_refused_after_kill9_never_shows_and_its_retry_shows_once() {
 }
 
 #[test]
+fn a_write_redis_refuses_is_503_and_never_shows() {
+    let Some((_dir, r)) = fresh_redis() else {
+        return;
+    };
+    let a = node(&r.url());
+    let mut sub = a.subscribe("/");
+    // No replica, so Redis answers every write with -NOREPLICAS.
+    assert!(r
+        .cli(&["CONFIG", "SET", "min-replicas-to-write", "1"])
+        .is_some_and(|o| o.contains("OK")));
+    let resp = a.publish_json("/k", &json!({"n": 1}));
+    assert_eq!(resp.status, 503, "{}", resp.body_str());
+    assert_eq!(resp.header("Retry-After"), Some("1"));
+    assert!(a.wait_log("Redis refused an append", T), "{}", a.log());
+    assert!(r
+        .cli(&["CONFIG", "SET", "min-replicas-to-write", "0"])
+        .is_some_and(|o| o.contains("OK")));
+    a.publish_ok("/k", &json!({"n": 2}));
+    a.publish_ok("/", &sentinel());
+    assert_eq!(ns(&sub.events_until_sentinel(T)), vec![2]);
+}
+
+#[test]
 fn kill9_with_32_publishers_in_flight_every_answer_holds() {
     let Some((_dir, mut r)) = fresh_redis() else {
         return;

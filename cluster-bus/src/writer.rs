@@ -7,7 +7,9 @@
 //! - `Ok(id)` once Redis acknowledged it;
 //! - `NotSent` if its deadline came before it could be written (Redis
 //!   unreachable): it is never written afterwards;
-//! - `Refused` if Redis answered with an error: not stored;
+//! - `Refused` if Redis answered with an error: not stored (`Unknown` if
+//!   an earlier write of it, on a connection that then failed, may have
+//!   landed);
 //! - `Unknown` if it was written and no answer came by its deadline: it is
 //!   never written again, and shows at most once (readers drop a cursor
 //!   they have delivered).
@@ -49,6 +51,9 @@ struct Job {
     append: Append,
     /// Written at least once: its outcome may be unknown.
     sent: bool,
+    /// Written on an earlier connection too: an error from Redis now does
+    /// not prove it is not stored (the first write may have landed).
+    resent: bool,
 }
 
 pub struct Writer {
@@ -170,6 +175,7 @@ impl Writer {
             let n = queue.len().min(BATCH);
             out.clear();
             for job in queue.iter_mut().take(n) {
+                job.resent = job.sent;
                 job.sent = true;
                 self.encode(&mut out, &job.append);
             }
@@ -193,6 +199,10 @@ impl Writer {
                 };
                 let Some(job) = queue.pop_front() else { break };
                 let result = match reply {
+                    Reply::Error(e) if job.resent => {
+                        warn!("cluster: Redis refused a re-sent append ({e}); the first may have landed");
+                        Err(AppendError::Unknown)
+                    }
                     Reply::Error(e) => {
                         warn!("cluster: Redis refused an append: {e}");
                         Err(AppendError::Refused(e))
@@ -245,6 +255,7 @@ impl Writer {
         queue.extend(batch.into_iter().map(|append| Job {
             append,
             sent: false,
+            resent: false,
         }));
     }
 
