@@ -521,11 +521,14 @@ fn the_same_key_on_two_nodes_at_once_makes_one_event() {
     let seen_b = sub_b.events_until_sentinel(T);
     assert_eq!(ns(&seen_a), (0..10).collect::<Vec<_>>(), "{seen_a:?}");
     assert_eq!(seen_a, seen_b, "both nodes deliver the same copy");
+    // At least the retry; a copy that reached A after B's was already in
+    // A's window is answered from it too.
     let m = a.admin_get("/metrics").body_str();
-    assert!(
-        m.contains(r#"pubsubd_cluster_appends_total{outcome="deduplicated"} 1"#),
-        "{m}"
-    );
+    let deduplicated = m
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"pubsubd_cluster_appends_total{outcome="deduplicated"} "#))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(deduplicated.is_some_and(|n| n >= 1), "{m}");
 }
 
 #[test]

@@ -228,14 +228,15 @@ impl Hub {
         let (topics, private) = event::split_private(path_topics);
         // Its sequence number is assigned when it comes back from the stream.
         let event = Event::publish(0, path, topics, private, payload, self.clock.epoch());
-        let line = backlog::storage_line(&event);
+        let mut line = backlog::storage_line(&event);
+        line.truncate(line.trim_end().len());
         let token = cluster.next_token;
         cluster.next_token += 1;
         let now = self.clock.now();
         let append = Append {
             token,
             cursor: event.cursor.clone(),
-            event: line.trim_end().to_string(),
+            event: line,
             key,
             deadline: Instant::now() + cluster.timeout,
         };
