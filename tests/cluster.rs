@@ -1147,7 +1147,7 @@ fn a_network_partition_in_a_namespace() {
     };
     let dir = TempDir::new();
     let port = redis::free_port();
-    let mut child = net.redis(dir.path(), port);
+    let child = net.redis(dir.path(), port);
     let url = format!("redis://{}:{port}/0", net.ns_ip);
     let a = node(&url);
     let b = node(&url);
@@ -1197,6 +1197,5 @@ fn a_network_partition_in_a_namespace() {
             "{got:?}"
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
