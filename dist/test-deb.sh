@@ -84,6 +84,15 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   else
     bad "systemd-analyze verify: $out"
   fi
+  # The per-core template, as one instance of it.
+  unit_dir=$(mktemp -d)
+  cp /usr/lib/systemd/system/pubsubd@.service "$unit_dir/pubsubd@00.service"
+  if out=$(systemd-analyze verify "$unit_dir/pubsubd@00.service" 2>&1); then
+    ok "systemd-analyze verify pubsubd@00"
+  else
+    bad "systemd-analyze verify pubsubd@00: $out"
+  fi
+  rm -rf "$unit_dir"
 else
   echo "deb: systemd-analyze not installed; unit not verified"
 fi

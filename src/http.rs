@@ -41,6 +41,9 @@ pub struct RequestHead {
     pub last_event_id: Option<String>,
     /// `Origin`, for CORS.
     pub origin: Option<String>,
+    /// `Idempotency-Key` as sent (checked in `hub/idempotency.rs`); a
+    /// second one is appended after ", ", which makes it invalid.
+    pub idempotency_key: Option<String>,
 }
 
 impl RequestHead {
@@ -154,6 +157,7 @@ pub fn parse_head(
         accept_sse: false,
         last_event_id: None,
         origin: None,
+        idempotency_key: None,
     };
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -196,6 +200,12 @@ pub fn parse_head(
             head.accept_sse |= value
                 .split(|&b| b == b',')
                 .any(|item| media_type_is(item, b"text/event-stream"));
+        } else if name.eq_ignore_ascii_case("idempotency-key") {
+            let value = String::from_utf8_lossy(value);
+            head.idempotency_key = Some(match head.idempotency_key.take() {
+                Some(first) => format!("{first}, {value}"),
+                None => value.into_owned(),
+            });
         } else if name.eq_ignore_ascii_case("last-event-id") {
             head.last_event_id = Some(String::from_utf8_lossy(value).into_owned());
         } else if name.eq_ignore_ascii_case("origin") {
@@ -530,6 +540,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         408 => "Request Timeout",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Unknown",
     }
 }

@@ -43,13 +43,18 @@ impl ListenerKind {
 
 /// A listening socket through socket2: an explicit accept backlog, and
 /// `::` meaning IPv6 and IPv4 while a specific v6 address means just that.
-pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+/// With `reuse_port`, `SO_REUSEPORT`: processes of the same user on the same
+/// port each get a share of the new connections (`server.reuse_port`).
+pub fn bind(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(!addr.ip().is_unspecified())?;
     }
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
@@ -63,7 +68,8 @@ pub fn bind_configured(config: &Config, admin_optional: bool) -> Result<Listener
     let server = &config.server;
     let listen = |port: u16| {
         let addr = SocketAddr::new(server.bind, port);
-        bind(addr, server.listen_backlog).map_err(|source| StartError::Listen { addr, source })
+        bind(addr, server.listen_backlog, server.reuse_port)
+            .map_err(|source| StartError::Listen { addr, source })
     };
     Ok(Listeners {
         plain: listen(server.port)?,
@@ -79,7 +85,8 @@ pub fn bind_configured(config: &Config, admin_optional: bool) -> Result<Listener
             }
             Some(admin) => {
                 let addr = SocketAddr::new(admin.bind, admin.port);
-                match bind(addr, server.listen_backlog) {
+                // Each node's own figures: never a shared port.
+                match bind(addr, server.listen_backlog, false) {
                     Ok(l) => Some(l),
                     Err(e) if admin_optional => {
                         log::warn!("no admin listener: cannot listen on {addr}: {e}");

@@ -83,6 +83,12 @@ pub fn render(s: &Snapshot<'_>) -> String {
     );
     counter(
         r,
+        "publishes_deduplicated",
+        "Publishes answered 202 with no new event (their Idempotency-Key was already in the window)",
+        st.deduplicated,
+    );
+    counter(
+        r,
         "deliveries",
         "Event frames queued for subscribers (live and replayed)",
         st.deliveries,
@@ -210,17 +216,42 @@ pub fn render(s: &Snapshot<'_>) -> String {
             "Publishes waiting for Redis to acknowledge their append",
             c.appends_waiting as u64,
         );
-        counter(
+        counter_family(
             r,
-            "cluster_appended",
-            "Appends Redis acknowledged",
-            c.appended,
+            "cluster_appends",
+            "Publishes by outcome: acknowledged (202), refused (503, not stored), unknown (504, sent with no answer in time), deduplicated (202 for an Idempotency-Key already in the stream)",
+            "outcome",
+            &[
+                ("acknowledged", c.acknowledged),
+                ("refused", c.refused),
+                ("unknown", c.unknown),
+                ("deduplicated", c.deduplicated),
+            ],
         );
         counter(
             r,
-            "cluster_append_failures",
-            "Publishes answered 503 because Redis did not acknowledge",
-            c.append_failures,
+            "cluster_held_back",
+            "Publishes refused (503) because a live node was near the trim horizon",
+            c.held_back,
+        );
+        gauge(
+            r,
+            "cluster_slowest_lag_entries",
+            "Entries the slowest live node has not read yet",
+            c.slowest_lag,
+        );
+        let lags = Family::<Labels, Gauge>::default();
+        for (node, lag, live) in &c.nodes {
+            lags.get_or_create(&vec![
+                ("node".to_owned(), node.clone()),
+                ("live".to_owned(), live.to_string()),
+            ])
+            .set(i64::try_from(*lag).unwrap_or(i64::MAX));
+        }
+        r.register(
+            "cluster_node_lag_entries",
+            "Entries each node has not read yet, as it last recorded in Redis",
+            lags,
         );
         counter(
             r,

@@ -44,13 +44,16 @@ pub struct LdapCounts {
 }
 
 /// The statuses the server sends, each with its own counter.
-const STATUSES: [u16; 10] = [200, 202, 204, 400, 403, 404, 405, 408, 500, 503];
+const STATUSES: [u16; 11] = [200, 202, 204, 400, 403, 404, 405, 408, 500, 503, 504];
 
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub published_http: u64,
     pub published_sqs: u64,
     pub published_cluster: u64,
+    /// Publishes answered 202 with no new event: their `Idempotency-Key`
+    /// was already in the window.
+    pub deduplicated: u64,
     /// Event frames queued for subscribers (live and replayed).
     pub deliveries: u64,
     /// Bytes written to sockets.
@@ -192,8 +195,20 @@ pub struct ClusterStatus {
     pub behind: bool,
     /// Appends waiting for Redis.
     pub appends_waiting: usize,
-    pub appended: u64,
-    pub append_failures: u64,
+    /// Publishes by outcome: stored (202), certainly not stored (503),
+    /// written with no answer in time (504), answered 202 without a new
+    /// event for an `Idempotency-Key` already in the stream.
+    pub acknowledged: u64,
+    pub refused: u64,
+    pub unknown: u64,
+    pub deduplicated: u64,
+    /// Of the refused: because a live node was too far behind.
+    pub held_back: u64,
+    /// Each node's lag behind the stream head, in entries (`live` false:
+    /// not reported within `node_timeout`).
+    pub nodes: Vec<(String, u64, bool)>,
+    /// The largest lag of a live node.
+    pub slowest_lag: u64,
     /// Events delivered from the stream (this node's and others').
     pub delivered: u64,
     /// Repeated cursors dropped (retried appends that had landed).

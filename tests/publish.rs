@@ -598,3 +598,61 @@ fn nesting_deeper_than_127_is_400() {
     srv.publish("/a", &nested(127)).assert(202, MSG_ACCEPTED);
     srv.publish("/a", &nested(128)).assert_bad_request();
 }
+
+#[test]
+fn idempotency_key_repeats_answer_202_without_a_new_event() {
+    let admin = if cfg!(feature = "admin") {
+        "\nadmin: {bind: 127.0.0.1, port: 0}"
+    } else {
+        ""
+    };
+    let srv = Server::start(&format!("backlog: {{size: 5}}{admin}"));
+    let mut sub = srv.subscribe("/");
+    let first = json!({"n": 1});
+    srv.publish_keyed("/i", &first, "order-1")
+        .assert(202, MSG_ACCEPTED);
+    // The retry (even with another body) makes no new event.
+    srv.publish_keyed("/i", &json!({"n": 2}), "order-1")
+        .assert(202, MSG_ACCEPTED);
+    srv.publish_keyed("/i", &json!({"n": 3}), "order-3")
+        .assert(202, MSG_ACCEPTED);
+    // Not visible ASCII, too long, or two keys: 400, nothing published.
+    let long = "k".repeat(129);
+    for bad in ["a b", long.as_str()] {
+        let r = srv.publish_keyed("/i", &json!({"n": 99}), bad);
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.body_str());
+        assert!(r.body_str().contains("Idempotency-Key"), "{}", r.body_str());
+    }
+    let two = r#"{"n": 98}"#;
+    let r = srv.request(
+        format!(
+            "PUT /i HTTP/1.1\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\nContent-Length: {}\r\n\r\n{two}",
+            two.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 400);
+    // Five more events push order-1 out of the backlog: the key is free.
+    for n in 10..15 {
+        srv.publish_ok("/i", &json!({ "n": n }));
+    }
+    srv.publish_keyed("/i", &json!({"n": 4}), "order-1")
+        .assert(202, MSG_ACCEPTED);
+    srv.publish_ok("/", &sentinel());
+    let events = sub.events_until_sentinel(T);
+    let got: Vec<i64> = events
+        .iter()
+        .map(|v| v["n"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(got, vec![1, 3, 10, 11, 12, 13, 14, 4]);
+    for v in &events {
+        assert!(!v.to_string().contains("order-"), "the key is not in {v}");
+    }
+    if cfg!(feature = "admin") {
+        let metrics = srv.admin_get("/metrics").body_str();
+        assert!(
+            metrics.contains("pubsubd_publishes_deduplicated_total 1"),
+            "{metrics}"
+        );
+    }
+}

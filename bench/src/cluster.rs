@@ -10,6 +10,11 @@
 //! 3. the stream key's own XADD ceiling (`redis-benchmark`, pipelined like
 //!    the nodes' writer) on the same Redis, with the same durability.
 //!
+//! With nginx + nchan among the servers, two nchan instances in Redis mode
+//! (`nchan_redis_pass` to the same `redis-server`) run beside pubsubd's
+//! nodes: the publish rounds and the latency on the other instance are
+//! measured for them too, from the same generator, against the same Redis.
+//!
 //! Redis runs with `--appendonly yes --appendfsync always` (what the
 //! README's promises need), `--save ''`, in its own temporary directory on
 //! the single node's port + 4, pinned to the servers' CPU; it is stopped by
@@ -35,6 +40,9 @@ const STREAM: &str = "pubsub-bench";
 const NODE_A_OFFSET: u16 = 2;
 const NODE_B_OFFSET: u16 = 3;
 const REDIS_OFFSET: u16 = 4;
+/// Ports of nchan's two Redis-mode instances after the nchan spec's.
+const NCHAN_A_OFFSET: u16 = 2;
+const NCHAN_B_OFFSET: u16 = 3;
 /// The nodes' writer pipelines at most this many appends (cluster-bus).
 const WRITER_BATCH: usize = 512;
 
@@ -190,19 +198,28 @@ fn start_node(
 /// Publishes `{}` to `/cluster-warmup` through `node` until it answers 202
 /// (the node listens before its Redis links are up), at most 15 s.
 fn wait_accepting(node: SocketAddr) -> Result<(), String> {
+    wait_publish(
+        node,
+        b"POST /cluster-warmup HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+}
+
+/// `request` (a publish) to `node` until the answer is 201 or 202, at
+/// most 15 s.
+fn wait_publish(node: SocketAddr, request: &[u8]) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last = String::new();
     while Instant::now() < deadline {
         let attempt = || {
             first_line(
                 node,
-                b"POST /cluster-warmup HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                request,
                 Duration::from_millis(500),
                 Duration::from_secs(6),
             )
         };
         match attempt() {
-            Ok(l) if l.contains(" 202") => return Ok(()),
+            Ok(l) if l.contains(" 202") || l.contains(" 201") => return Ok(()),
             Ok(l) => last = l,
             Err(e) => last = e.to_string(),
         }
@@ -211,8 +228,52 @@ fn wait_accepting(node: SocketAddr) -> Result<(), String> {
     Err(format!("{node} did not accept a publish in 15 s: {last}"))
 }
 
+/// nginx and the nchan module, and the nchan spec's port.
+pub struct NchanBins<'a> {
+    pub nginx: &'a Path,
+    pub module: &'a Path,
+    pub port: u16,
+}
+
+/// Starts one nginx + nchan instance in Redis mode on `port`.
+fn start_nchan(
+    o: &ClusterOpts,
+    n: &NchanBins,
+    name: &str,
+    port: u16,
+    redis_port: u16,
+    dir: &Path,
+    tuning: &Tuning,
+) -> io::Result<Running> {
+    let d = dir.join(format!("{name}-nginx"));
+    fs::create_dir_all(&d)?;
+    let conf = d.join("nginx.conf");
+    fs::write(
+        &conf,
+        server::nginx_redis_conf(&d, port, n.module, redis_port),
+    )?;
+    let spec = Spec {
+        name: name.into(),
+        proto: crate::proto::Proto::Nchan,
+        port,
+        kind: Kind::Cmd {
+            cmd: format!(
+                "{} -c {} -p {} -e {}",
+                sh_quote(n.nginx),
+                sh_quote(&conf),
+                sh_quote(&d),
+                sh_quote(&d.join("error.log"))
+            ),
+        },
+        cpu: o.spec.cpu.clone(),
+    };
+    server::start(&spec, "cluster", dir, tuning)
+}
+
 /// Everything the scenario needs from `compare`.
 pub struct ClusterOpts<'a> {
+    /// nginx + nchan, when among the servers: its Redis mode beside ours.
+    pub nchan: Option<NchanBins<'a>>,
     /// The pubsubd binary and the single node's spec (its port and CPU).
     pub bin: &'a Path,
     pub spec: &'a Spec,
@@ -235,6 +296,8 @@ struct Servers {
     redis: Redis,
     a: Running,
     b: Running,
+    /// nchan's two Redis-mode instances (publish to the first).
+    nchan: Option<(Running, Running)>,
 }
 
 impl Servers {
@@ -255,6 +318,17 @@ impl Servers {
                 "log_examples": examples,
                 "log": srv.log.display().to_string(),
             });
+        }
+        if let Some((na, nb)) = &mut self.nchan {
+            for (name, srv) in [("nchan_a", na), ("nchan_b", nb)] {
+                let crashed = !srv.alive();
+                let status = srv.stop();
+                out[name] = json!({
+                    "crashed_during_run": crashed,
+                    "exit": status.map(|s| s.to_string()),
+                    "log": srv.log.display().to_string(),
+                });
+            }
         }
         self.redis.stop();
         out["redis"] = json!({"dir": self.redis.dir.display().to_string()});
@@ -315,18 +389,75 @@ pub fn run(o: &ClusterOpts) -> Value {
         redis,
         a,
         b,
+        nchan: None,
     };
+    if let Some(n) = &o.nchan {
+        let rport = servers.redis.port;
+        let pair = start_nchan(
+            o,
+            n,
+            "nchan-a",
+            n.port + NCHAN_A_OFFSET,
+            rport,
+            &dir,
+            &tuning,
+        )
+        .and_then(|na| {
+            match start_nchan(
+                o,
+                n,
+                "nchan-b",
+                n.port + NCHAN_B_OFFSET,
+                rport,
+                &dir,
+                &tuning,
+            ) {
+                Ok(nb) => Ok((na, nb)),
+                Err(e) => {
+                    let mut na = na;
+                    na.stop();
+                    Err(e)
+                }
+            }
+        });
+        match pair {
+            Ok(pair) => {
+                log(
+                    o,
+                    "nchan in Redis mode: two instances on the same redis-server",
+                );
+                servers.nchan = Some(pair);
+            }
+            Err(e) => log(o, &format!("nchan in Redis mode not started: {e}")),
+        }
+    }
     let mut out = json!({
         "redis": {"cpu": o.spec.cpu, "appendfsync": "always", "stream": STREAM},
         "nodes": {"single": servers.single.addr.to_string(), "a": servers.a.addr.to_string(), "b": servers.b.addr.to_string()},
     });
-    let ready = wait_accepting(servers.a.addr).and_then(|()| wait_accepting(servers.b.addr));
+    let mut ready = wait_accepting(servers.a.addr).and_then(|()| wait_accepting(servers.b.addr));
+    if let Some((na, _)) = &servers.nchan {
+        ready = ready.and_then(|()| {
+            wait_publish(
+                na.addr,
+                b"POST /pub?id=warmup HTTP/1.1\r\nHost: bench\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            )
+        });
+    }
     if let Err(e) = ready {
         out["error"] = json!(e);
         out["servers"] = servers.stop();
         return out;
     }
     out["publish"] = publish_rounds(o, &servers);
+    // Deeper batches: 256 publisher connections, two rounds each.
+    let deep = Cfg {
+        pub_conns: 256,
+        pub_rounds: 2,
+        pub_secs: o.cfg.pub_secs / 2.0,
+        ..o.cfg.clone()
+    };
+    out["publish_256"] = publish_rounds_with(o, &servers, &deep);
     // The same rounds with Redis fsyncing once a second: how much of the
     // cost is the disk's fsync and how much the bus itself.
     let port = servers.redis.port;
@@ -358,24 +489,42 @@ fn target(srv: &Running, pub_addr: SocketAddr) -> Target {
 /// swapped each round; each cluster turn also records the CPU of node B
 /// and Redis (all three share the servers' CPU).
 fn publish_rounds(o: &ClusterOpts, s: &Servers) -> Value {
-    let cfg = o.cfg;
+    publish_rounds_with(o, s, o.cfg)
+}
+
+/// [`publish_rounds`] with its own sizes (more publisher connections).
+fn publish_rounds_with(o: &ClusterOpts, s: &Servers, cfg: &Cfg) -> Value {
     let rounds = cfg.pub_rounds.max(1);
     let secs = cfg.pub_secs / rounds as f64;
     let mut single = Vec::new();
     let mut cluster = Vec::new();
+    let mut nchan = Vec::new();
+    let sides = if s.nchan.is_some() { 3 } else { 2 };
     for round in 0..rounds {
-        for k in 0..2 {
-            let on_cluster = (k + round) % 2 == 1;
+        for k in 0..sides {
+            let side = (k + round) % sides;
+            let on_cluster = side == 1;
             log(
                 o,
                 &format!(
                     "publish round {}/{rounds}, {} connections, {secs:.0} s: {}",
                     round + 1,
                     cfg.pub_conns,
-                    if on_cluster { "node A" } else { "single" }
+                    ["single", "node A", "nchan A (Redis mode)"][side]
                 ),
             );
-            if on_cluster {
+            if let (2, Some((na, nb))) = (side, &s.nchan) {
+                let (b0, r0) = (sample(nb.pid), sample(s.redis.pid()));
+                let t = Target {
+                    proto: crate::proto::Proto::Nchan,
+                    ..target(na, na.addr)
+                };
+                let mut v = scenarios::publish_throughput(&t, cfg, secs);
+                let (b1, r1) = (sample(nb.pid), sample(s.redis.pid()));
+                v["node_b_cpu_percent"] = json!(b1.cpu_percent_since(&b0));
+                v["redis_cpu_percent"] = json!(r1.cpu_percent_since(&r0));
+                nchan.push(v);
+            } else if on_cluster {
                 let (b0, r0) = (sample(s.b.pid), sample(s.redis.pid()));
                 let mut v = scenarios::publish_throughput(&target(&s.a, s.a.addr), cfg, secs);
                 let (b1, r1) = (sample(s.b.pid), sample(s.redis.pid()));
@@ -394,12 +543,16 @@ fn publish_rounds(o: &ClusterOpts, s: &Servers) -> Value {
     let rate = |t: &Value| t["requests_per_sec"].as_f64().unwrap_or(0.0);
     let rs: Vec<f64> = single.iter().map(rate).collect();
     let rc: Vec<f64> = cluster.iter().map(rate).collect();
-    let ratios: Vec<f64> = rc
-        .iter()
-        .zip(&rs)
-        .filter(|(_, b)| **b > 0.0)
-        .map(|(a, b)| a / b)
-        .collect();
+    let rn: Vec<f64> = nchan.iter().map(rate).collect();
+    let ratio = |xs: &[f64], ys: &[f64]| -> Vec<f64> {
+        xs.iter()
+            .zip(ys)
+            .filter(|(_, b)| **b > 0.0)
+            .map(|(a, b)| a / b)
+            .collect()
+    };
+    let ratios = ratio(&rc, &rs);
+    let over_nchan = ratio(&rc, &rn);
     let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
     let field =
         |ts: &[Value], k: &str| mean(&ts.iter().filter_map(|t| t[k].as_f64()).collect::<Vec<_>>());
@@ -435,8 +588,17 @@ fn publish_rounds(o: &ClusterOpts, s: &Servers) -> Value {
         "redis_cpu_percent": field(&cluster, "redis_cpu_percent"),
         "single_errors": errors(&single),
         "cluster_errors": errors(&cluster),
+        "nchan_requests_per_sec": (!rn.is_empty()).then(|| mean(&rn)),
+        "nchan_by_round": rn,
+        "cluster_over_nchan_by_round": over_nchan,
+        "cluster_over_nchan_median": median(&over_nchan),
+        "nchan_a_cpu_percent": (!nchan.is_empty()).then(|| field(&nchan, "server_cpu_percent")),
+        "nchan_b_cpu_percent": (!nchan.is_empty()).then(|| field(&nchan, "node_b_cpu_percent")),
+        "nchan_redis_cpu_percent": (!nchan.is_empty()).then(|| field(&nchan, "redis_cpu_percent")),
+        "nchan_errors": errors(&nchan),
         "single_turns": single,
         "cluster_turns": cluster,
+        "nchan_turns": nchan,
     })
 }
 
@@ -456,6 +618,22 @@ fn latency(o: &ClusterOpts, s: &Servers) -> Value {
     let (a1, r1) = (sample(s.a.pid), sample(s.redis.pid()));
     cluster["node_a_cpu_percent_whole_run"] = json!(a1.cpu_percent_since(&a0));
     cluster["redis_cpu_percent_whole_run"] = json!(r1.cpu_percent_since(&r0));
+    let nchan = s.nchan.as_ref().map(|(na, nb)| {
+        log(
+            o,
+            &format!("latency, {SUBS} subscribers on nchan B, publishing to nchan A (Redis mode)"),
+        );
+        let (a0, r0) = (sample(na.pid), sample(s.redis.pid()));
+        let t = Target {
+            proto: crate::proto::Proto::Nchan,
+            ..target(nb, na.addr)
+        };
+        let mut v = scenarios::fanout(&t, o.cfg, SUBS);
+        let (a1, r1) = (sample(na.pid), sample(s.redis.pid()));
+        v["nchan_a_cpu_percent_whole_run"] = json!(a1.cpu_percent_since(&a0));
+        v["redis_cpu_percent_whole_run"] = json!(r1.cpu_percent_since(&r0));
+        v
+    });
     let p = |v: &Value, q: &str| v["fixed_rate"]["latency"][q].as_f64();
     let diff = |q: &str| Some(p(&cluster, q)? - p(&single, q)?);
     log(
@@ -475,6 +653,7 @@ fn latency(o: &ClusterOpts, s: &Servers) -> Value {
         "p99_ms_over_single": diff("p99_ms"),
         "single": single,
         "cluster": cluster,
+        "nchan": nchan,
     })
 }
 
@@ -610,6 +789,27 @@ pub fn table(md: &mut String, v: &Value) {
         f(&p["node_b_cpu_percent"], 0),
         f(&p["redis_cpu_percent"], 0),
     );
+    // CPU per publish in µs: a process's % of one core ÷ requests/s.
+    let per = |cpu: &Value, rate: &Value| match (cpu.as_f64(), rate.as_f64()) {
+        (Some(c), Some(r)) if r > 0.0 => json!(c * 1e4 / r),
+        _ => Value::Null,
+    };
+    let (sr, cr) = (
+        &p["single_requests_per_sec"],
+        &p["cluster_requests_per_sec"],
+    );
+    let a_per = per(&p["node_a_cpu_percent"], cr);
+    let s_per = per(&p["single_cpu_percent"], sr);
+    let _ = writeln!(
+        md,
+        "| … CPU µs per publish: single / node A, node B, Redis | {} | {}, {}, {} | node A {}× | ≤ 2× | {} |",
+        f(&s_per, 1),
+        f(&a_per, 1),
+        f(&per(&p["node_b_cpu_percent"], cr), 1),
+        f(&per(&p["redis_cpu_percent"], cr), 1),
+        f(&json!(a_per.as_f64().zip(s_per.as_f64()).map(|(a, s)| a / s)), 2),
+        met(a_per.as_f64().zip(s_per.as_f64()).map(|(a, s)| a <= 2.0 * s)),
+    );
     let _ = writeln!(
         md,
         "| … publish errors | {} | {} | | 0 | |",
@@ -657,6 +857,76 @@ pub fn table(md: &mut String, v: &Value) {
         l["subscribers"],
         f(maxr("single"), 0),
         f(maxr("cluster"), 0),
+    );
+    let q = &v["publish_256"];
+    if q.is_object() {
+        let over = q["ratio_median"].as_f64();
+        let _ = writeln!(
+            md,
+            "| publish requests/s, {} connections (node A; median of {} rounds) | {} | {} | {}× | ≥ 0.4× | {} |",
+            q["connections"],
+            q["rounds"],
+            f(&q["single_requests_per_sec"], 0),
+            f(&q["cluster_requests_per_sec"], 0),
+            f(&q["ratio_median"], 2),
+            met(over.map(|r| r >= 0.4)),
+        );
+        let cr = &q["cluster_requests_per_sec"];
+        let _ = writeln!(
+            md,
+            "| … CPU µs per publish: single / node A, node B, Redis; nchan A, nchan B, Redis ({} req/s) | {} | {}, {}, {}; {}, {}, {} | | | |",
+            f(&q["nchan_requests_per_sec"], 0),
+            f(&per(&q["single_cpu_percent"], &q["single_requests_per_sec"]), 1),
+            f(&per(&q["node_a_cpu_percent"], cr), 1),
+            f(&per(&q["node_b_cpu_percent"], cr), 1),
+            f(&per(&q["redis_cpu_percent"], cr), 1),
+            f(&per(&q["nchan_a_cpu_percent"], &q["nchan_requests_per_sec"]), 1),
+            f(&per(&q["nchan_b_cpu_percent"], &q["nchan_requests_per_sec"]), 1),
+            f(&per(&q["nchan_redis_cpu_percent"], &q["nchan_requests_per_sec"]), 1),
+        );
+    }
+    let nr = &p["nchan_requests_per_sec"];
+    if nr.is_number() {
+        let over = p["cluster_over_nchan_median"].as_f64();
+        let _ = writeln!(
+            md,
+            "| nchan in Redis mode (two nginx+nchan on the same Redis): publish requests/s through nchan A | | {} | pubsubd ÷ nchan {}× | ≥ 2× | {} |",
+            f(nr, 0),
+            f(&p["cluster_over_nchan_median"], 2),
+            met(over.map(|r| r >= 2.0)),
+        );
+        let _ = writeln!(
+            md,
+            "| … CPU µs per publish: nchan A, nchan B, Redis | | {}, {}, {} | | | |",
+            f(&per(&p["nchan_a_cpu_percent"], nr), 1),
+            f(&per(&p["nchan_b_cpu_percent"], nr), 1),
+            f(&per(&p["nchan_redis_cpu_percent"], nr), 1),
+        );
+        if e.is_object() {
+            let _ = writeln!(
+                md,
+                "| … nchan at `appendfsync everysec` | | {} | pubsubd ÷ nchan {}× | ≥ 2× | |",
+                f(&e["nchan_requests_per_sec"], 0),
+                f(&e["cluster_over_nchan_median"], 2),
+            );
+        }
+        let n = &l["nchan"];
+        let _ = writeln!(
+            md,
+            "| … nchan delivery latency p50 / p99 (ms), subscribers on nchan B | | {} / {} | | | |",
+            f(&n["fixed_rate"]["latency"]["p50_ms"], 2),
+            f(&n["fixed_rate"]["latency"]["p99_ms"], 2),
+        );
+        let _ = writeln!(
+            md,
+            "| … nchan deliveries lost at {} events/s, and publishing flat out | | {}, {} | | | |",
+            l["rate"], n["fixed_rate"]["lost"], n["max_rate"]["lost"],
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| deliveries lost publishing flat out (the overload) | {} | {} | | 0 | |",
+        l["single"]["max_rate"]["lost"], l["cluster"]["max_rate"]["lost"],
     );
     let x = &v["xadd_ceiling"];
     for c in ["1_connections", "2_connections"] {

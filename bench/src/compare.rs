@@ -388,7 +388,16 @@ fn cluster_scenario(opts: &CompareOpts, started: Instant) -> Value {
         eprintln!("cluster skipped: no pubsubd among the servers");
         return json!({"error": "no pubsubd among the servers"});
     };
+    let nchan = opts.servers.iter().find_map(|s| match &s.kind {
+        Kind::Nchan { nginx, module } => Some(cluster::NchanBins {
+            nginx,
+            module,
+            port: s.port,
+        }),
+        _ => None,
+    });
     cluster::run(&cluster::ClusterOpts {
+        nchan,
         bin,
         spec,
         redis_server,

@@ -264,6 +264,29 @@ http {{
     )
 }
 
+/// nginx + nchan in Redis mode (the `cluster` scenario): the same server
+/// block as [`nginx_conf`], every channel stored in the Redis on
+/// `redis_port` (`nchan_redis_pass` to an upstream of one
+/// `nchan_redis_server`), so several instances share their channels.
+pub fn nginx_redis_conf(dir: &Path, port: u16, module: &Path, redis_port: u16) -> String {
+    nginx_conf(dir, port, module, None)
+        .replace(
+            "http {\n",
+            &format!(
+                "http {{\n  upstream redis_bench {{\n    nchan_redis_server redis://127.0.0.1:{redis_port}/0;\n  }}\n"
+            ),
+        )
+        .replace(
+            "      nchan_channel_id $arg_id;\n",
+            "      nchan_channel_id $arg_id;\n      nchan_redis_pass redis_bench;\n",
+        )
+        .replace(
+            "      nchan_channel_id $1;\n",
+            "      nchan_channel_id $1;\n      nchan_redis_pass redis_bench;\n",
+        )
+        .replace("one worker, for benchmarks.", "one worker, Redis mode, for benchmarks.")
+}
+
 fn mosquitto_conf(port: u16) -> String {
     format!(
         "# Written by pubsub-load: mosquitto for benchmarks (QoS 0 traffic).

@@ -8,11 +8,9 @@
 //! that is behind the position (`last-generated-id`), or whose
 //! `entries-added` went down, started over.
 
-use redis::Value;
-
-use crate::entry::text;
 use crate::id::StreamId;
 use crate::message::Gap;
+use crate::resp::Reply;
 
 /// The fields of an `XINFO STREAM` reply a reader needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,35 +21,46 @@ pub struct StreamInfo {
     pub last_generated: StreamId,
     /// Entries ever appended (Redis 7 and later).
     pub entries_added: Option<u64>,
+    /// Entries in the stream now.
+    pub length: u64,
 }
 
 impl StreamInfo {
-    /// Reads the reply, RESP2 (a flat array) or RESP3 (a map).
-    pub fn parse(reply: &Value) -> StreamInfo {
-        let pairs: Vec<(String, &Value)> = match reply {
-            Value::Array(items) => items
-                .chunks(2)
-                .filter_map(|kv| Some((text(kv.first()?)?, kv.get(1)?)))
-                .collect(),
-            Value::Map(items) => items
-                .iter()
-                .filter_map(|(k, v)| Some((text(k)?, v)))
-                .collect(),
-            _ => Vec::new(),
+    /// Reads the reply (RESP2: a flat array of names and values).
+    pub fn parse(reply: &Reply) -> StreamInfo {
+        let mut info = StreamInfo::default();
+        let Some(items) = reply.array() else {
+            return info;
         };
-        let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-        let id = |v: &Value| text(v).and_then(|t| StreamId::parse(&t));
-        StreamInfo {
-            first: field("first-entry").and_then(|v| match v {
-                Value::Array(entry) => entry.first().and_then(id),
-                _ => None,
-            }),
-            last_generated: field("last-generated-id").and_then(id).unwrap_or_default(),
-            entries_added: field("entries-added").and_then(|v| match v {
-                Value::Int(n) => u64::try_from(*n).ok(),
-                other => text(other)?.parse().ok(),
-            }),
+        for kv in items.chunks(2) {
+            let [k, v] = kv else { continue };
+            match k.text() {
+                Some("first-entry") => {
+                    info.first = v
+                        .array()
+                        .and_then(|e| e.first())
+                        .and_then(Reply::text)
+                        .and_then(StreamId::parse)
+                }
+                Some("last-generated-id") => {
+                    info.last_generated = v.text().and_then(StreamId::parse).unwrap_or_default()
+                }
+                Some("length") => {
+                    info.length = v.int().and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
+                }
+                Some("entries-added") => {
+                    info.entries_added = v.int().and_then(|n| u64::try_from(n).ok())
+                }
+                _ => {}
+            }
         }
+        info
+    }
+
+    /// Where the entry before the first one stands on the scale of
+    /// `entries-added` (entries are only ever trimmed from the front).
+    pub fn before_first(&self) -> Option<u64> {
+        Some(self.entries_added?.saturating_sub(self.length))
     }
 
     /// What happened to entries after `position`, which this reader has
@@ -94,8 +103,8 @@ mod tests {
         StreamId { ms, seq }
     }
 
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
+    fn bulk(s: &str) -> Reply {
+        Reply::Bulk(s.as_bytes().to_vec())
     }
 
     fn info(first: Option<StreamId>, last: StreamId, added: Option<u64>) -> StreamInfo {
@@ -103,39 +112,43 @@ mod tests {
             first,
             last_generated: last,
             entries_added: added,
+            length: 0,
         }
     }
 
     #[test]
     fn parses_a_resp2_reply() {
-        let reply = Value::Array(vec![
+        let reply = Reply::Array(vec![
             bulk("length"),
-            Value::Int(100),
+            Reply::Int(100),
             bulk("last-generated-id"),
             bulk("1795979346398-10"),
             bulk("max-deleted-entry-id"),
             bulk("0-0"),
             bulk("entries-added"),
-            Value::Int(300),
+            Reply::Int(300),
             bulk("first-entry"),
-            Value::Array(vec![
+            Reply::Array(vec![
                 bulk("1795979346341-9"),
-                Value::Array(vec![bulk("f"), bulk("201")]),
+                Reply::Array(vec![bulk("f"), bulk("201")]),
             ]),
             bulk("last-entry"),
-            Value::Nil,
+            Reply::Nil,
         ]);
         assert_eq!(
             StreamInfo::parse(&reply),
-            info(Some(id(1795979346341, 9)), id(1795979346398, 10), Some(300))
+            StreamInfo {
+                length: 100,
+                ..info(Some(id(1795979346341, 9)), id(1795979346398, 10), Some(300))
+            }
         );
     }
 
     #[test]
     fn an_empty_or_odd_reply_has_no_first_entry() {
-        let reply = Value::Array(vec![bulk("first-entry"), Value::Nil]);
+        let reply = Reply::Array(vec![bulk("first-entry"), Reply::Nil]);
         assert_eq!(StreamInfo::parse(&reply), StreamInfo::default());
-        assert_eq!(StreamInfo::parse(&Value::Nil), StreamInfo::default());
+        assert_eq!(StreamInfo::parse(&Reply::Nil), StreamInfo::default());
     }
 
     #[test]

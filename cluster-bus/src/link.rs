@@ -7,18 +7,23 @@
 //! every step has the configured timeout: a stopped Sentinel must not hang
 //! a helper thread.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Client, Connection, Value};
+use redis::{Client, Connection, ConnectionAddr, Value};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
-use crate::entry::text;
 use crate::settings::{redact, Settings, Target};
+use crate::wire::{Address, Wire};
 
 /// Opens connections to the current master.
 #[derive(Clone)]
 pub struct Opener {
     kind: Kind,
     timeout: Duration,
+    /// For `rediss://` on the bus's own connections ([`Wire`]).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Clone)]
@@ -42,6 +47,7 @@ impl Opener {
             }
             None => None,
         };
+        let tls_ca = ca.clone();
         let kind = match &settings.target {
             Target::Url(url) => Kind::Direct(client(url, ca.as_deref())?),
             Target::Sentinel(s) => {
@@ -58,27 +64,61 @@ impl Opener {
                 }
             }
         };
+        let wants_tls = match &settings.target {
+            Target::Url(url) => url.starts_with("rediss://"),
+            Target::Sentinel(_) => tls_ca.is_some(),
+        };
+        let tls = if wants_tls {
+            Some(tls_config(tls_ca.as_deref())?)
+        } else {
+            None
+        };
         Ok(Opener {
             kind,
             timeout: settings.timeout,
+            tls,
         })
     }
 
-    /// A connection to the master with `read_timeout` on reads (a blocking
-    /// `XREAD` needs longer than the command timeout) and the command
-    /// timeout on writes.
-    pub fn open(&self, read_timeout: Duration) -> Result<Connection, String> {
-        let client = match &self.kind {
-            Kind::Direct(client) => client.clone(),
+    /// The master's address (asking the Sentinels if configured).
+    fn master(&self) -> Result<Client, String> {
+        match &self.kind {
+            Kind::Direct(client) => Ok(client.clone()),
             Kind::Sentinel {
                 master,
                 sentinels,
                 ca,
                 userinfo,
-            } => self.ask_sentinels(master, sentinels, ca.as_deref(), userinfo)?,
+            } => self.ask_sentinels(master, sentinels, ca.as_deref(), userinfo),
+        }
+    }
+
+    /// A connection of the bus's own ([`Wire`]) to the master, opened
+    /// within `timeout`.
+    pub fn open_wire(&self, timeout: Duration) -> Result<Wire, String> {
+        let client = self.master()?;
+        let info = client.get_connection_info();
+        let (host, port, tls) = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => (host.clone(), *port, None),
+            ConnectionAddr::TcpTls { host, port, .. } => {
+                let tls = self.tls.clone().ok_or("rediss:// without a TLS setup")?;
+                (host.clone(), *port, Some(tls))
+            }
+            _ => return Err("only TCP connections are supported".into()),
         };
-        let conn = self.connect(&client, read_timeout)?;
-        Ok(conn)
+        let settings = info.redis_settings();
+        let address = Address {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+            tls,
+            username: settings.username().map(str::to_string),
+            password: settings.password().map(str::to_string),
+            db: settings.db(),
+        };
+        Wire::connect(&address, timeout)
     }
 
     fn connect(&self, client: &Client, read_timeout: Duration) -> Result<Connection, String> {
@@ -151,6 +191,43 @@ impl Opener {
     }
 }
 
+/// The text of a bulk or simple string (the Sentinel's replies).
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The TLS client setup: `ca` (PEM) as the only roots, else the system's.
+fn tls_config(ca: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("ca_file: {e}"))?;
+                roots.add(cert).map_err(|e| format!("ca_file: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("ca_file: no certificate in it".into());
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// A client for `url`, with `ca` as the only trusted roots for TLS.
 fn client(url: &str, ca: Option<&[u8]>) -> Result<Client, String> {
     let result = match ca {
@@ -188,6 +265,16 @@ fn userinfo(username: Option<&str>, password: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://u:secret@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(redact("redis://:secret@h"), "redis://:***@h");
+        assert_eq!(redact("redis://h:6379/0"), "redis://h:6379/0");
+    }
 
     #[test]
     fn credentials_survive_the_url() {

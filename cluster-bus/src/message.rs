@@ -1,7 +1,7 @@
 //! What goes between the server and the bus's threads: the appends the
 //! server queues, and the messages (append outcomes, entries, link
-//! changes, gaps) the threads send back through an `Outbox`, each followed
-//! by a wake-up of the server.
+//! changes, gaps, progress) the threads send back through an `Outbox`,
+//! each followed by a wake-up of the server.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +12,7 @@ use crossbeam_channel::Sender;
 
 use crate::entry::Entry;
 use crate::id::StreamId;
+use crate::progress;
 
 /// One event to append.
 #[derive(Debug, Clone)]
@@ -21,25 +22,40 @@ pub struct Append {
     pub cursor: String,
     /// The event as its storage line (what every node rebuilds it from).
     pub event: String,
+    /// The publisher's `Idempotency-Key`, stored beside the event.
+    pub key: Option<String>,
     /// Not sent at all after this (the publisher has been answered).
     pub deadline: Instant,
 }
 
-/// Why an append did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why an append was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendError {
-    /// Not sent to Redis: unreachable, or the deadline passed first.
+    /// Never written to Redis (unreachable, or the connection was found
+    /// closed before the batch): not stored.
     NotSent,
-    /// Sent, outcome unknown, retried until given up: it may be in the
-    /// stream (once: readers drop repeated cursors).
-    GaveUp,
+    /// Redis answered with an error (read-only replica, out of memory):
+    /// not stored.
+    Refused(String),
+    /// Written, and no answer came by the deadline: it may be in the
+    /// stream (at most once: readers drop repeated cursors). Never sent
+    /// again.
+    Unknown,
+}
+
+impl AppendError {
+    /// True when the event is certainly not in the stream.
+    pub fn not_stored(&self) -> bool {
+        !matches!(self, AppendError::Unknown)
+    }
 }
 
 impl fmt::Display for AppendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AppendError::NotSent => f.write_str("not appended (Redis unavailable)"),
-            AppendError::GaveUp => f.write_str("outcome unknown; retries given up"),
+            AppendError::Refused(e) => write!(f, "Redis refused the append: {e}"),
+            AppendError::Unknown => f.write_str("sent, no answer in time: outcome unknown"),
         }
     }
 }
@@ -76,6 +92,8 @@ pub enum Message {
         initial: bool,
         /// Entries dropped from this batch as repeated cursors.
         duplicates: u64,
+        /// Entries dropped as repeated idempotency keys.
+        key_duplicates: u64,
         /// The batch was full: the reader is behind.
         behind: bool,
     },
@@ -86,29 +104,19 @@ pub enum Message {
         error: Option<String>,
     },
     Gap(Gap),
+    /// How far the nodes have read, as of the reader's last look.
+    Progress(progress::Progress),
 }
 
 /// Sends messages to the server and wakes it.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: Sender<Message>,
-    notify: Arc<dyn Fn() + Send + Sync>,
-    stopped: Arc<AtomicBool>,
+    pub(crate) tx: Sender<Message>,
+    pub(crate) notify: Arc<dyn Fn() + Send + Sync>,
+    pub(crate) stopped: Arc<AtomicBool>,
 }
 
 impl Outbox {
-    pub(crate) fn new(
-        tx: Sender<Message>,
-        notify: Arc<dyn Fn() + Send + Sync>,
-        stopped: Arc<AtomicBool>,
-    ) -> Outbox {
-        Outbox {
-            tx,
-            notify,
-            stopped,
-        }
-    }
-
     /// The server has dropped its end: stop.
     pub fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
@@ -116,8 +124,18 @@ impl Outbox {
 
     /// False once the server is gone (the thread should stop).
     pub fn send(&self, message: Message) -> bool {
-        let ok = self.tx.send(message).is_ok();
-        (self.notify)();
+        let ok = self.push(message);
+        self.wake();
         ok
+    }
+
+    /// Sends without waking the server: several messages, then one
+    /// [`Outbox::wake`].
+    pub fn push(&self, message: Message) -> bool {
+        self.tx.send(message).is_ok()
+    }
+
+    pub fn wake(&self) {
+        (self.notify)();
     }
 }

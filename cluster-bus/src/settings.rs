@@ -1,10 +1,17 @@
 //! What the server hands the bus: where Redis is (a URL or Sentinels,
-//! with their AUTH), the stream, its bounds and timeouts. `Debug` and
-//! `redact` never show a password.
+//! with their AUTH), the stream, its bounds and timeouts, and the reader's
+//! fixed sizes. `Debug` and `redact` never show a password.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Entries asked for per `XREAD`.
+pub const READ_COUNT: usize = 1024;
+/// How long one `XREAD` blocks waiting for new entries.
+pub const READ_BLOCK: Duration = Duration::from_millis(1000);
+/// Cursors remembered for de-duplication, at least.
+pub const SEEN_MIN: usize = 10_000;
 
 /// Where Redis is.
 #[derive(Clone, PartialEq, Eq)]
@@ -60,6 +67,9 @@ pub struct Settings {
     pub load: usize,
     /// This node's name in the entries it appends.
     pub node: String,
+    /// A node that has not recorded its progress for this long no longer
+    /// holds the others back.
+    pub node_timeout: Duration,
 }
 
 /// `url` with any password replaced by `***`.
@@ -77,20 +87,5 @@ pub fn redact(url: &str) -> String {
             format!("{scheme}://{user}:***@{host}{path}")
         }
         None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("redis://u:secret@h:6379/0"),
-            "redis://u:***@h:6379/0"
-        );
-        assert_eq!(redact("redis://:secret@h"), "redis://:***@h");
-        assert_eq!(redact("redis://h:6379/0"), "redis://h:6379/0");
     }
 }

@@ -2,240 +2,338 @@
 //!
 //! It takes up to [`BATCH`] appends at a time from its channel and sends
 //! them as one pipeline of `XADD key MAXLEN ~ n * c <cursor> e <event> n
-//! <node>`. Each append gets exactly one [`Message::Appended`]:
+//! <node> [k <key>]`. Each append gets exactly one [`Message::Appended`],
+//! by its deadline:
 //! - `Ok(id)` once Redis acknowledged it;
-//! - `NotSent` if its deadline passed before it could be sent (Redis
-//!   unreachable): it is then never sent, since its publisher was told no;
-//! - `GaveUp` if it was sent but the outcome is unknown (timeout, dropped
-//!   connection) and retries kept failing for [`GIVE_UP_AFTER`] timeouts.
+//! - `NotSent` if its deadline came before it could be written (Redis
+//!   unreachable): it is never written afterwards;
+//! - `Refused` if Redis answered with an error: not stored (`Unknown` if
+//!   an earlier write of it, on a connection that then failed, may have
+//!   landed);
+//! - `Unknown` if it was written and no answer came by its deadline: it is
+//!   never written again, and shows at most once (readers drop a cursor
+//!   they have delivered).
 //!
-//! An unknown outcome is retried with the same cursor, in order, ahead of
-//! newer appends; the readers drop a cursor they have already delivered,
-//! so an append that did land the first time still shows once. To keep
-//! unknown outcomes rare, an idle connection is checked with `PING` every
-//! [`IDLE_CHECK`] (and a lost one reopened), so a batch is not sent into a
-//! connection Redis has already closed.
+//! A batch is only written into a connection that has not been closed by
+//! the peer: [`Wire::peer_closed`] looks for a pending EOF or RST (what a
+//! `kill -9` of Redis, a restart or `CLIENT KILL` leaves) before every
+//! batch, so those appends count as not sent and go out on a new
+//! connection. An append written whose connection then failed is re-sent
+//! (same cursor) on a new one while its deadline allows. Each reply is
+//! awaited until its own append's deadline, no longer.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{info, warn};
-use redis::{Connection, Value};
 
-use crate::entry::{text, FIELD_CURSOR, FIELD_EVENT, FIELD_NODE};
+use crate::entry::{FIELD_CURSOR, FIELD_EVENT, FIELD_KEY, FIELD_NODE};
 use crate::id::StreamId;
 use crate::link::Opener;
 use crate::message::{Append, AppendError, Message, Outbox, Side};
+use crate::progress;
+use crate::resp::{self, Reply};
 use crate::settings::Settings;
+use crate::wire::Wire;
 
 /// Appends sent to Redis in one pipeline.
 pub const BATCH: usize = 512;
 
-/// Sent appends with an unknown outcome are retried for this many
-/// timeouts past their deadline.
-pub const GIVE_UP_AFTER: u32 = 10;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// A connection idle this long is checked with `PING` (and one that is
-/// down is retried) while idle, and before a batch is sent on it: a batch
-/// sent into a dead connection has an unknown outcome (and would be
-/// retried after its publisher was told 503), one never sent does not.
+/// While idle, the connection is looked at (a non-blocking peek) this
+/// often, and one that is down is retried.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
+/// While idle, a `PING` this often keeps the link's state true when
+/// Redis stops answering with the connection open (a partition).
+const PING_EVERY: Duration = Duration::from_secs(1);
 
 struct Job {
     append: Append,
-    /// Sent at least once: its outcome may be unknown.
+    /// Written at least once: its outcome may be unknown.
     sent: bool,
+    /// Written on an earlier connection too: an error from Redis now does
+    /// not prove it is not stored (the first write may have landed).
+    resent: bool,
 }
 
 pub struct Writer {
     opener: Opener,
-    appends: Receiver<Append>,
+    appends: Receiver<Vec<Append>>,
+    /// Appends sent by the server not yet taken here.
+    queued: Arc<AtomicUsize>,
     out: Outbox,
     stream: String,
-    max_len: u64,
+    hash: String,
+    max_len: String,
     timeout: Duration,
     node: String,
+}
+
+/// The writer's connection and what it told the server about it.
+struct Link {
+    conn: Option<Wire>,
+    up: Option<bool>,
+    backoff: Duration,
+    last_ping: Instant,
 }
 
 impl Writer {
     pub fn new(
         settings: &Settings,
         opener: Opener,
-        appends: Receiver<Append>,
+        appends: Receiver<Vec<Append>>,
+        queued: Arc<AtomicUsize>,
         out: Outbox,
     ) -> Writer {
         Writer {
             opener,
             appends,
+            queued,
             out,
             stream: settings.stream.clone(),
-            max_len: settings.max_len,
+            hash: progress::hash_key(&settings.stream),
+            max_len: settings.max_len.to_string(),
             timeout: settings.timeout,
             node: settings.node.clone(),
         }
     }
 
-    /// Runs until the server drops its end of the channel.
+    /// Runs until the server drops its end of the channel, then removes
+    /// this node's progress entry.
     pub fn run(self) {
-        let mut conn: Option<Connection> = None;
+        let mut link = Link {
+            conn: None,
+            up: None,
+            backoff: BACKOFF_MIN,
+            last_ping: Instant::now(),
+        };
         let mut queue: VecDeque<Job> = VecDeque::new();
-        let mut link_up: Option<bool> = None;
-        let mut backoff = BACKOFF_MIN;
-        let mut last_used = Instant::now();
-        let give_up = self.timeout * GIVE_UP_AFTER;
+        let mut out = Vec::with_capacity(64 * 1024);
         // Connected up front, so the server knows the link's state before
         // the first publish (a failure is retried with the first append).
-        match self.opener.open(self.timeout) {
-            Ok(c) => {
-                conn = Some(c);
-                self.report(&mut link_up, true, None);
-            }
-            Err(e) => self.report(&mut link_up, false, Some(e)),
-        }
+        self.open(&mut link, self.timeout);
         loop {
             if queue.is_empty() {
                 match self.appends.recv_timeout(IDLE_CHECK) {
-                    Ok(append) => queue.push_back(Job {
-                        append,
-                        sent: false,
-                    }),
+                    Ok(batch) => self.take(&mut queue, batch),
                     Err(RecvTimeoutError::Timeout) => {
-                        // Idle: keep the link's state true (for the
-                        // server's readiness and the next publish).
-                        match conn.as_mut() {
-                            Some(c) => {
-                                if let Err(e) = redis::cmd("PING").query::<Value>(c) {
-                                    conn = None;
-                                    self.report(&mut link_up, false, Some(e.to_string()));
-                                }
-                                last_used = Instant::now();
-                            }
-                            None => match self.opener.open(self.timeout) {
-                                Ok(c) => {
-                                    conn = Some(c);
-                                    last_used = Instant::now();
-                                    self.report(&mut link_up, true, None);
-                                }
-                                Err(e) => self.report(&mut link_up, false, Some(e)),
-                            },
-                        }
+                        self.idle(&mut link);
                         continue;
                     }
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Disconnected) => return self.leave(&mut link),
                 }
             }
             while queue.len() < BATCH {
                 match self.appends.try_recv() {
-                    Ok(append) => queue.push_back(Job {
-                        append,
-                        sent: false,
-                    }),
+                    Ok(batch) => self.take(&mut queue, batch),
                     Err(_) => break,
                 }
             }
             let now = Instant::now();
-            let mut answered = Vec::new();
-            queue.retain(|job| {
-                let result = if !job.sent && now >= job.append.deadline {
-                    AppendError::NotSent
-                } else if job.sent && now >= job.append.deadline + give_up {
-                    warn!(
-                        "cluster: append of {} given up; it may be in the stream",
-                        job.append.cursor
-                    );
-                    AppendError::GaveUp
-                } else {
-                    return true;
-                };
-                answered.push((job.append.token, result));
-                false
-            });
-            for (token, error) in answered {
-                self.out.send(Message::Appended {
-                    token,
-                    result: Err(error),
-                });
-            }
-            if queue.is_empty() {
-                continue;
-            }
-            let Some(c) = conn.as_mut() else {
-                match self.opener.open(self.timeout) {
-                    Ok(c) => {
-                        conn = Some(c);
-                        last_used = Instant::now();
-                        backoff = BACKOFF_MIN;
-                        self.report(&mut link_up, true, None);
-                    }
-                    Err(e) => {
-                        self.report(&mut link_up, false, Some(e));
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
+            // Deadlines come in order (each is its arrival plus the
+            // timeout): the expired ones are at the front.
+            let mut expired = false;
+            while queue.front().is_some_and(|j| now >= j.append.deadline) {
+                expired = true;
+                if let Some(job) = queue.pop_front() {
+                    let error = if job.sent {
+                        warn!(
+                            "cluster: no answer from Redis for the append of {} in time; it may be in the stream",
+                            job.append.cursor
+                        );
+                        AppendError::Unknown
+                    } else {
+                        AppendError::NotSent
+                    };
+                    self.answer(job.append.token, Err(error));
                 }
+            }
+            if expired {
+                self.out.wake();
+            }
+            let Some(first) = queue.front() else {
                 continue;
             };
-            if last_used.elapsed() >= IDLE_CHECK {
-                if let Err(e) = redis::cmd("PING").query::<Value>(c) {
-                    conn = None;
-                    self.report(&mut link_up, false, Some(e.to_string()));
-                    continue;
+            let left = first.append.deadline.saturating_duration_since(now);
+            if link.conn.is_none() {
+                // Connecting gets no longer than the oldest append has.
+                if !self.open(&mut link, left.min(self.timeout)) {
+                    std::thread::sleep(link.backoff.min(left));
+                    link.backoff = (link.backoff * 2).min(BACKOFF_MAX);
                 }
+                continue;
             }
-            last_used = Instant::now();
+            let Some(mut conn) = link.conn.take() else {
+                continue;
+            };
+            if conn.peer_closed() {
+                // Closed under us: these appends were not sent; a new
+                // connection takes them.
+                self.lost(&mut link, "Redis closed the connection".into());
+                continue;
+            }
             let n = queue.len().min(BATCH);
-            let mut pipe = redis::pipe();
+            out.clear();
             for job in queue.iter_mut().take(n) {
+                job.resent = job.sent;
                 job.sent = true;
-                pipe.cmd("XADD")
-                    .arg(&self.stream)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(self.max_len)
-                    .arg("*")
-                    .arg(FIELD_CURSOR)
-                    .arg(&job.append.cursor)
-                    .arg(FIELD_EVENT)
-                    .arg(&job.append.event)
-                    .arg(FIELD_NODE)
-                    .arg(&self.node);
+                self.encode(&mut out, &job.append);
             }
-            match pipe.query::<Vec<Value>>(c) {
-                Ok(ids) => {
-                    for (job, id) in queue
-                        .drain(..n)
-                        .zip(ids.iter().map(Some).chain(std::iter::repeat(None)))
-                    {
-                        let id = id
-                            .and_then(text)
-                            .and_then(|t| StreamId::parse(&t))
-                            .unwrap_or_default();
-                        self.out.send(Message::Appended {
-                            token: job.append.token,
-                            result: Ok(id),
-                        });
+            if let Err(e) = conn.send(&out) {
+                self.lost(&mut link, e.to_string());
+                continue;
+            }
+            link.last_ping = Instant::now();
+            let mut healthy = true;
+            for _ in 0..n {
+                let Some(job) = queue.front() else { break };
+                let reply = match conn.read_reply(job.append.deadline) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        // The rest of the batch is unanswered: re-sent on
+                        // a new connection while their deadlines allow.
+                        healthy = false;
+                        self.lost(&mut link, e.to_string());
+                        break;
                     }
-                }
-                Err(e) => {
-                    // Which of the batch landed is unknown: all are retried
-                    // on a new connection (readers drop repeats).
-                    conn = None;
-                    self.report(&mut link_up, false, Some(e.to_string()));
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
+                };
+                let Some(job) = queue.pop_front() else { break };
+                let result = match reply {
+                    Reply::Error(e) if job.resent => {
+                        warn!("cluster: Redis refused a re-sent append ({e}); the first may have landed");
+                        Err(AppendError::Unknown)
+                    }
+                    Reply::Error(e) => {
+                        warn!("cluster: Redis refused an append: {e}");
+                        Err(AppendError::Refused(e))
+                    }
+                    other => Ok(other.text().and_then(StreamId::parse).unwrap_or_default()),
+                };
+                self.answer(job.append.token, result);
+            }
+            // One wake-up for the whole batch's answers.
+            self.out.wake();
+            if healthy {
+                link.conn = Some(conn);
+                link.backoff = BACKOFF_MIN;
+            }
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>, append: &Append) {
+        let fields = if append.key.is_some() { 4 } else { 3 };
+        resp::header(out, b'*', 6 + 2 * fields);
+        for arg in [
+            "XADD",
+            self.stream.as_str(),
+            "MAXLEN",
+            "~",
+            self.max_len.as_str(),
+            "*",
+            FIELD_CURSOR,
+            append.cursor.as_str(),
+            FIELD_EVENT,
+        ] {
+            resp::bulk(out, arg.as_bytes());
+        }
+        resp::bulk(out, append.event.as_bytes());
+        resp::bulk(out, FIELD_NODE.as_bytes());
+        resp::bulk(out, self.node.as_bytes());
+        if let Some(key) = &append.key {
+            resp::bulk(out, FIELD_KEY.as_bytes());
+            resp::bulk(out, key.as_bytes());
+        }
+    }
+
+    /// Queues one answer (the server is woken once per batch).
+    fn answer(&self, token: u64, result: Result<StreamId, AppendError>) {
+        self.out.push(Message::Appended { token, result });
+    }
+
+    fn take(&self, queue: &mut VecDeque<Job>, batch: Vec<Append>) {
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        queue.extend(batch.into_iter().map(|append| Job {
+            append,
+            sent: false,
+            resent: false,
+        }));
+    }
+
+    /// Opens the connection; true when it is up.
+    fn open(&self, link: &mut Link, timeout: Duration) -> bool {
+        match self
+            .opener
+            .open_wire(timeout.max(Duration::from_millis(10)))
+        {
+            Ok(conn) => {
+                link.conn = Some(conn);
+                link.last_ping = Instant::now();
+                self.report(link, true, None);
+                true
+            }
+            Err(e) => {
+                self.report(link, false, Some(e));
+                false
+            }
+        }
+    }
+
+    fn lost(&self, link: &mut Link, why: String) {
+        link.conn = None;
+        self.report(link, false, Some(why));
+    }
+
+    /// Nothing to append: keep the link's state true (for the server's
+    /// readiness and the next publish).
+    fn idle(&self, link: &mut Link) {
+        let Some(conn) = link.conn.as_mut() else {
+            if !self.open(link, self.timeout) {
+                std::thread::sleep(link.backoff.min(IDLE_CHECK));
+                link.backoff = (link.backoff * 2).min(BACKOFF_MAX);
+            }
+            return;
+        };
+        if conn.peer_closed() {
+            return self.lost(link, "Redis closed the connection".into());
+        }
+        if link.last_ping.elapsed() < PING_EVERY {
+            return;
+        }
+        link.last_ping = Instant::now();
+        match conn.command(&["PING"], Instant::now() + self.timeout) {
+            Ok(_) => link.backoff = BACKOFF_MIN,
+            Err(e) => self.lost(link, e.to_string()),
+        }
+    }
+
+    /// The server is stopping: take this node out of the progress hash,
+    /// so it holds nobody back from now on.
+    fn leave(&self, link: &mut Link) {
+        if link.conn.as_ref().is_none_or(Wire::peer_closed) && !self.open(link, self.timeout) {
+            return;
+        }
+        if let Some(conn) = link.conn.as_mut() {
+            let deadline = Instant::now() + self.timeout.min(Duration::from_millis(400));
+            match conn.command(&["HDEL", self.hash.as_str(), self.node.as_str()], deadline) {
+                Ok(_) => info!(
+                    "cluster: node {} left the stream's progress hash",
+                    self.node
+                ),
+                Err(e) => warn!("cluster: could not leave the progress hash: {e}"),
             }
         }
     }
 
     /// Tells the server about a change of the link's state (once per change).
-    fn report(&self, last: &mut Option<bool>, up: bool, error: Option<String>) {
-        if *last == Some(up) {
+    fn report(&self, link: &mut Link, up: bool, error: Option<String>) {
+        if link.up == Some(up) {
             return;
         }
-        *last = Some(up);
+        link.up = Some(up);
         match &error {
             Some(e) => warn!("cluster: writer lost Redis: {e}"),
             None => info!("cluster: writer connected to Redis"),

@@ -8,6 +8,7 @@
 //!   stream: pubsub        # nodes with the same key form one cluster
 //!   max_len: 100000       # default max(backlog.size, 10000)
 //!   timeout: 5s           # connect and each command
+//!   node_timeout: 30s     # a node silent this long holds nobody back
 //!   ca_file: ~            # PEM CA for rediss:// with a private CA
 //!   sentinel: ~           # instead of redis: {master: NAME, nodes: ["host:26379"]}
 //!                         #   optional: username, password (master and replicas),
@@ -31,6 +32,7 @@ use crate::yaml::{
 /// Entries the stream keeps at least, by default.
 pub const DEFAULT_MAX_LEN: u64 = 10_000;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_STREAM: &str = "pubsub";
 
 /// `cluster`, validated.
@@ -41,6 +43,9 @@ pub struct ClusterConfig {
     /// `None`: max(backlog.size, 10000), settled once the backlog is known.
     pub max_len: Option<u64>,
     pub timeout: Duration,
+    /// A node that has not recorded its progress for this long is not
+    /// live: it no longer holds publishes back.
+    pub node_timeout: Duration,
     pub ca_file: Option<PathBuf>,
 }
 
@@ -85,6 +90,7 @@ impl fmt::Debug for ClusterConfig {
             .field("stream", &self.stream)
             .field("max_len", &self.max_len)
             .field("timeout", &self.timeout)
+            .field("node_timeout", &self.node_timeout)
             .field("ca_file", &self.ca_file)
             .finish()
     }
@@ -121,6 +127,7 @@ pub fn parse(v: &Value, warnings: &mut Vec<String>) -> Result<Option<ClusterConf
     let mut stream = DEFAULT_STREAM.to_string();
     let mut max_len = None;
     let mut timeout = DEFAULT_TIMEOUT;
+    let mut node_timeout = DEFAULT_NODE_TIMEOUT;
     let mut ca_file = None;
     for (name, key, value) in entries(map, "cluster")? {
         let at = key.as_str();
@@ -138,6 +145,7 @@ pub fn parse(v: &Value, warnings: &mut Vec<String>) -> Result<Option<ClusterConf
             "stream" => stream = nonempty_string(value, at)?,
             "max_len" => max_len = Some(positive(value, at, 1 << 40)?),
             "timeout" => timeout = positive_duration(value, at)?,
+            "node_timeout" => node_timeout = positive_duration(value, at)?,
             "ca_file" => ca_file = Some(PathBuf::from(nonempty_string(value, at)?)),
             "sentinel" => sentinel = Some(parse_sentinel(value, at, warnings)?),
             _ => warnings.push(format!("unknown configuration key '{at}' ignored")),
@@ -154,6 +162,7 @@ pub fn parse(v: &Value, warnings: &mut Vec<String>) -> Result<Option<ClusterConf
         stream,
         max_len,
         timeout,
+        node_timeout,
         ca_file,
     }))
 }
@@ -220,7 +229,7 @@ mod tests {
     #[test]
     fn full_and_default() {
         let c = parse_text(
-            "redis: redis://u:pw@127.0.0.1:6379/0\nstream: s\nmax_len: 50\ntimeout: 200ms\nca_file: ca.pem\nsentinel: ~\n",
+            "redis: redis://u:pw@127.0.0.1:6379/0\nstream: s\nmax_len: 50\ntimeout: 200ms\nnode_timeout: 2s\nca_file: ca.pem\nsentinel: ~\n",
         )
         .unwrap()
         .unwrap();
@@ -231,11 +240,13 @@ mod tests {
         assert_eq!(c.stream, "s");
         assert_eq!(c.max_len(5), 50);
         assert_eq!(c.timeout, Duration::from_millis(200));
+        assert_eq!(c.node_timeout, Duration::from_secs(2));
         assert_eq!(c.ca_file, Some(PathBuf::from("ca.pem")));
         assert!(!format!("{c:?}").contains("pw"));
         let c = parse_text("redis: redis://h").unwrap().unwrap();
         assert_eq!(c.stream, "pubsub");
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(c.node_timeout, DEFAULT_NODE_TIMEOUT);
         assert_eq!(c.max_len(100), 10_000);
         assert_eq!(c.max_len(50_000), 50_000);
         assert!(parse_text("~").unwrap().is_none());

@@ -77,10 +77,24 @@ pub struct ServerConfig {
     pub max_headers: usize,
     pub ping_interval: Duration,
     pub listen_backlog: i32,
+    /// `SO_REUSEPORT` on the plain and TLS listeners (not the admin one):
+    /// several nodes of one cluster on one port, one per core.
+    pub reuse_port: bool,
     pub log_level: Option<String>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`, the status
     /// page); `None`: none.
     pub admin: Option<AdminConfig>,
+}
+
+impl ServerConfig {
+    /// The admin listener on `port` (127.0.0.1 unless the file says where).
+    pub fn set_admin_port(&mut self, port: u16) {
+        let bind = self
+            .admin
+            .as_ref()
+            .map_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |a| a.bind);
+        self.admin = Some(AdminConfig { bind, port });
+    }
 }
 
 /// `server.admin`: where the admin listener binds.
@@ -161,6 +175,7 @@ impl Default for Config {
                 max_headers: 64,
                 ping_interval: Duration::from_secs(5),
                 listen_backlog: 1024,
+                reuse_port: false,
                 log_level: None,
                 admin: None,
             },
@@ -210,14 +225,31 @@ impl Config {
                     .into(),
             );
         }
+        if config.server.reuse_port && config.cluster.is_none() {
+            warnings.push(
+                "server.reuse_port without a cluster section: each process on the port has its own events"
+                    .into(),
+            );
+        }
         Ok((config, warnings))
     }
 
-    /// Reads and parses `path`; the error names the file.
+    /// Reads and parses `path`; the error names the file. `PUBSUBD_ADMIN_PORT`
+    /// in the environment sets the admin listener's port (on 127.0.0.1 if
+    /// the file names none): one shared file for several nodes on one host
+    /// (`dist/pubsubd@.service`), each with its own admin port.
     pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("", format!("cannot read: {e}")).in_file(path))?;
-        Config::parse(&text).map_err(|e| e.in_file(path))
+        let (mut config, warnings) = Config::parse(&text).map_err(|e| e.in_file(path))?;
+        if let Some(port) = std::env::var_os("PUBSUBD_ADMIN_PORT") {
+            let port = port
+                .to_str()
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| ConfigError::new("PUBSUBD_ADMIN_PORT", "must be a port number"))?;
+            config.server.set_admin_port(port);
+        }
+        Ok((config, warnings))
     }
 }
 
@@ -249,6 +281,7 @@ fn parse_server(
             "max_headers" => s.max_headers = positive(value, path, 1024)? as usize,
             "ping_interval" => s.ping_interval = positive_duration(value, path)?,
             "listen_backlog" => s.listen_backlog = positive(value, path, 65_535)? as i32,
+            "reuse_port" => s.reuse_port = yaml::boolean(value, path)?,
             "log_level" => s.log_level = Some(string(value, path)?),
             "admin" => s.admin = parse_admin(value)?,
             _ => warnings.push(format!("unknown configuration key '{path}' ignored")),

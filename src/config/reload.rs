@@ -23,6 +23,7 @@ pub fn merge(running: &Config, new: Config) -> (Config, Vec<String>) {
         "server.listen_backlog",
     );
     keep(old.admin != new.admin, "server.admin");
+    keep(old.reuse_port != new.reuse_port, "server.reuse_port");
     keep(
         old.tls.as_ref().map(|t| t.port) != new.tls.as_ref().map(|t| t.port),
         "server.tls.port",
@@ -35,6 +36,7 @@ pub fn merge(running: &Config, new: Config) -> (Config, Vec<String>) {
     new.port = old.port;
     new.listen_backlog = old.listen_backlog;
     new.admin = old.admin.clone();
+    new.reuse_port = old.reuse_port;
     new.backlog.storage = old.backlog.storage.clone();
     match (&old.tls, &mut new.tls) {
         // Files may change; the port and whether TLS is on may not.

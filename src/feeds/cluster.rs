@@ -26,6 +26,9 @@ mod with_cluster {
         pub node: String,
         /// How long a publisher waits for Redis's acknowledgement.
         pub timeout: Duration,
+        /// Entries the stream keeps (the trim horizon back-pressure
+        /// keeps every live node ahead of).
+        pub max_len: u64,
     }
 
     impl ClusterFeed {
@@ -53,6 +56,7 @@ mod with_cluster {
                 bus,
                 node,
                 timeout: cluster.timeout,
+                max_len: cluster.max_len(backlog_size),
             }))
         }
     }
@@ -77,6 +81,7 @@ mod with_cluster {
             ca_file: cluster.ca_file.clone(),
             load: backlog_size,
             node: node.to_owned(),
+            node_timeout: cluster.node_timeout,
         }
     }
 }

@@ -25,7 +25,7 @@ impl Hub {
     ) {
         // A cluster node appends to the stream; it comes back from there.
         if self.cluster.is_some() {
-            return self.append_to_cluster(source, path, path_topics, payload, None);
+            return self.append_to_cluster(source, path, path_topics, payload, None, None);
         }
         self.stats.published(source);
         let (topics, private) = event::split_private(path_topics);

@@ -37,6 +37,7 @@ mod auth;
 mod cluster;
 mod fanout;
 mod history;
+mod idempotency;
 mod requests;
 pub mod table;
 #[cfg(test)]
@@ -115,6 +116,8 @@ pub struct Hub {
     stats: Stats,
     /// The status page's chart samples and topic counts.
     activity: stats::Activity,
+    /// The `Idempotency-Key`s of recent events (`idempotency.rs`).
+    idempotency: idempotency::Window,
 }
 
 impl Hub {
@@ -123,6 +126,7 @@ impl Hub {
         Hub {
             activity: stats::Activity::new(parts.clock.epoch()),
             acl_ok: true,
+            idempotency: idempotency::Window::new(idempotency::capacity(&parts.config)),
             server_name: format!("pubsubd/{}", env!("CARGO_PKG_VERSION")),
             next_ping: now + parts.config.server.ping_interval,
             config: parts.config,
@@ -304,6 +308,7 @@ impl Hub {
     /// Writes every connection's queued output once, through `write` (the
     /// reactor's socket writes; a test's buffer).
     pub fn flush(&mut self, write: impl FnMut(usize, &mut OutQueue) -> io::Result<Flushed>) {
+        self.send_cluster_appends();
         let now = self.clock.now();
         let write_timeout = self.config.server.write_timeout;
         self.stats.bytes_sent += self.conns.flush(now, write_timeout, write);

@@ -13,6 +13,7 @@
 use log::debug;
 
 use super::auth::Check;
+use super::idempotency::{self, TEXT_BAD_KEY};
 use super::table::{AfterAuth, BodyState, Parked, State, Step, Stream};
 use super::{Hub, REQUEST_BUDGET};
 use crate::acl::{self, Grant};
@@ -123,7 +124,7 @@ impl Hub {
                 ("Access-Control-Allow-Methods", "GET, PUT, POST, OPTIONS"),
                 (
                     "Access-Control-Allow-Headers",
-                    "Authorization, Content-Type, Last-Event-ID, X-Fetch-Since, X-Fetch-Since-Cursor",
+                    "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Fetch-Since, X-Fetch-Since-Cursor",
                 ),
                 ("Access-Control-Max-Age", "86400"),
             ]
@@ -240,6 +241,9 @@ impl Hub {
 
     fn finish_publish(&mut self, key: usize, body: BodyState) {
         let after = keep_alive(&body.head);
+        let Ok(idem) = idempotency::key_of(&body.head) else {
+            return self.respond(key, 400, Some(TEXT_BAD_KEY), after);
+        };
         let object = match event::parse_payload(&body.body) {
             Ok(object) => object,
             Err(PayloadError::NotAnObject) => {
@@ -249,6 +253,9 @@ impl Hub {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), after)
             }
         };
+        if idem.is_some_and(|k| self.answer_repeated_key(key, k, after)) {
+            return;
+        }
         if self.cluster.is_some() {
             let path = body.head.path();
             return self.append_to_cluster(
@@ -257,9 +264,13 @@ impl Hub {
                 body.path_topics,
                 object,
                 Some((key, after)),
+                idem.map(str::to_owned),
             );
         }
         self.publish(Source::Http, body.head.path(), body.path_topics, object);
+        if let Some(k) = idem {
+            self.idempotency.insert(k, self.history.last_seq());
+        }
         self.respond(key, 202, Some(TEXT_RECEIVED), after);
     }
 

@@ -367,7 +367,9 @@ impl Netns {
 
     /// Starts `redis-server` inside the namespace on `ns_ip:port` (AOF,
     /// fsync always); `ip netns exec` execs it, so the PID is Redis's.
-    pub fn redis(&self, dir: &Path, port: u16) -> Child {
+    /// A `redis-server` in the namespace, killed by its PID when the
+    /// guard drops (a failing test included).
+    pub fn redis(&self, dir: &Path, port: u16) -> KillOnDrop {
         std::fs::create_dir_all(dir).expect("redis dir");
         let child = Command::new("ip")
             .args(["netns", "exec", &self.name, "redis-server", "--port"])
@@ -390,8 +392,19 @@ impl Netns {
         let up = super::wait_until(Duration::from_secs(10), || {
             cli_at(&self.ns_ip, port, &["PING"]).is_some_and(|o| o.trim() == "PONG")
         });
+        let child = KillOnDrop(child);
         assert!(up, "redis-server in {} did not start", self.name);
         child
+    }
+}
+
+/// A child process stopped (SIGKILL by PID, then reaped) on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

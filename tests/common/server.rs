@@ -515,6 +515,16 @@ impl Server {
         self.publish(path, &v.to_string())
     }
 
+    /// `PUT path` with `Idempotency-Key: key` on a fresh connection.
+    pub fn publish_keyed(&self, path: &str, v: &Value, key: &str) -> Response {
+        let body = v.to_string();
+        let raw = format!(
+            "PUT {path} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        self.request(raw.as_bytes())
+    }
+
     /// Publishes and asserts the 202.
     pub fn publish_ok(&self, path: &str, v: &Value) {
         let r = self.publish_json(path, v);

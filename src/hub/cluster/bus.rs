@@ -8,28 +8,41 @@
 //! and path assigned here, so every node rebuilds the same bytes from its
 //! storage line) and queues it for the writer; the publisher's connection
 //! is parked in `State::Appending(token)` with a deadline of
-//! `cluster.timeout`. The writer's answer (or the deadline) unparks it: 202
-//! once Redis acknowledged the append, 503 with `Retry-After` otherwise.
+//! `cluster.timeout`. The writer's answer unparks it, and says what is
+//! true: 202 once Redis acknowledged the append; 503 with `Retry-After`
+//! when it is certainly not stored (never written, or refused by Redis);
+//! 504 when it was written and no answer came in time (it may be stored,
+//! and shows at most once; it is never sent again). A retry with the same
+//! `Idempotency-Key` is safe after any of them.
 //! The reader's entries then go through `accept_event` (backlog, then
 //! broadcast) like a single node's publishes.
 //!
+//! Back-pressure: the reader reports how far every node has read
+//! (`cluster_bus::progress`). While the slowest live node, plus this node's
+//! appends in flight and a margin, is within reach of `max_len` (where the
+//! trim would take entries it has not read), publishes get 503 and are not
+//! appended: a 202 stays a promise that every live node delivers it.
+//!
 //! Invariants:
 //! - a parked connection is answered exactly once: by the writer's reply
-//!   while its state still holds that token, or by its deadline (the token
-//!   is then forgotten for that connection, and a late acknowledgement only
-//!   counts);
+//!   while its state still holds that token, or, should the writer not
+//!   answer within [`WRITER_GRACE`] after its own deadline, by a 504 (the
+//!   writer never sends an append after its deadline, so it cannot show
+//!   up after a 503);
 //! - events enter the backlog in stream order, each with the next local
 //!   sequence number; entries loaded on start go to the backlog only
 //!   (history, not news for live subscribers).
 //!
-//! Uses: `cluster`, `conns` (parking publishers), `history`, `stats`.
+//! Uses: `cluster`, `conns` (parking publishers), `history`,
+//! `idempotency`, `stats`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use cluster_bus::progress::Progress;
 use cluster_bus::{Append, AppendError, Bus, Entry, Gap, Message, Side};
-use log::warn;
+use log::{info, warn};
 
 use super::super::requests::{After, TEXT_RECEIVED};
 use super::super::table::State;
@@ -42,6 +55,12 @@ use crate::stats::{ClusterStatus, Source};
 
 pub const TEXT_UNAVAILABLE: &str =
     "The event could not be stored in the cluster's stream; please try again.\n";
+pub const TEXT_UNKNOWN: &str = "Redis did not confirm the event in time: it may or may not have been stored (if it was, it is delivered once). Retry with the same Idempotency-Key to publish it exactly once.\n";
+pub const TEXT_BEHIND: &str =
+    "A node of the cluster is too far behind the stream; the event was not stored, please try again.\n";
+/// How long past `timeout` a parked publisher waits for the writer's own
+/// answer before it gets 504 regardless.
+pub const WRITER_GRACE: Duration = Duration::from_secs(1);
 
 /// The bus and the publishes waiting for it.
 pub struct Cluster {
@@ -50,7 +69,23 @@ pub struct Cluster {
     waiting: HashMap<u64, Waiting>,
     next_token: u64,
     status: ClusterStatus,
+    max_len: u64,
+    /// Entries kept clear of the trim horizon for other nodes' appends not
+    /// yet seen.
+    margin: u64,
+    /// Appends acknowledged since the last progress report (not yet in
+    /// its view of the head).
+    acked_since_progress: u64,
+    /// This node's own events by cursor, kept from the append until they
+    /// come back from the stream, so they are not parsed again from their
+    /// storage line (the same bytes: the line embeds the event's JSON).
+    own: HashMap<String, Event>,
+    own_order: VecDeque<String>,
 }
+
+/// Own events kept for their return at most (past it, the oldest is
+/// parsed from the stream like anyone's).
+const OWN_MAX: usize = 4096;
 
 /// An append whose outcome is awaited.
 struct Waiting {
@@ -71,6 +106,42 @@ impl Cluster {
                 node: feed.node,
                 ..ClusterStatus::default()
             },
+            max_len: feed.max_len,
+            margin: (feed.max_len / 10).max(1),
+            acked_since_progress: 0,
+            own: HashMap::new(),
+            own_order: VecDeque::new(),
+        }
+    }
+
+    /// True while one more append could be trimmed away before the
+    /// slowest live node reads it.
+    fn held_back(&self) -> bool {
+        let in_flight = self.waiting.len() as u64 + self.acked_since_progress;
+        self.status.slowest_lag + in_flight + self.margin >= self.max_len
+    }
+
+    fn progress(&mut self, progress: Progress) {
+        self.acked_since_progress = 0;
+        self.status.slowest_lag = progress.slowest_live();
+        let was_held = self
+            .status
+            .nodes
+            .iter()
+            .any(|(_, lag, live)| *live && lag + self.margin >= self.max_len);
+        self.status.nodes = progress
+            .nodes
+            .into_iter()
+            .map(|n| (n.node, n.lag, n.live))
+            .collect();
+        let held = self.status.slowest_lag + self.margin >= self.max_len;
+        if held && !was_held {
+            warn!(
+                "cluster: a live node is {} entries behind (max_len {}): publishes get 503 until it catches up or times out",
+                self.status.slowest_lag, self.max_len
+            );
+        } else if was_held && !held {
+            info!("cluster: no live node is near the trim horizon any more; publishing again");
         }
     }
 }
@@ -94,41 +165,65 @@ impl Hub {
         path_topics: Vec<String>,
         payload: Payload<'_>,
         reply: Option<(usize, After)>,
+        key: Option<String>,
     ) {
         let Some(cluster) = &mut self.cluster else {
             debug_assert!(false, "append_to_cluster on a single node");
             return;
         };
+        if cluster.held_back() {
+            cluster.status.refused += 1;
+            cluster.status.held_back += 1;
+            if source == Source::Sqs {
+                warn!("cluster: an SQS event was not appended: a node is too far behind");
+            }
+            if let Some((key, after)) = reply {
+                let body = ("text/plain; charset=utf-8", TEXT_BEHIND.as_bytes());
+                self.respond_typed(key, 503, Some(body), &[("Retry-After", RETRY_AFTER)], after);
+                self.conns.rerun(key);
+            }
+            return;
+        }
         let (topics, private) = event::split_private(path_topics);
         // Its sequence number is assigned when it comes back from the stream.
         let event = Event::publish(0, path, topics, private, payload, self.clock.epoch());
-        let line = backlog::storage_line(&event);
+        let mut line = backlog::storage_line(&event);
+        line.truncate(line.trim_end().len());
         let token = cluster.next_token;
         cluster.next_token += 1;
         let now = self.clock.now();
         let append = Append {
             token,
             cursor: event.cursor.clone(),
-            event: line.trim_end().to_string(),
+            event: line,
+            key,
             deadline: Instant::now() + cluster.timeout,
         };
         if cluster.bus.append(append).is_err() {
             warn!("cluster: the append queue is full; refusing a publish");
-            cluster.status.append_failures += 1;
+            cluster.status.refused += 1;
             if let Some((key, after)) = reply {
                 self.respond_unavailable(key, after);
             }
             return;
         }
         cluster.waiting.insert(token, Waiting { reply, source });
-        let deadline = now + cluster.timeout;
+        while cluster.own_order.len() >= OWN_MAX {
+            if let Some(old) = cluster.own_order.pop_front() {
+                cluster.own.remove(&old);
+            }
+        }
+        cluster.own_order.push_back(event.cursor.clone());
+        cluster.own.insert(event.cursor.clone(), event);
+        let deadline = now + cluster.timeout + WRITER_GRACE;
         if let Some((key, _)) = reply {
             self.conns.set_state(key, State::Appending(token));
             self.conns.set_deadline(key, deadline);
         }
     }
 
-    /// A parked publisher's deadline passed before Redis answered.
+    /// The writer gave no answer by the publisher's deadline (and its
+    /// grace): whether the append was written is not known here, so 504.
     pub(in crate::hub) fn append_timed_out(&mut self, key: usize, token: u64) {
         let Some(cluster) = &mut self.cluster else {
             return;
@@ -141,8 +236,14 @@ impl Hub {
         else {
             return;
         };
-        warn!("cluster: no acknowledgement from Redis in time; answering 503");
-        self.respond_unavailable(key, after);
+        warn!("cluster: no answer from the writer in time; answering 504");
+        self.respond_unknown(key, after);
+    }
+
+    fn respond_unknown(&mut self, key: usize, after: After) {
+        let body = ("text/plain; charset=utf-8", TEXT_UNKNOWN.as_bytes());
+        self.respond_typed(key, 504, Some(body), &[], after);
+        self.conns.rerun(key);
     }
 
     /// Not yet holding the stream's newest entries (just started, or
@@ -155,6 +256,32 @@ impl Hub {
         let body = ("text/plain; charset=utf-8", TEXT_UNAVAILABLE.as_bytes());
         self.respond_typed(key, 503, Some(body), &[("Retry-After", RETRY_AFTER)], after);
         self.conns.rerun(key);
+    }
+
+    /// A publish answered from the idempotency window, for the cluster's
+    /// outcome counts.
+    pub(in crate::hub) fn count_cluster_deduplicated(&mut self) {
+        if let Some(c) = &mut self.cluster {
+            c.status.deduplicated += 1;
+        }
+    }
+
+    /// Hands this turn's appends to the writer (once per turn, so it is
+    /// woken once); if it is gone, each is answered 503: none was sent.
+    pub(in crate::hub) fn send_cluster_appends(&mut self) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let Err(batch) = cluster.bus.send_pending() else {
+            return;
+        };
+        warn!(
+            "cluster: the writer takes no appends; refusing {}",
+            batch.len()
+        );
+        for append in batch {
+            self.appended(append.token, Err(AppendError::NotSent));
+        }
     }
 
     /// Takes what the bus's threads sent.
@@ -170,14 +297,21 @@ impl Hub {
                     entries,
                     initial,
                     duplicates,
+                    key_duplicates,
                     behind,
                 } => {
                     if let Some(c) = &mut self.cluster {
-                        c.status.duplicates += duplicates;
+                        c.status.duplicates += duplicates + key_duplicates;
                         c.status.behind = behind;
                     }
+                    let last = entries.last().map(|e| e.id);
                     for entry in entries {
                         self.deliver(entry, initial);
+                    }
+                    if let (Some(id), Some(c)) = (last, &mut self.cluster) {
+                        c.status.last_id = Some(id.to_string());
+                        let now_ms = (event::epoch_now() * 1000.0) as u64;
+                        c.status.lag_ms = now_ms.saturating_sub(id.ms);
                     }
                     if let Some(c) = &mut self.cluster {
                         c.status.loaded |= initial;
@@ -192,6 +326,11 @@ impl Hub {
                         if error.is_some() {
                             c.status.last_error = error;
                         }
+                    }
+                }
+                Message::Progress(progress) => {
+                    if let Some(c) = &mut self.cluster {
+                        c.progress(progress);
                     }
                 }
                 Message::Gap(gap) => {
@@ -215,10 +354,14 @@ impl Hub {
             return;
         };
         match &result {
-            Ok(_) => cluster.status.appended += 1,
-            Err(_) => cluster.status.append_failures += 1,
+            Ok(_) => {
+                cluster.status.acknowledged += 1;
+                cluster.acked_since_progress += 1;
+            }
+            Err(e) if e.not_stored() => cluster.status.refused += 1,
+            Err(_) => cluster.status.unknown += 1,
         }
-        if let Err(e) = result {
+        if let Err(e) = &result {
             if waiting.reply.is_none() && waiting.source == Source::Sqs {
                 warn!("cluster: an SQS event was not appended: {e}");
             }
@@ -235,42 +378,69 @@ impl Hub {
         if !parked {
             return;
         }
-        if result.is_ok() {
-            self.respond(key, 202, Some(TEXT_RECEIVED), after);
-            self.conns.rerun(key);
-        } else {
-            self.respond_unavailable(key, after);
+        match result {
+            Ok(_) => {
+                self.respond(key, 202, Some(TEXT_RECEIVED), after);
+                self.conns.rerun(key);
+            }
+            Err(e) if e.not_stored() => self.respond_unavailable(key, after),
+            Err(_) => self.respond_unknown(key, after),
         }
     }
 
     /// One entry from the stream: into the backlog, and unless it is
     /// start-up history, out to the subscribers.
     fn deliver(&mut self, entry: Entry, initial: bool) {
-        let seq = self.history.last_seq() + 1;
-        let event = match backlog::parse_storage_line(&entry.event, seq) {
-            Ok(event) => event,
-            Err(e) => {
-                warn!("cluster: entry {} skipped: {e}", entry.id);
-                if let Some(c) = &mut self.cluster {
-                    c.status.bad_entries += 1;
-                }
-                return;
-            }
-        };
-        self.history.next_seq();
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        cluster.status.last_id = Some(entry.id.to_string());
+        let mine = entry.node == cluster.status.node;
+        let own = if mine {
+            cluster.own.remove(&entry.cursor)
+        } else {
+            None
+        };
+        // Nobody here can receive it and no backlog keeps it: the event is
+        // not built at all (what a node without subscribers spends on
+        // each entry).
+        if (initial || self.conns.subscribers() == 0) && !self.history.backlog().is_enabled() {
+            cluster.status.delivered += 1;
+            let seq = self.history.next_seq();
+            if let Some(key) = &entry.key {
+                self.idempotency.insert(key, seq);
+            }
+            if !initial && !mine {
+                self.stats.published(Source::Cluster);
+            }
+            return;
+        }
+        let seq = self.history.last_seq() + 1;
+        let parsed = match own {
+            Some(mut event) => {
+                event.seq = seq;
+                Ok(event)
+            }
+            None => backlog::parse_storage_line(&entry.event, seq),
+        };
+        let event = match parsed {
+            Ok(event) => event,
+            Err(e) => {
+                warn!("cluster: entry {} skipped: {e}", entry.id);
+                cluster.status.bad_entries += 1;
+                return;
+            }
+        };
         cluster.status.delivered += 1;
-        let now_ms = (event::epoch_now() * 1000.0) as u64;
-        cluster.status.lag_ms = now_ms.saturating_sub(entry.id.ms);
+        let seq = self.history.next_seq();
+        if let Some(key) = &entry.key {
+            self.idempotency.insert(key, seq);
+        }
         let event = Rc::new(event);
         if initial {
             self.history.keep_loaded(event);
             return;
         }
-        if entry.node != cluster.status.node {
+        if !mine {
             self.stats.published(Source::Cluster);
         }
         self.accept_event(event);

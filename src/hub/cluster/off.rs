@@ -29,8 +29,13 @@ impl Hub {
         _: Vec<String>,
         _: Payload<'_>,
         _: Option<(usize, After)>,
+        _: Option<String>,
     ) {
     }
+
+    pub(in crate::hub) fn send_cluster_appends(&mut self) {}
+
+    pub(in crate::hub) fn count_cluster_deduplicated(&mut self) {}
 
     pub(in crate::hub) fn append_timed_out(&mut self, _: usize, _: u64) {}
 
