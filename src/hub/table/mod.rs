@@ -6,8 +6,8 @@
 //!
 //! Invariants, each kept in one place:
 //! - a connection is in the topic index ⇔ its state is `State::Stream` ⇔
-//!   it is counted in `subscribers` (`set_state`, the one way a state
-//!   changes, and `remove`);
+//!   it is counted in `subscribers` and, by its framing, in `transports`
+//!   (`set_state`, the one way a state changes, and `remove`);
 //! - a key is on each of the turn's lists at most once, flagged on its
 //!   `Conn` (`Turn`);
 //! - a doomed connection queues and reads nothing more, and leaves the
@@ -53,10 +53,45 @@ pub struct ConnTable {
     /// The live subscribers by topic (changed only with their state).
     index: TopicIndex,
     subscribers: usize,
+    /// The live subscribers by transport (changed with `subscribers`).
+    transports: Transports,
     turn: Turn,
     deadlines: deadlines::Heap,
     /// Bytes held in request buffers over all connections.
     input_bytes: usize,
+}
+
+/// Live subscribers by transport; `compressed` counts those of any
+/// transport whose frames are compressed (gzip, permessage-deflate).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Transports {
+    /// PyPubSub's stream of JSON lines (chunked, or raw for HTTP/1.0).
+    pub stream: usize,
+    pub sse: usize,
+    pub websocket: usize,
+    pub compressed: usize,
+}
+
+impl Transports {
+    fn count(&mut self, framing: crate::event::Framing, up: bool) {
+        let bump = |n: &mut usize| {
+            if up {
+                *n += 1;
+            } else {
+                *n -= 1;
+            }
+        };
+        if framing.websocket {
+            bump(&mut self.websocket);
+        } else if framing.sse {
+            bump(&mut self.sse);
+        } else {
+            bump(&mut self.stream);
+        }
+        if framing.compressed {
+            bump(&mut self.compressed);
+        }
+    }
 }
 
 /// The connections with something to do at the end of this turn.
@@ -120,6 +155,11 @@ impl ConnTable {
         self.subscribers
     }
 
+    /// Live subscribers by transport.
+    pub fn transports(&self) -> Transports {
+        self.transports
+    }
+
     pub fn get(&self, key: usize) -> Option<&Conn> {
         self.slab.get(key)
     }
@@ -162,23 +202,29 @@ impl ConnTable {
         if let State::Stream(stream) = &old {
             self.index.remove(key, &stream.sub);
             self.subscribers -= 1;
+            self.transports.count(stream.framing, false);
         }
         if let State::Stream(stream) = &mut conn.state {
             self.index.insert(key, &mut stream.sub);
             self.subscribers += 1;
+            self.transports.count(stream.framing, true);
         }
         Some(old)
     }
 
     /// Makes the connection a live subscriber that has seen every event up
-    /// to `last_seq`; its request buffers and deadline are dropped.
+    /// to `last_seq`; its request buffers and deadline are dropped (but for
+    /// a WebSocket's, which may already hold its first frames).
     pub fn start_stream(&mut self, key: usize, stream: Box<Stream>, last_seq: u64) {
+        let websocket = stream.framing.websocket;
         if self.set_state(key, State::Stream(stream)).is_none() {
             return;
         }
         if let Some(conn) = self.slab.get_mut(key) {
             conn.request_deadline = None;
-            conn.inbuf = Vec::new();
+            if !websocket || conn.inbuf.is_empty() {
+                conn.inbuf = Vec::new();
+            }
             conn.last_event_seen = last_seq;
         }
     }
