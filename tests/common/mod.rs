@@ -11,6 +11,7 @@
 //! - `subscriber`: a `GET` stream (`Subscriber`)
 //! - `events`: what an event must look like, sentinels, `ns`
 //! - `net`: loopback addresses and ports
+//! - `websocket`: a raw WebSocket client (`WsClient`)
 //!
 //! Invariants: every wait has a deadline (no unbounded loop, no fixed sleep
 //! where a condition can be polled); every process started here is stopped by
@@ -26,6 +27,7 @@ mod procs;
 mod server;
 mod subscriber;
 mod wait;
+mod websocket;
 
 // Each test binary uses some of these, none uses all.
 #[allow(unused_imports)]
@@ -44,6 +46,8 @@ pub use server::*;
 pub use subscriber::*;
 #[allow(unused_imports)]
 pub use wait::*;
+#[allow(unused_imports)]
+pub use websocket::*;
 
 use std::time::Duration;
 
