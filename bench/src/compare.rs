@@ -14,8 +14,10 @@ use serde_json::{json, Value};
 
 use crate::cluster;
 use crate::handshakes;
+use crate::proto::Ask;
 use crate::scenarios::{self, Cfg, Target, TargetTls};
 use crate::server::{self, Kind, ServerTls, Spec, Tuning};
+use crate::transports;
 
 /// The throw-away certificates for `fanout-tls` (bench/run.sh makes them).
 pub struct TlsFiles {
@@ -46,7 +48,7 @@ fn tuning_for(scenario: &str) -> Tuning {
     match scenario {
         // Big fan-outs queue a lot per subscriber while the generator
         // catches up; the slow-consumer scenario keeps the default bound.
-        "fanout" | "fanout-tls" | "fanout-sse" => Tuning {
+        "fanout" | "fanout-tls" | "fanout-sse" | "fanout-ws" | "fanout-gzip" => Tuning {
             max_queued_bytes: Some(64 << 20),
             tls: None,
         },
@@ -72,19 +74,19 @@ fn run_one(
     tuning: &Tuning,
     f: impl FnOnce(&Target) -> Value,
 ) -> Value {
-    run_one_over(spec, label, workdir, tuning, None, false, f)
+    run_one_over(spec, label, workdir, tuning, None, Ask::default(), f)
 }
 
 /// `run_one`, with the generator speaking TLS to the server's TLS port
 /// when `tls` is given (`tuning.tls` must configure that port), and its
-/// subscribers asking for Server-Sent Events when `sse` is.
-fn run_one_over(
+/// subscribers asking for what `ask` says (SSE, a WebSocket, gzip).
+pub(crate) fn run_one_over(
     spec: &Spec,
     label: &str,
     workdir: &Path,
     tuning: &Tuning,
     tls: Option<&TargetTls>,
-    sse: bool,
+    ask: Ask,
     f: impl FnOnce(&Target) -> Value,
 ) -> Value {
     let t0 = Instant::now();
@@ -109,7 +111,7 @@ fn run_one_over(
         pub_addr: if tls.is_some() { addr } else { srv.pub_addr },
         pid: Some(srv.pid),
         tls: tls.cloned(),
-        sse,
+        ask,
     };
     let mut v = f(&target);
     let crashed = !srv.alive();
@@ -219,6 +221,10 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
             }
             "fanout-tls" => fanout_tls(opts, &tuning, started, &mut results),
             "fanout-sse" => fanout_sse(opts, &tuning, started, &mut results),
+            "fanout-ws" | "fanout-gzip" => {
+                transports::fanout(opts, sc, &tuning, started, &mut results);
+                save(&opts.out, &results);
+            }
             "tls-handshakes" => tls_handshakes(opts, &tuning, started, &mut results),
             "cluster" => {
                 results["scenarios"]["cluster"] = cluster_scenario(opts, started);
@@ -288,7 +294,7 @@ fn publish_rounds(opts: &CompareOpts, tuning: &Tuning, started: Instant, results
                 pub_addr: srv.pub_addr,
                 pid: Some(srv.pid),
                 tls: None,
-                sse: false,
+                ask: Ask::default(),
             };
             let v = scenarios::publish_throughput(&target, cfg, secs);
             eprintln!(
@@ -462,9 +468,15 @@ fn fanout_tls(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &m
                     spec.name
                 );
                 let label = format!("fanout-{transport}{n}");
-                let v = run_one_over(spec, &label, &opts.workdir, &tuning, tls, false, |t| {
-                    scenarios::fanout(t, cfg, n)
-                });
+                let v = run_one_over(
+                    spec,
+                    &label,
+                    &opts.workdir,
+                    &tuning,
+                    tls,
+                    Ask::default(),
+                    |t| scenarios::fanout(t, cfg, n),
+                );
                 eprintln!("         {}", fanout_brief(&v));
                 results["scenarios"]["fanout-tls"][n.to_string()][transport][&spec.name] = v;
                 save(&opts.out, results);
@@ -575,7 +587,11 @@ fn fanout_sse(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &m
                     spec.name
                 );
                 let label = format!("fanout-{framing}{n}");
-                let v = run_one_over(spec, &label, &opts.workdir, tuning, None, sse, |t| {
+                let ask = Ask {
+                    sse,
+                    ..Ask::default()
+                };
+                let v = run_one_over(spec, &label, &opts.workdir, tuning, None, ask, |t| {
                     scenarios::fanout(t, cfg, n)
                 });
                 eprintln!("         {}", fanout_brief(&v));
@@ -1192,6 +1208,7 @@ pub fn summary(results: &Value, names: &[String]) -> String {
          a fresh server for each, run back to back; the subscribers of the second \
          send `Accept: text/event-stream`, the publishers are the same.",
     );
+    transports::table(&mut md, sc);
     cluster::table(&mut md, &sc["cluster"]);
     // Misbehaviour seen.
     let mut notes = Vec::new();

@@ -24,6 +24,18 @@ use std::io::Write as _;
 
 use crate::mqtt;
 use crate::sse::SseDecoder;
+use crate::ws::{self, WsDecoder};
+
+/// What a subscriber asks an HTTP server for beyond the plain stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// Server-Sent Events (`Accept: text/event-stream`).
+    pub sse: bool,
+    /// A WebSocket (pubsubd: any subscription URL; nchan: `/ws/CHAN`).
+    pub websocket: bool,
+    /// `Accept-Encoding: gzip` (pubsubd), decoded as it arrives.
+    pub gzip: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -59,14 +71,23 @@ impl Proto {
         self != Proto::Mqtt
     }
 
-    /// What a subscriber sends first, for channel/topic `chan`; `sse`
-    /// asks an HTTP server for Server-Sent Events (what `EventSource` sends).
-    pub fn subscribe_request(self, chan: &str, sse: bool) -> Vec<u8> {
-        let accept = if sse {
-            "Accept: text/event-stream\r\n"
-        } else {
-            ""
-        };
+    /// What a subscriber sends first, for channel/topic `chan`; `ask.sse`
+    /// asks an HTTP server for Server-Sent Events (what `EventSource`
+    /// sends), `ask.websocket` for a WebSocket, `ask.gzip` for gzip.
+    pub fn subscribe_request(self, chan: &str, ask: Ask) -> Vec<u8> {
+        if ask.websocket {
+            return match self {
+                Proto::Nchan => ws::request(&format!("/ws/{chan}")),
+                _ => ws::request(&format!("/{chan}")),
+            };
+        }
+        let mut accept = String::new();
+        if ask.sse {
+            accept += "Accept: text/event-stream\r\n";
+        }
+        if ask.gzip {
+            accept += "Accept-Encoding: gzip\r\n";
+        }
         match self {
             Proto::Pubsubd | Proto::Pushpin => {
                 format!("GET /{chan} HTTP/1.1\r\nHost: bench\r\n{accept}\r\n").into_bytes()
@@ -104,14 +125,22 @@ impl Proto {
     /// live; `Ok(None)` = need more. With `sse` (it was asked for), an
     /// answer that is not `text/event-stream` is an error, so a server that
     /// ignores the `Accept` is not measured as an SSE one.
-    pub fn subscribed(self, buf: &[u8], sse: bool) -> Result<Option<(usize, Decoder)>, String> {
+    pub fn subscribed(self, buf: &[u8], ask: Ask) -> Result<Option<(usize, Decoder)>, String> {
         if self == Proto::Mqtt {
             return Ok(
                 mqtt::subscribed(buf)?.map(|n| (n, Decoder::Mqtt(mqtt::StreamDecoder::default())))
             );
         }
+        let sse = ask.sse;
         match parse_response_head(buf)? {
             None => Ok(None),
+            Some(head) if ask.websocket && head.status == 101 => {
+                Ok(Some((head.head_len, Decoder::Ws(WsDecoder::default()))))
+            }
+            Some(head) if ask.websocket => Err(format!("WebSocket handshake: {}", head.status)),
+            Some(head) if ask.gzip && !head.gzip => {
+                Err("asked for gzip, got a plain stream".into())
+            }
             Some(head) if head.status != 200 => Err(format!("subscribe status {}", head.status)),
             Some(head) if sse && !head.event_stream => {
                 Err("asked for text/event-stream, got another content type".into())
@@ -119,6 +148,10 @@ impl Proto {
             Some(head) if head.event_stream => Ok(Some((
                 head.head_len,
                 Decoder::Sse(SseDecoder::new(head.chunked)),
+            ))),
+            Some(head) if head.gzip => Ok(Some((
+                head.head_len,
+                Decoder::Http(StreamDecoder::gzip(head.chunked)),
             ))),
             Some(head) => Ok(Some((
                 head.head_len,
@@ -182,6 +215,7 @@ pub enum Decoder {
     Http(StreamDecoder),
     Sse(SseDecoder),
     Mqtt(mqtt::StreamDecoder),
+    Ws(WsDecoder),
 }
 
 impl Decoder {
@@ -192,6 +226,7 @@ impl Decoder {
             Decoder::Http(d) => d.feed(data, &mut |l: &[u8]| on_line(parse_line(l))),
             Decoder::Sse(d) => d.feed(data, on_line),
             Decoder::Mqtt(d) => d.feed(data, &mut |l: &[u8]| on_line(parse_line(l))),
+            Decoder::Ws(d) => d.feed(data, on_line),
         }
     }
 
@@ -200,6 +235,7 @@ impl Decoder {
             Decoder::Http(d) => d.finished(),
             Decoder::Sse(d) => d.finished(),
             Decoder::Mqtt(_) => false,
+            Decoder::Ws(d) => d.finished(),
         }
     }
 }
@@ -348,6 +384,8 @@ pub struct ResponseHead {
     pub close: bool,
     /// `Content-Type: text/event-stream` (Server-Sent Events).
     pub event_stream: bool,
+    /// `Content-Encoding: gzip`.
+    pub gzip: bool,
 }
 
 /// Parses a response head from the start of `buf`; `Ok(None)` = need more.
@@ -364,6 +402,7 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
                 chunked: false,
                 close: resp.version == Some(0),
                 event_stream: false,
+                gzip: false,
             };
             for h in resp.headers.iter() {
                 // Only the four headers that matter are looked at (this
@@ -377,6 +416,8 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
                     head.chunked = value().contains("chunked");
                 } else if h.name.eq_ignore_ascii_case("content-type") {
                     head.event_stream = value().starts_with("text/event-stream");
+                } else if h.name.eq_ignore_ascii_case("content-encoding") {
+                    head.gzip = value().trim() == "gzip";
                 } else if h.name.eq_ignore_ascii_case("connection") {
                     let v = value();
                     if v.contains("close") {
@@ -409,12 +450,28 @@ enum Chunk {
     Done,
 }
 
-/// Turns a stream body (chunked or not) into lines.
+/// Turns a stream body (chunked or not, gzip-encoded or not) into lines.
 #[derive(Debug)]
 pub struct StreamDecoder {
     chunk: Option<Chunk>,
     /// An incomplete line carried over between reads.
     partial: Vec<u8>,
+    /// A gzip body's inflater (a subscriber's own: about 40 KB each).
+    gzip: Option<Box<Gunzip>>,
+}
+
+/// Inflating a gzip body as it arrives (its 10-byte header skipped; the
+/// trailer is not checked here, the server's tests do that).
+struct Gunzip {
+    inflate: flate2::Decompress,
+    header_left: usize,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for Gunzip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gunzip")
+    }
 }
 
 impl StreamDecoder {
@@ -422,7 +479,49 @@ impl StreamDecoder {
         StreamDecoder {
             chunk: chunked.then_some(Chunk::Size(0)),
             partial: Vec::new(),
+            gzip: None,
         }
+    }
+
+    /// A decoder for a gzip-encoded body.
+    pub fn gzip(chunked: bool) -> StreamDecoder {
+        StreamDecoder {
+            gzip: Some(Box::new(Gunzip {
+                inflate: flate2::Decompress::new(false),
+                header_left: 10,
+                out: Vec::with_capacity(64 * 1024),
+            })),
+            ..StreamDecoder::new(chunked)
+        }
+    }
+
+    /// Body bytes: inflated first for a gzip body, then split into lines.
+    fn body(&mut self, data: &[u8], on_line: &mut impl FnMut(&[u8])) -> Result<(), String> {
+        let Some(mut gz) = self.gzip.take() else {
+            self.lines(data, on_line);
+            return Ok(());
+        };
+        let skip = gz.header_left.min(data.len());
+        gz.header_left -= skip;
+        let mut input = &data[skip..];
+        while !input.is_empty() {
+            gz.out.clear();
+            let before = gz.inflate.total_in();
+            let g = &mut *gz;
+            g.inflate
+                .decompress_vec(input, &mut g.out, flate2::FlushDecompress::Sync)
+                .map_err(|e| format!("gzip: {e}"))?;
+            let used = (g.inflate.total_in() - before) as usize;
+            input = &input[used..];
+            let out = std::mem::take(&mut g.out);
+            self.lines(&out, on_line);
+            gz.out = out;
+            if used == 0 {
+                break;
+            }
+        }
+        self.gzip = Some(gz);
+        Ok(())
     }
 
     pub fn finished(&self) -> bool {
@@ -433,8 +532,7 @@ impl StreamDecoder {
     /// error on malformed chunk framing.
     pub fn feed(&mut self, mut data: &[u8], on_line: &mut impl FnMut(&[u8])) -> Result<(), String> {
         let Some(mut state) = self.chunk else {
-            self.lines(data, on_line);
-            return Ok(());
+            return self.body(data, on_line);
         };
         while !data.is_empty() {
             match state {
@@ -467,7 +565,7 @@ impl StreamDecoder {
                 }
                 Chunk::Data(n) => {
                     let take = n.min(data.len());
-                    self.lines(&data[..take], on_line);
+                    self.body(&data[..take], on_line)?;
                     data = &data[take..];
                     state = if take == n {
                         Chunk::DataEnd
@@ -621,18 +719,25 @@ mod tests {
 
     #[test]
     fn sse_is_asked_for_and_checked() {
-        let req = Proto::Pubsubd.subscribe_request("bench", true);
+        let sse_ask = Ask {
+            sse: true,
+            ..Ask::default()
+        };
+        let req = Proto::Pubsubd.subscribe_request("bench", sse_ask);
         assert_eq!(
             req,
             b"GET /bench HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
         );
         let sse = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
         let plain = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let (len, dec) = Proto::Pubsubd.subscribed(sse, true).unwrap().unwrap();
+        let (len, dec) = Proto::Pubsubd.subscribed(sse, sse_ask).unwrap().unwrap();
         assert_eq!(len, sse.len());
         assert!(matches!(dec, Decoder::Sse(_)));
-        assert!(Proto::Pubsubd.subscribed(plain, true).is_err());
-        let (_, dec) = Proto::Pubsubd.subscribed(plain, false).unwrap().unwrap();
+        assert!(Proto::Pubsubd.subscribed(plain, sse_ask).is_err());
+        let (_, dec) = Proto::Pubsubd
+            .subscribed(plain, Ask::default())
+            .unwrap()
+            .unwrap();
         assert!(matches!(dec, Decoder::Http(_)));
     }
 }
