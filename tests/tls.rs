@@ -817,9 +817,10 @@ fn python_websockets_over_wss() {
     let line = |rx: &mpsc::Receiver<String>| -> Value {
         serde_json::from_str(&rx.recv_timeout(T).expect("a line")).expect("JSON")
     };
-    assert!(line(&rx)["extensions"]
+    let deflate = line(&rx)["extensions"]
         .as_str()
-        .is_some_and(|e| e.starts_with("permessage-deflate")));
+        .is_some_and(|e| e.starts_with("permessage-deflate"));
+    assert_eq!(deflate, cfg!(feature = "compression"));
     srv.wait_subscribers(1, T);
     srv.publish_ok("/wss", &json!({"over": "wss", "pad": "y".repeat(20_000)}));
     let got = line(&rx);

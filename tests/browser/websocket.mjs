@@ -5,10 +5,11 @@
 // and reconnects with `?lastEventID=<the last cursor it saw>`: the missed
 // events arrive once, in order, then live ones.
 //
-//   node websocket.mjs PUBLIC_URL
+//   node websocket.mjs PUBLIC_URL [deflate|plain]   (what the server should
+//   answer to chromium's permessage-deflate offer; default deflate)
 import { fail, launch, publish as publishTo } from "./common.mjs";
 
-const [publicUrl] = process.argv.slice(2);
+const [publicUrl, expect = "deflate"] = process.argv.slice(2);
 if (!publicUrl) {
   console.error("usage: node websocket.mjs PUBLIC_URL");
   process.exit(2);
@@ -37,7 +38,7 @@ try {
   }), url);
 
   const extensions = await open(wsUrl + "/browser");
-  if (!extensions.includes("permessage-deflate")) fail("chromium offers permessage-deflate; got " + JSON.stringify(extensions));
+  if (extensions.includes("permessage-deflate") !== (expect === "deflate")) fail(`expected ${expect}; the server answered ${JSON.stringify(extensions)}`);
   for (let n = 1; n <= 3; n++) await publish("/browser/ws", { n, pad: "x".repeat(n * 1000) });
   await page.waitForFunction(() => window.got.length >= 3, null, { timeout: 10000 });
   const last = await page.evaluate(() => {
@@ -54,7 +55,7 @@ try {
   if (JSON.stringify(got) !== JSON.stringify([1, 2, 3, 4, 5, 6])) fail("got " + JSON.stringify(got));
   const pads = await page.evaluate(() => window.got.slice(0, 3).map((e) => e.pad.length));
   if (JSON.stringify(pads) !== "[1000,2000,3000]") fail("pads " + JSON.stringify(pads));
-  if (!process.exitCode) console.log("WebSocket OK: 3 events, a reconnect with lastEventID, 3 more, in order, once, over " + extensions);
+  if (!process.exitCode) console.log("WebSocket OK: 3 events, a reconnect with lastEventID, 3 more, in order, once, over " + (extensions || "no extension"));
 } finally {
   await browser.close();
 }

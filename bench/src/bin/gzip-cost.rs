@@ -47,16 +47,29 @@ static ALLOC: Counting = Counting;
 
 /// The generator's event body for sequence number `i` (bench/src/proto.rs).
 fn bench_body(i: usize) -> String {
-    let head = format!("{{\"r\":2,\"p\":{},\"s\":{i},\"t\":{},\"pad\":\"", i % 8, 1_764_000_000_000_000_000u64 + i as u64 * 37_911);
+    let head = format!(
+        "{{\"r\":2,\"p\":{},\"s\":{i},\"t\":{},\"pad\":\"",
+        i % 8,
+        1_764_000_000_000_000_000u64 + i as u64 * 37_911
+    );
     format!("{head}{}\"}}", "x".repeat(200 - head.len() - 2))
 }
 
 /// An ASF commit event as gitbox publishes them (shape and sizes of a
 /// real one; the values vary per event).
 fn commit_body(i: usize) -> String {
-    let hash = format!("{:040x}", (i as u128 + 1) * 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834);
+    let hash = format!(
+        "{:040x}",
+        (i as u128 + 1) * 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834
+    );
     let files: Vec<String> = (0..6)
-        .map(|f| format!("\"src/main/java/org/apache/example/module{}/Component{}.java\"", (i + f) % 7, f))
+        .map(|f| {
+            format!(
+                "\"src/main/java/org/apache/example/module{}/Component{}.java\"",
+                (i + f) % 7,
+                f
+            )
+        })
         .collect();
     format!(
         concat!(
@@ -89,12 +102,23 @@ fn chunk_len(data: usize) -> usize {
 }
 
 fn measure(name: &str, path: &str, body: impl Fn(usize) -> String, n: usize) {
-    let topics: Vec<String> = path.split('/').filter(|t| !t.is_empty()).map(String::from).collect();
+    let topics: Vec<String> = path
+        .split('/')
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect();
     let events: Vec<Event> = (0..n)
         .map(|i| {
             let text = body(i);
             let payload = parse_payload(text.as_bytes()).expect("a JSON object");
-            Event::publish(i as u64 + 1, path, topics.clone(), false, payload, 1_764_000_000.0 + i as f64 * 0.37)
+            Event::publish(
+                i as u64 + 1,
+                path,
+                topics.clone(),
+                false,
+                payload,
+                1_764_000_000.0 + i as f64 * 0.37,
+            )
         })
         .collect();
     let chunked = Framing::stream(true, false, false);
@@ -157,25 +181,41 @@ fn measure(name: &str, path: &str, body: impl Fn(usize) -> String, n: usize) {
     let stream_ns = t0.elapsed().as_nanos() as f64 / n as f64;
     drop(c);
     let per = |x: usize| x as f64 / n as f64;
-    println!("## {name} ({} events, JSON {:.0} B on average)", n, per(json));
+    println!(
+        "## {name} ({} events, JSON {:.0} B on average)",
+        n,
+        per(json)
+    );
     println!();
     println!("| | bytes per event | ÷ plain |");
     println!("|---|---|---|");
     for (what, bytes) in [
         ("plain chunked line", plain),
         ("gzip, one shared segment per event (pubsubd)", shared),
-        ("gzip, a compressor per subscriber (context kept, sync flush)", streamed),
+        (
+            "gzip, a compressor per subscriber (context kept, sync flush)",
+            streamed,
+        ),
         ("WebSocket text frame", ws),
-        ("WebSocket permessage-deflate frame (pubsubd, no context takeover)", wsd),
+        (
+            "WebSocket permessage-deflate frame (pubsubd, no context takeover)",
+            wsd,
+        ),
     ] {
-        println!("| {what} | {:.1} | {:.2} |", per(bytes), bytes as f64 / plain as f64);
+        println!(
+            "| {what} | {:.1} | {:.2} |",
+            per(bytes),
+            bytes as f64 / plain as f64
+        );
     }
     println!();
     println!("| CPU | ns | paid |");
     println!("|---|---|---|");
     println!("| one shared gzip segment (compress + CRC) | {segment_ns:.0} | once per event and framing |");
     println!("| a gzip delivery's trailer update (CRC combine) | {append_ns:.1} | per subscriber and event |");
-    println!("| a per-subscriber compressor, one event | {stream_ns:.0} | per subscriber and event |");
+    println!(
+        "| a per-subscriber compressor, one event | {stream_ns:.0} | per subscriber and event |"
+    );
     println!();
     println!(
         "Memory: a per-subscriber compressor (flate2/miniz_oxide, level 6) holds {} bytes of heap; a gzip subscriber here keeps 8 bytes of trailer state.",
@@ -185,7 +225,15 @@ fn measure(name: &str, path: &str, body: impl Fn(usize) -> String, n: usize) {
 }
 
 fn main() {
-    let n = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
-    measure("the load generator's event (200-byte body)", "/bench/load", bench_body, n);
+    let n = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2000);
+    measure(
+        "the load generator's event (200-byte body)",
+        "/bench/load",
+        bench_body,
+        n,
+    );
     measure("an ASF commit event", "/git/commit/example", commit_body, n);
 }
