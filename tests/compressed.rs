@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,37 +15,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn curl_available() -> bool {
-    let ok = Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "curl is not installed");
-        eprintln!("skipped: curl is not installed");
-    }
-    ok
-}
-
 #[test]
 fn curl_compressed_prints_each_event_as_it_comes() {
-    if !curl_available() {
+    if !have_curl() {
         return;
     }
     let mut srv = Server::start("");
@@ -58,7 +29,7 @@ fn curl_compressed_prints_each_event_as_it_comes() {
         .spawn()
         .expect("spawn curl");
     let mut child = Reaped(child);
-    let rx = lines_of(&mut child.0);
+    let rx = stdout_lines(&mut child.0);
     srv.wait_subscribers(1, T);
     let mut head = Vec::new();
     loop {

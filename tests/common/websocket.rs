@@ -51,23 +51,11 @@ pub fn ws_request(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     req.into_bytes()
 }
 
-/// A frame as a client sends it: `first_byte` (FIN, RSV, opcode), masked.
+/// A frame as a client sends it: `first_byte` (FIN, RSV, opcode), masked
+/// (the crate's helper; Python's websockets and chromium check the same
+/// bytes from their side).
 pub fn masked(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5a, 0x13, 0xc7, 0x08];
-    let mut out = vec![first_byte];
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 0xffff {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
+    pubsubd::websocket::frames::client_frame(first_byte, [0x5a, 0x13, 0xc7, 0x08], payload)
 }
 
 impl WsClient {
