@@ -695,6 +695,33 @@ mod tests {
         }
     }
 
+    /// A gzip body as pubsubd sends it: the header, then each event's
+    /// deflate up to a flush, one chunk each; decoded split anywhere.
+    #[test]
+    fn gzip_lines_split_anywhere() {
+        let mut c = flate2::Compress::new(flate2::Compression::new(6), false);
+        let mut wire = b"a\r\n".to_vec();
+        wire.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+        wire.extend_from_slice(b"\r\n");
+        for line in [&b"{\"a\":1}\n"[..], b"{\"stillalive\": 1.5}\n"] {
+            let mut out = Vec::with_capacity(256);
+            c.compress_vec(line, &mut out, flate2::FlushCompress::Full)
+                .unwrap();
+            wire.extend_from_slice(format!("{:x}\r\n", out.len()).as_bytes());
+            wire.extend_from_slice(&out);
+            wire.extend_from_slice(b"\r\n");
+        }
+        for split in 0..wire.len() {
+            let mut d = StreamDecoder::gzip(true);
+            let mut got = Vec::new();
+            let mut on = |l: &[u8]| got.push(l.to_vec());
+            d.feed(&wire[..split], &mut on).unwrap();
+            d.feed(&wire[split..], &mut on).unwrap();
+            let want = vec![b"{\"a\":1}".to_vec(), b"{\"stillalive\": 1.5}".to_vec()];
+            assert_eq!(got, want, "split at {split}");
+        }
+    }
+
     #[test]
     fn raw_lines() {
         let mut d = StreamDecoder::new(false);
