@@ -149,11 +149,7 @@ fn events(c: &mut Criterion) {
     .line
     .json()
     .to_owned();
-    let chunked = Framing {
-        chunked: true,
-        oldschool: false,
-        sse: false,
-    };
+    let chunked = Framing::stream(true, false, false);
     g.bench_function("frame chunked (first use)", |b| {
         b.iter_batched(
             || Line::new(json.clone()),

@@ -1,10 +1,13 @@
 //! Events: turning a published JSON object into the event every subscriber
 //! receives, and framing it once per wire format.
 //!
-//! An event is serialized exactly once; each of the (at most six) framings a
-//! subscriber can need — chunked or raw (HTTP/1.0), `\n` or old-school `\n\0`
-//! endings, or Server-Sent Events — is built on first use and then shared by
-//! reference between all subscribers that need it.
+//! An event is serialized exactly once; each of the framings a subscriber
+//! can need — chunked or raw (HTTP/1.0), `\n` or old-school `\n\0`
+//! endings, or Server-Sent Events, each plain or gzip-compressed, and
+//! WebSocket text frames, plain or permessage-deflate — is built on first
+//! use and then shared by reference between all subscribers that need it.
+//! A compressed framing is compressed once per event (`compress`), never
+//! per subscriber.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
@@ -12,8 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use crate::compress::{self, CrcPart};
 use crate::http;
 use crate::json_check;
+use crate::websocket;
 
 /// Bytes queued for a socket, shared between every subscriber that sends them.
 pub type Frame = Rc<[u8]>;
@@ -28,9 +33,41 @@ pub struct Framing {
     /// Server-Sent Events (`Accept: text/event-stream`): `id:` and `data:`
     /// fields, pings as comments; line endings are SSE's own.
     pub sse: bool,
+    /// WebSocket text frames (the three above are then false).
+    pub websocket: bool,
+    /// gzip (`Content-Encoding`) on a stream; permessage-deflate on a
+    /// WebSocket.
+    pub compressed: bool,
 }
 
 impl Framing {
+    /// A stream framing: chunked or raw, old-school or not, SSE or not;
+    /// uncompressed.
+    pub fn stream(chunked: bool, oldschool: bool, sse: bool) -> Framing {
+        Framing {
+            chunked,
+            oldschool,
+            sse,
+            websocket: false,
+            compressed: false,
+        }
+    }
+
+    /// WebSocket text frames, permessage-deflate if `deflate`.
+    pub fn websocket(deflate: bool) -> Framing {
+        Framing {
+            websocket: true,
+            compressed: deflate,
+            ..Framing::stream(false, false, false)
+        }
+    }
+
+    /// A gzip-encoded stream (not a WebSocket).
+    pub fn is_gzip(self) -> bool {
+        self.compressed && !self.websocket
+    }
+
+    /// The slot of a stream framing's bytes (compressed or not).
     fn slot(self) -> usize {
         if self.sse {
             4 + usize::from(self.chunked)
@@ -45,6 +82,18 @@ impl Framing {
 pub struct Line {
     json: Box<str>,
     frames: [OnceCell<Frame>; 6],
+    /// The WebSocket and compressed framings, allocated when one is first
+    /// needed (most events never need one).
+    more: OnceCell<Box<MoreFrames>>,
+}
+
+#[derive(Debug, Default)]
+struct MoreFrames {
+    /// Text frames: plain, permessage-deflate.
+    websocket: [OnceCell<Frame>; 2],
+    /// The stream framings gzip-compressed, with what each adds to a
+    /// subscriber's gzip trailer.
+    gzip: [OnceCell<(Frame, CrcPart)>; 6],
 }
 
 impl Line {
@@ -52,6 +101,7 @@ impl Line {
         Line {
             json: json.into(),
             frames: Default::default(),
+            more: OnceCell::new(),
         }
     }
 
@@ -63,18 +113,15 @@ impl Line {
     /// The bytes one subscriber with this framing is sent; an SSE framing
     /// carries `sse_id` as the event's `id:` (none for a ping line, which
     /// SSE clients get as a comment).
+    /// A gzip framing's part of the trailer comes with
+    /// [`Line::gzip_frame`].
     pub fn frame(&self, framing: Framing, sse_id: Option<&str>) -> Frame {
+        if framing.websocket || framing.compressed {
+            return self.more_frame(framing, sse_id);
+        }
         self.frames[framing.slot()]
             .get_or_init(|| {
-                let data = if framing.sse {
-                    self.sse_text(sse_id)
-                } else {
-                    let ending: &[u8] = if framing.oldschool { b"\n\0" } else { b"\n" };
-                    let mut data = Vec::with_capacity(self.json.len() + 2);
-                    data.extend_from_slice(self.json.as_bytes());
-                    data.extend_from_slice(ending);
-                    data
-                };
+                let data = self.text(framing, sse_id);
                 if framing.chunked {
                     http::chunk(&data).into()
                 } else {
@@ -82,6 +129,54 @@ impl Line {
                 }
             })
             .clone()
+    }
+
+    /// A gzip framing's bytes, and what they add to the trailer.
+    pub fn gzip_frame(&self, framing: Framing, sse_id: Option<&str>) -> (Frame, CrcPart) {
+        let more = self.more.get_or_init(Default::default);
+        let (frame, part) = more.gzip[framing.slot()].get_or_init(|| {
+            let text = self.text(framing, sse_id);
+            let segment = compress::segment(&text);
+            let frame = if framing.chunked {
+                http::chunk(&segment)
+            } else {
+                segment
+            };
+            (frame.into(), CrcPart::of(&text))
+        });
+        (frame.clone(), *part)
+    }
+
+    /// Out of line: the plain framings' path stays as short as it was.
+    #[inline(never)]
+    fn more_frame(&self, framing: Framing, sse_id: Option<&str>) -> Frame {
+        if !framing.websocket {
+            return self.gzip_frame(framing, sse_id).0;
+        }
+        let more = self.more.get_or_init(Default::default);
+        more.websocket[usize::from(framing.compressed)]
+            .get_or_init(|| {
+                let json = self.json.as_bytes();
+                if framing.compressed {
+                    websocket::frame(websocket::OP_TEXT, true, &compress::message(json)).into()
+                } else {
+                    websocket::frame(websocket::OP_TEXT, false, json).into()
+                }
+            })
+            .clone()
+    }
+
+    /// The uncompressed text of a stream framing: the line and its ending,
+    /// or the SSE block.
+    fn text(&self, framing: Framing, sse_id: Option<&str>) -> Vec<u8> {
+        if framing.sse {
+            return self.sse_text(sse_id);
+        }
+        let ending: &[u8] = if framing.oldschool { b"\n\0" } else { b"\n" };
+        let mut data = Vec::with_capacity(self.json.len() + 2);
+        data.extend_from_slice(self.json.as_bytes());
+        data.extend_from_slice(ending);
+        data
     }
 
     /// `id: <cursor>` and `data: <json>` then a blank line; without an id,
@@ -285,22 +380,40 @@ pub fn ping(now: f64) -> Ping {
     Ping {
         line: Line::new(format!("{{\"stillalive\": {now}}}")),
         comment: Line::new(format!("stillalive {now}")),
+        websocket: OnceCell::new(),
     }
 }
 
-/// The keep-alive of one tick, in every framing: the JSON line, or for SSE
-/// subscribers the comment `: stillalive <time>`.
+/// The keep-alive of one tick, in every framing: the JSON line, for SSE
+/// subscribers the comment `: stillalive <time>`, for WebSocket ones a
+/// ping control frame carrying the JSON line (never compressed).
 pub struct Ping {
     pub line: Line,
     comment: Line,
+    websocket: OnceCell<Frame>,
 }
 
 impl Ping {
     pub fn frame(&self, framing: Framing) -> Frame {
-        if framing.sse {
-            self.comment.frame(framing, None)
+        if framing.websocket {
+            self.websocket
+                .get_or_init(|| websocket::ping_frame(self.line.json().as_bytes()).into())
+                .clone()
         } else {
-            self.line.frame(framing, None)
+            self.line_for(framing).frame(framing, None)
+        }
+    }
+
+    /// A gzip framing's ping, and what it adds to the trailer.
+    pub fn gzip_frame(&self, framing: Framing) -> (Frame, CrcPart) {
+        self.line_for(framing).gzip_frame(framing, None)
+    }
+
+    fn line_for(&self, framing: Framing) -> &Line {
+        if framing.sse {
+            &self.comment
+        } else {
+            &self.line
         }
     }
 }
@@ -407,16 +520,7 @@ mod tests {
     #[test]
     fn framings() {
         let line = Line::new("{}");
-        let f = |chunked, oldschool| {
-            line.frame(
-                Framing {
-                    chunked,
-                    oldschool,
-                    sse: false,
-                },
-                None,
-            )
-        };
+        let f = |chunked, oldschool| line.frame(Framing::stream(chunked, oldschool, false), None);
         assert_eq!(&*f(true, false), b"3\r\n{}\n\r\n");
         assert_eq!(&*f(true, true), b"4\r\n{}\n\0\r\n");
         assert_eq!(&*f(false, false), b"{}\n");
@@ -428,11 +532,7 @@ mod tests {
 
     #[test]
     fn sse_framings() {
-        let sse = |chunked| Framing {
-            chunked,
-            oldschool: true,
-            sse: true,
-        };
+        let sse = |chunked| Framing::stream(chunked, true, true);
         let line = Line::new(r#"{"a":1}"#);
         assert_eq!(
             &*line.frame(sse(false), Some("c-1")),
@@ -442,18 +542,47 @@ mod tests {
             &*line.frame(sse(true), Some("c-1")),
             b"17\r\nid: c-1\ndata: {\"a\":1}\n\n\r\n"
         );
-        let plain = line.frame(
-            Framing {
-                chunked: false,
-                oldschool: false,
-                sse: false,
-            },
-            None,
-        );
+        let plain = line.frame(Framing::stream(false, false, false), None);
         assert_eq!(
             &*plain, b"{\"a\":1}\n",
             "SSE frames do not displace the others"
         );
         assert_eq!(&*ping(12.5).frame(sse(false)), b": stillalive 12.5\n\n");
+    }
+
+    #[test]
+    fn websocket_framings() {
+        let line = Line::new(r#"{"a":1}"#);
+        let text = line.frame(Framing::websocket(false), Some("c"));
+        assert_eq!(&*text, b"\x81\x07{\"a\":1}");
+        assert!(Rc::ptr_eq(
+            &text,
+            &line.frame(Framing::websocket(false), None)
+        ));
+        let p = ping(12.5).frame(Framing::websocket(true));
+        assert_eq!(&*p, b"\x89\x14{\"stillalive\": 12.5}");
+    }
+
+    #[cfg(feature = "compression")]
+    #[test]
+    fn compressed_framings_are_built_once() {
+        let line = Line::new(r#"{"a":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#);
+        let deflate = line.frame(Framing::websocket(true), None);
+        assert_eq!(deflate[0], 0xC1, "FIN, RSV1, text");
+        assert!(deflate.len() < line.json().len());
+        let gzip = Framing {
+            compressed: true,
+            ..Framing::stream(true, false, false)
+        };
+        let (a, part) = line.gzip_frame(gzip, None);
+        let (b, again) = line.gzip_frame(gzip, None);
+        assert!(Rc::ptr_eq(&a, &b) && part == again);
+        assert!(a.ends_with(b"\x00\x00\xff\xff\r\n"), "one chunk, flushed");
+        assert!(Rc::ptr_eq(&a, &line.frame(gzip, None)));
+        let plain = line.frame(Framing::stream(true, false, false), None);
+        assert_eq!(
+            &*plain,
+            http::chunk(format!("{}\n", line.json()).as_bytes())
+        );
     }
 }

@@ -44,6 +44,25 @@ pub struct RequestHead {
     /// `Idempotency-Key` as sent (checked in `hub/idempotency.rs`); a
     /// second one is appended after ", ", which makes it invalid.
     pub idempotency_key: Option<String>,
+    /// `Upgrade` names `websocket`: a WebSocket handshake (checked by
+    /// `websocket::handshake`).
+    pub upgrade_websocket: bool,
+    /// `Connection` names `upgrade`.
+    pub connection_upgrade: bool,
+    /// The `Sec-WebSocket-*` headers, when any was sent (boxed: most
+    /// requests have none).
+    pub websocket: Option<Box<WebSocketHeaders>>,
+    /// `Accept-Encoding` allows gzip.
+    pub accept_gzip: bool,
+}
+
+/// The `Sec-WebSocket-*` headers of a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebSocketHeaders {
+    pub version: Option<String>,
+    pub key: Option<String>,
+    /// Every `Sec-WebSocket-Extensions` header, joined with `, `.
+    pub extensions: String,
 }
 
 impl RequestHead {
@@ -158,6 +177,10 @@ pub fn parse_head(
         last_event_id: None,
         origin: None,
         idempotency_key: None,
+        upgrade_websocket: false,
+        connection_upgrade: false,
+        websocket: None,
+        accept_gzip: false,
     };
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -186,6 +209,8 @@ pub fn parse_head(
                     head.keep_alive = false;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     head.keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    head.connection_upgrade = true;
                 }
             }
         } else if name.eq_ignore_ascii_case("user-agent") {
@@ -210,6 +235,25 @@ pub fn parse_head(
             head.last_event_id = Some(String::from_utf8_lossy(value).into_owned());
         } else if name.eq_ignore_ascii_case("origin") {
             head.origin = Some(String::from_utf8_lossy(value).into_owned());
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            head.accept_gzip |= accepts_gzip(value);
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            head.upgrade_websocket |= value
+                .split(|&b| b == b',')
+                .any(|p| trim(p).eq_ignore_ascii_case(b"websocket"));
+        } else if let Some(which) = strip_prefix_ignore_case(name, "sec-websocket-") {
+            let ws = head.websocket.get_or_insert_with(Default::default);
+            let text = || String::from_utf8_lossy(value).into_owned();
+            if which.eq_ignore_ascii_case("version") {
+                ws.version = Some(text());
+            } else if which.eq_ignore_ascii_case("key") {
+                ws.key = Some(text());
+            } else if which.eq_ignore_ascii_case("extensions") {
+                if !ws.extensions.is_empty() {
+                    ws.extensions.push_str(", ");
+                }
+                ws.extensions.push_str(&text());
+            }
         }
     }
     head.body = match (chunked, content_length) {
@@ -219,6 +263,36 @@ pub fn parse_head(
         (false, Some(n)) => BodyKind::Length(n),
     };
     Ok(Some((head, used)))
+}
+
+/// `name` without `prefix` (compared without case), if it starts so.
+fn strip_prefix_ignore_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = name.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &name[prefix.len()..])
+}
+
+/// Whether an `Accept-Encoding` value allows gzip: `gzip` (or `x-gzip`,
+/// or `*`) listed without `q=0`; an explicit `gzip;q=0` wins over `*`.
+fn accepts_gzip(value: &[u8]) -> bool {
+    let mut star = false;
+    for item in value.split(|&b| b == b',') {
+        let mut parts = item.split(|&b| b == b';');
+        let coding = trim(parts.next().unwrap_or_default());
+        let zero = parts.any(|p| {
+            let p = trim(p);
+            p.len() >= 2
+                && p[..2].eq_ignore_ascii_case(b"q=")
+                && trim(&p[2..]).iter().all(|&b| b == b'0' || b == b'.')
+        });
+        if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip") {
+            return !zero;
+        }
+        if coding == b"*" {
+            star = !zero;
+        }
+    }
+    star
 }
 
 /// Whether one `Accept` item (`type/subtype;params`) is `media_type`.
@@ -531,6 +605,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         202 => "Accepted",
         204 => "No Content",
@@ -539,6 +614,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
+        426 => "Upgrade Required",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Unknown",
@@ -613,6 +689,19 @@ pub fn stream_head(
     sse: bool,
     extra: &[(&str, &str)],
 ) -> Vec<u8> {
+    stream_head_encoded(headers, chunked, sse, false, extra)
+}
+
+/// `stream_head` for a stream that is gzip-encoded when `gzip`: it says so
+/// (`Content-Encoding`, `Vary`), and the SSE `retry:` hint is left to the
+/// caller, since it is part of the compressed body.
+pub fn stream_head_encoded(
+    headers: &ServerHeaders<'_>,
+    chunked: bool,
+    sse: bool,
+    gzip: bool,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(320);
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     headers.write(&mut out);
@@ -627,19 +716,53 @@ pub fn stream_head(
     out.extend_from_slice(b"Content-Type: ");
     out.extend_from_slice(content_type);
     out.extend_from_slice(b"\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+    if gzip {
+        out.extend_from_slice(b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n");
+    }
     if chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
     } else {
         out.extend_from_slice(b"Connection: close\r\n\r\n");
     }
-    if sse {
-        let retry = format!("retry: {SSE_RETRY_MS}\n\n");
+    if sse && !gzip {
+        let retry = sse_retry();
         if chunked {
             out.extend_from_slice(&chunk(retry.as_bytes()));
         } else {
             out.extend_from_slice(retry.as_bytes());
         }
     }
+    out
+}
+
+/// The `retry:` hint that starts every SSE stream.
+pub fn sse_retry() -> String {
+    format!("retry: {SSE_RETRY_MS}\n\n")
+}
+
+/// The answer to a WebSocket handshake: `101 Switching Protocols` with
+/// the accept key, the negotiated extension if any, and `extra` headers.
+pub fn websocket_head(
+    headers: &ServerHeaders<'_>,
+    accept: &str,
+    extensions: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    headers.write(&mut out);
+    for (name, value) in extra {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    out.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(extensions) = extensions {
+        out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        out.extend_from_slice(extensions.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
     out
 }
 
@@ -770,6 +893,38 @@ mod tests {
             decode_all(BodyKind::Length(30), &[b"abc"], 2),
             Err(HttpError::BodyTooLarge)
         );
+    }
+
+    #[test]
+    fn upgrade_and_encoding_headers() {
+        let text = "GET /a HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\
+            Sec-WebSocket-Key: k\r\nsec-websocket-version: 13\r\n\
+            Sec-WebSocket-Extensions: a\r\nSec-WebSocket-Extensions: b; x=1\r\n\r\n";
+        let (h, _) = head(text).unwrap().unwrap();
+        assert!(h.upgrade_websocket && h.connection_upgrade && h.keep_alive);
+        let ws = h.websocket.unwrap();
+        assert_eq!(ws.key.as_deref(), Some("k"));
+        assert_eq!(ws.version.as_deref(), Some("13"));
+        assert_eq!(ws.extensions, "a, b; x=1");
+        let (h, _) = head("GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.upgrade_websocket && h.websocket.is_none());
+        for (value, gzip) in [
+            ("gzip", true),
+            ("deflate, gzip;q=1.0, br", true),
+            ("x-gzip", true),
+            ("br", false),
+            ("gzip;q=0", false),
+            ("gzip; q=0.0, *", false),
+            ("*", true),
+            ("*;q=0", false),
+            ("identity", false),
+        ] {
+            let text = format!("GET / HTTP/1.1\r\nAccept-Encoding: {value}\r\n\r\n");
+            let (h, _) = head(&text).unwrap().unwrap();
+            assert_eq!(h.accept_gzip, gzip, "{value}");
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! The shape: `main` (CLI, signals, binding) → [`Server`] → `reactor` (the
 //! mio loop: sockets only) → `hub` (all state and what happens to it) →
-//! pure modules (`http`, `topics`, `event`, `json_check`, `acl`, `config`,
-//! `backlog`). What happens to a published event is told in `hub`'s module
+//! pure modules (`http`, `websocket`, `compress`, `topics`, `event`,
+//! `json_check`, `acl`, `config`, `backlog`). What happens to a published event is told in `hub`'s module
 //! documentation as one call chain.
 //!
 //! Embedding: bind the listeners (see [`bind_configured`]), make a
@@ -15,6 +15,7 @@ pub mod acl;
 pub mod backlog;
 pub mod basic_auth;
 pub mod clock;
+pub mod compress;
 pub mod config;
 pub mod control;
 pub mod error;
@@ -37,6 +38,7 @@ pub mod tls;
 #[cfg(all(fuzzing, feature = "tls"))]
 pub use tls::fuzz_records;
 pub mod topics;
+pub mod websocket;
 pub mod yaml;
 
 use std::io;

@@ -21,6 +21,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct Snapshot<'a> {
     pub stats: &'a Stats,
     pub subscribers: usize,
+    /// Live subscribers by transport (`stream`, `sse`, `websocket`), and
+    /// how many of them are compressed (`compressed`, counted again).
+    pub transports: &'a [(&'static str, usize)],
     /// Open connections by protocol state.
     pub connections: &'a [(&'static str, usize)],
     pub backlog_events: usize,
@@ -69,6 +72,17 @@ pub fn render(s: &Snapshot<'_>) -> String {
             .set(*n as i64);
     }
     r.register("connections", "Open connections by state", connections);
+    let transports = Family::<Labels, Gauge>::default();
+    for (transport, n) in s.transports {
+        transports
+            .get_or_create(&vec![("transport".to_owned(), (*transport).to_owned())])
+            .set(*n as i64);
+    }
+    r.register(
+        "subscribers_by_transport",
+        "Live subscribers by transport (compressed: those of any transport that are)",
+        transports,
+    );
     let st = s.stats;
     counter_family(
         r,
@@ -381,6 +395,7 @@ mod tests {
         let text = render(&Snapshot {
             stats: &stats,
             subscribers: 2,
+            transports: &[("stream", 1), ("websocket", 1), ("compressed", 1)],
             connections: &[("stream", 2), ("head", 1)],
             backlog_events: 5,
             backlog_bytes: 500,
@@ -397,6 +412,7 @@ mod tests {
         for line in [
             "pubsubd_subscribers 2",
             "pubsubd_connections{state=\"stream\"} 2",
+            "pubsubd_subscribers_by_transport{transport=\"websocket\"} 1",
             "pubsubd_events_published_total{source=\"http\"} 3",
             "pubsubd_deliveries_total 7",
             "pubsubd_requests_total{status=\"202\"} 2",

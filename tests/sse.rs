@@ -132,13 +132,7 @@ fn last_event_id_resumes_without_loss_or_duplicate() {
 
 #[test]
 fn curl_reads_an_sse_stream() {
-    let curl_ok = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !curl_ok {
-        assert!(std::env::var_os("CI").is_none(), "curl is not installed");
-        eprintln!("skipped: curl is not installed");
+    if !have_curl() {
         return;
     }
     let srv = Server::start("");
@@ -157,19 +151,7 @@ fn curl_reads_an_sse_stream() {
         .expect("spawn curl");
     srv.wait_subscribers(1, T);
     srv.publish_ok("/curl-sse", &json!({"from": "curl"}));
-    let stdout = child.stdout.take().expect("curl stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let mut lines = Vec::new();
     let deadline = Instant::now() + T;
     while !lines.iter().any(|l: &String| l.starts_with("data: ")) {

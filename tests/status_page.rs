@@ -28,7 +28,7 @@ fn status_page_in_chromium() {
     };
     let srv = Server::builder()
         .server("admin: {bind: 127.0.0.1, port: 0}")
-        .server("ping_interval: 1s")
+        .server("ping_interval: 30s")
         .start();
     let admin = admin_url(&srv);
     let mut cmd = Command::new("node");

@@ -9,7 +9,8 @@
 //! TLS 1.2, which stays on rustls), `openssl s_client` key updates in
 //! both directions keep a stream going, and hostile records after the
 //! handshake close only their own connection; chromium (BoringSSL)
-//! receives Server-Sent Events over TLS (tests/browser/sse_tls.mjs).
+//! receives Server-Sent Events over TLS (tests/browser/sse_tls.mjs);
+//! Python's `websockets` subscribes over `wss://`.
 //!
 //! Certificates come from throw-away CAs made at test time (the harness's
 //! `Ca`, tests/common/pki.rs) and written to the test's own temp dir. curl children are killed by PID.
@@ -715,6 +716,42 @@ fn asfpy_listen_over_https() {
 fn asfpy_deprecated_listener_over_https() {
     // requests verifies with certifi unless REQUESTS_CA_BUNDLE names a bundle
     asfpy_over_https("listener", "REQUESTS_CA_BUNDLE");
+}
+
+/// `wss://`: Python's `websockets` library on the TLS port, with
+/// permessage-deflate (nothing special beyond the transport).
+#[test]
+fn python_websockets_over_wss() {
+    let Some(py) = python_with("python_websockets_over_wss", &["websockets.sync.client"]) else {
+        return;
+    };
+    let (pki, _ca) = Pki::new();
+    let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let ca = pki.path("ca.pem");
+    let url = format!("wss://{tls}/wss");
+    let (mut child, rx) = spawn_lines(
+        Command::new(&py)
+            .arg("-u")
+            .arg(python_script("ws_client.py"))
+            .args(["--url", &url, "--deflate", "--count", "1"])
+            .arg("--ca")
+            .arg(&ca),
+        "websockets",
+    );
+    let line = |rx: &mpsc::Receiver<String>| -> Value {
+        serde_json::from_str(&rx.recv_timeout(T).expect("a line")).expect("JSON")
+    };
+    let deflate = line(&rx)["extensions"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("permessage-deflate"));
+    assert_eq!(deflate, cfg!(feature = "compression"));
+    srv.wait_subscribers(1, T);
+    srv.publish_ok("/wss", &json!({"over": "wss", "pad": "y".repeat(20_000)}));
+    let got = line(&rx);
+    assert_eq!(got["message"]["over"], "wss", "{got}");
+    assert_eq!(line(&rx), json!({"closed": 1000}));
+    let st = wait_child(&mut child.0, T).expect("the client exits");
+    assert!(st.success(), "{st:?}");
 }
 
 /// `/metrics` counts completed and failed TLS handshakes.

@@ -481,7 +481,7 @@ fn target(srv: &Running, pub_addr: SocketAddr) -> Target {
         pub_addr,
         pid: Some(srv.pid),
         tls: None,
-        sse: false,
+        ask: crate::proto::Ask::default(),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -15,39 +15,21 @@ use serde_json::{json, Value};
 use crate::cluster;
 use crate::handshakes;
 use crate::hist::median;
-use crate::scenarios::{self, Cfg, Target, TargetTls};
+use crate::proto::Ask;
+use crate::runner::CompareOpts;
+use crate::runner::{run_one, run_one_over};
+use crate::scenarios::{self, Target, TargetTls};
 use crate::server::{self, Kind, ServerTls, Spec, Tuning};
-
-/// The throw-away certificates for `fanout-tls` (bench/run.sh makes them).
-pub struct TlsFiles {
-    /// The CA the generator trusts.
-    pub ca: PathBuf,
-    /// The server's certificate (signed by `ca`, naming 127.0.0.1) and key.
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+use crate::transports;
 
 /// The TLS port in `fanout-tls` and `tls-handshakes` (the plain port + 1).
 const TLS_PORT_OFFSET: u16 = 1;
-
-pub struct CompareOpts {
-    pub servers: Vec<Spec>,
-    pub cfg: Cfg,
-    pub quick: bool,
-    pub scenarios: Vec<String>,
-    pub out: PathBuf,
-    pub workdir: PathBuf,
-    pub machine: Value,
-    pub tls: Option<TlsFiles>,
-    /// `redis-server` for the `cluster` scenario (None: it is skipped).
-    pub redis_server: Option<PathBuf>,
-}
 
 fn tuning_for(scenario: &str) -> Tuning {
     match scenario {
         // Big fan-outs queue a lot per subscriber while the generator
         // catches up; the slow-consumer scenario keeps the default bound.
-        "fanout" | "fanout-tls" | "fanout-sse" => Tuning {
+        "fanout" | "fanout-tls" | "fanout-sse" | "fanout-ws" | "fanout-gzip" => Tuning {
             max_queued_bytes: Some(64 << 20),
             tls: None,
         },
@@ -63,71 +45,6 @@ fn save(out: &Path, results: &Value) {
         out.join("results.json"),
         serde_json::to_string_pretty(results).unwrap_or_default(),
     );
-}
-
-/// Runs one scenario against one freshly started server.
-fn run_one(
-    spec: &Spec,
-    label: &str,
-    workdir: &Path,
-    tuning: &Tuning,
-    f: impl FnOnce(&Target) -> Value,
-) -> Value {
-    run_one_over(spec, label, workdir, tuning, None, false, f)
-}
-
-/// `run_one`, with the generator speaking TLS to the server's TLS port
-/// when `tls` is given (`tuning.tls` must configure that port), and its
-/// subscribers asking for Server-Sent Events when `sse` is.
-fn run_one_over(
-    spec: &Spec,
-    label: &str,
-    workdir: &Path,
-    tuning: &Tuning,
-    tls: Option<&TargetTls>,
-    sse: bool,
-    f: impl FnOnce(&Target) -> Value,
-) -> Value {
-    let t0 = Instant::now();
-    let mut srv = match server::start(spec, label, workdir, tuning) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("  {}: cannot start: {e}", spec.name);
-            return json!({"error": format!("start: {e}")});
-        }
-    };
-    let addr = match (tls, srv.tls_addr) {
-        (None, _) => srv.addr,
-        (Some(_), Some(a)) => a,
-        (Some(_), None) => {
-            srv.stop();
-            return json!({"error": "no TLS listener configured"});
-        }
-    };
-    let target = Target {
-        proto: spec.proto,
-        addr,
-        pub_addr: if tls.is_some() { addr } else { srv.pub_addr },
-        pid: Some(srv.pid),
-        tls: tls.cloned(),
-        sse,
-    };
-    let mut v = f(&target);
-    let crashed = !srv.alive();
-    let status = srv.stop();
-    let (log_counts, examples) = srv.log_summary();
-    v["server"] = json!({
-        "crashed_during_run": crashed,
-        "exit": status.map(|s| s.to_string()),
-        "log_counts": log_counts.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
-        "log_examples": examples,
-        "log": srv.log.display().to_string(),
-        "wall_s": t0.elapsed().as_secs_f64(),
-    });
-    if crashed {
-        eprintln!("  {}: SERVER EXITED DURING THE RUN", spec.name);
-    }
-    v
 }
 
 pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
@@ -220,6 +137,10 @@ pub fn compare(opts: &CompareOpts) -> std::io::Result<Value> {
             }
             "fanout-tls" => fanout_tls(opts, &tuning, started, &mut results),
             "fanout-sse" => fanout_sse(opts, &tuning, started, &mut results),
+            "fanout-ws" | "fanout-gzip" => {
+                transports::fanout(opts, sc, &tuning, started, &mut results);
+                save(&opts.out, &results);
+            }
             "tls-handshakes" => tls_handshakes(opts, &tuning, started, &mut results),
             "cluster" => {
                 results["scenarios"]["cluster"] = cluster_scenario(opts, started);
@@ -289,7 +210,7 @@ fn publish_rounds(opts: &CompareOpts, tuning: &Tuning, started: Instant, results
                 pub_addr: srv.pub_addr,
                 pid: Some(srv.pid),
                 tls: None,
-                sse: false,
+                ask: Ask::default(),
             };
             let v = scenarios::publish_throughput(&target, cfg, secs);
             eprintln!(
@@ -461,9 +382,15 @@ fn fanout_tls(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &m
                     spec.name
                 );
                 let label = format!("fanout-{transport}{n}");
-                let v = run_one_over(spec, &label, &opts.workdir, &tuning, tls, false, |t| {
-                    scenarios::fanout(t, cfg, n)
-                });
+                let v = run_one_over(
+                    spec,
+                    &label,
+                    &opts.workdir,
+                    &tuning,
+                    tls,
+                    Ask::default(),
+                    |t| scenarios::fanout(t, cfg, n),
+                );
                 eprintln!("         {}", fanout_brief(&v));
                 results["scenarios"]["fanout-tls"][n.to_string()][transport][&spec.name] = v;
                 save(&opts.out, results);
@@ -574,7 +501,11 @@ fn fanout_sse(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &m
                     spec.name
                 );
                 let label = format!("fanout-{framing}{n}");
-                let v = run_one_over(spec, &label, &opts.workdir, tuning, None, sse, |t| {
+                let ask = Ask {
+                    sse,
+                    ..Ask::default()
+                };
+                let v = run_one_over(spec, &label, &opts.workdir, tuning, None, ask, |t| {
                     scenarios::fanout(t, cfg, n)
                 });
                 eprintln!("         {}", fanout_brief(&v));
@@ -1191,6 +1122,7 @@ pub fn summary(results: &Value, names: &[String]) -> String {
          a fresh server for each, run back to back; the subscribers of the second \
          send `Accept: text/event-stream`, the publishers are the same.",
     );
+    transports::table(&mut md, sc);
     cluster::table(&mut md, &sc["cluster"]);
     // Misbehaviour seen.
     let mut notes = Vec::new();

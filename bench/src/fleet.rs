@@ -95,8 +95,14 @@ impl Fleet {
             if let Some(ca) = &opts.tls_ca {
                 cmd.arg("--tls-ca").arg(ca);
             }
-            if opts.sse {
-                cmd.arg("--sse");
+            for (on, flag) in [
+                (opts.ask.sse, "--sse"),
+                (opts.ask.websocket, "--ws"),
+                (opts.ask.gzip, "--gzip"),
+            ] {
+                if on {
+                    cmd.arg(flag);
+                }
             }
             let mut child = cmd
                 .args(["--target", opts.proto.name()])

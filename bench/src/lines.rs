@@ -80,12 +80,28 @@ enum Chunk {
     Done,
 }
 
-/// Turns a stream body (chunked or not) into lines.
+/// Turns a stream body (chunked or not, gzip-encoded or not) into lines.
 #[derive(Debug)]
 pub struct StreamDecoder {
     chunk: Option<Chunk>,
     /// An incomplete line carried over between reads.
     partial: Vec<u8>,
+    /// A gzip body's inflater (a subscriber's own: about 40 KB each).
+    gzip: Option<Box<Gunzip>>,
+}
+
+/// Inflating a gzip body as it arrives (its 10-byte header skipped; the
+/// trailer is not checked here, the server's tests do that).
+struct Gunzip {
+    inflate: flate2::Decompress,
+    header_left: usize,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for Gunzip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gunzip")
+    }
 }
 
 impl StreamDecoder {
@@ -93,7 +109,49 @@ impl StreamDecoder {
         StreamDecoder {
             chunk: chunked.then_some(Chunk::Size(0)),
             partial: Vec::new(),
+            gzip: None,
         }
+    }
+
+    /// A decoder for a gzip-encoded body.
+    pub fn gzip(chunked: bool) -> StreamDecoder {
+        StreamDecoder {
+            gzip: Some(Box::new(Gunzip {
+                inflate: flate2::Decompress::new(false),
+                header_left: 10,
+                out: Vec::with_capacity(64 * 1024),
+            })),
+            ..StreamDecoder::new(chunked)
+        }
+    }
+
+    /// Body bytes: inflated first for a gzip body, then split into lines.
+    fn body(&mut self, data: &[u8], on_line: &mut impl FnMut(&[u8])) -> Result<(), String> {
+        let Some(mut gz) = self.gzip.take() else {
+            self.lines(data, on_line);
+            return Ok(());
+        };
+        let skip = gz.header_left.min(data.len());
+        gz.header_left -= skip;
+        let mut input = &data[skip..];
+        while !input.is_empty() {
+            gz.out.clear();
+            let before = gz.inflate.total_in();
+            let g = &mut *gz;
+            g.inflate
+                .decompress_vec(input, &mut g.out, flate2::FlushDecompress::Sync)
+                .map_err(|e| format!("gzip: {e}"))?;
+            let used = (g.inflate.total_in() - before) as usize;
+            input = &input[used..];
+            let out = std::mem::take(&mut g.out);
+            self.lines(&out, on_line);
+            gz.out = out;
+            if used == 0 {
+                break;
+            }
+        }
+        self.gzip = Some(gz);
+        Ok(())
     }
 
     pub fn finished(&self) -> bool {
@@ -104,8 +162,7 @@ impl StreamDecoder {
     /// error on malformed chunk framing.
     pub fn feed(&mut self, mut data: &[u8], on_line: &mut impl FnMut(&[u8])) -> Result<(), String> {
         let Some(mut state) = self.chunk else {
-            self.lines(data, on_line);
-            return Ok(());
+            return self.body(data, on_line);
         };
         while !data.is_empty() {
             match state {
@@ -138,7 +195,7 @@ impl StreamDecoder {
                 }
                 Chunk::Data(n) => {
                     let take = n.min(data.len());
-                    self.lines(&data[..take], on_line);
+                    self.body(&data[..take], on_line)?;
                     data = &data[take..];
                     state = if take == n {
                         Chunk::DataEnd
@@ -184,6 +241,33 @@ impl StreamDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gzip body as pubsubd sends it: the header, then each event's
+    /// deflate up to a flush, one chunk each; decoded split anywhere.
+    #[test]
+    fn gzip_lines_split_anywhere() {
+        let mut c = flate2::Compress::new(flate2::Compression::new(6), false);
+        let mut wire = b"a\r\n".to_vec();
+        wire.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+        wire.extend_from_slice(b"\r\n");
+        for line in [&b"{\"a\":1}\n"[..], b"{\"stillalive\": 1.5}\n"] {
+            let mut out = Vec::with_capacity(256);
+            c.compress_vec(line, &mut out, flate2::FlushCompress::Full)
+                .unwrap();
+            wire.extend_from_slice(format!("{:x}\r\n", out.len()).as_bytes());
+            wire.extend_from_slice(&out);
+            wire.extend_from_slice(b"\r\n");
+        }
+        for split in 0..wire.len() {
+            let mut d = StreamDecoder::gzip(true);
+            let mut got = Vec::new();
+            let mut on = |l: &[u8]| got.push(l.to_vec());
+            d.feed(&wire[..split], &mut on).unwrap();
+            d.feed(&wire[split..], &mut on).unwrap();
+            let want = vec![b"{\"a\":1}".to_vec(), b"{\"stillalive\": 1.5}".to_vec()];
+            assert_eq!(got, want, "split at {split}");
+        }
+    }
 
     #[test]
     fn chunked_lines_split_anywhere() {

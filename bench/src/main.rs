@@ -21,11 +21,14 @@ mod lines;
 mod mqtt;
 mod proto;
 mod publisher;
+mod runner;
 mod scenarios;
 mod server;
 mod sse;
 mod transport;
+mod transports;
 mod worker;
+mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,7 +37,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::proto::Proto;
+use crate::proto::{Ask, Proto};
 use crate::scenarios::{Cfg, Target, TargetTls};
 use crate::server::{Kind, Spec};
 
@@ -46,14 +49,14 @@ pubsub-load: load generator and server comparison for pubsubd
         [--mosquitto BIN] [--pushpin BIN (needs --nginx: its origin)]
         [--server NAME:PROTOCOL:PORT:COMMAND]...   (COMMAND may use {port})
         [--servers pubsubd,nchan,...]   (only these of the above)
-        [--scenarios idle,fanout,publish,slow,fanout-tls,fanout-sse,cluster,tls-handshakes] [--sweep 100,1000,...]
+        [--scenarios idle,fanout,publish,slow,fanout-tls,fanout-sse,fanout-ws,fanout-gzip,cluster,tls-handshakes] [--sweep 100,1000,...]
         [--tls-sweep 1000,10000] [--tls-ca PEM --tls-cert PEM --tls-key PEM]
-        [--sse-sweep 1000,10000]
+        [--sse-sweep 1000,10000] [--ws-sweep 1000,10000] [--gzip-sweep 1000]
         [--server-cpu 0] [--machine TEXT] [--redis-server BIN (for cluster)]
   pubsub-load run --target pubsubd|nchan|mqtt|pushpin --addr 127.0.0.1:PORT
         [--pub-addr 127.0.0.1:PORT (Pushpin's publish port)] [--pid PID]
         --scenario idle|fanout|publish|slow [--subs N] [--quick]
-        [--lat-secs S] [--max-secs S] [--rate R] [--tls-ca PEM] [--sse]
+        [--lat-secs S] [--max-secs S] [--rate R] [--tls-ca PEM] [--sse | --ws | --gzip]
   pubsub-load summarize --results DIR/results.json   (rewrites DIR/summary.md)
   pubsub-load worker ...   (internal: one subscriber process)
 
@@ -68,6 +71,16 @@ per second on their core, new sessions then resumed ones (TLS 1.3 tickets).
 fanout-sse runs pubsubd's fan-out to subscribers of its chunked stream and
 to subscribers asking for Server-Sent Events, back to back. With `run`,
 --sse makes the subscribers ask for Server-Sent Events.
+
+fanout-ws runs pubsubd's fan-out to subscribers of its chunked stream and
+to WebSocket subscribers, and nchan's to its `nchan_subscriber websocket`
+subscribers, at each count of --ws-sweep. With `run`, --ws makes the
+subscribers open WebSockets.
+
+fanout-gzip runs pubsubd's fan-out to plain and to gzip subscribers
+(`Accept-Encoding: gzip`, inflated by the generator as they arrive), at
+each count of --gzip-sweep: bytes on the wire and server CPU per delivery.
+With `run`, --gzip makes the subscribers ask for gzip.
 
 cluster starts --redis-server (AOF, appendfsync always) and two pubsubd
 nodes sharing its stream beside a single pubsubd, all on SERVER_CPU, and
@@ -164,9 +177,18 @@ fn worker_main(a: &Args) -> Result<(), String> {
         src_count: a.num("src-count", 40)?,
         concurrency: a.num("concurrency", 256)?,
         tls_ca: a.get("tls-ca").map(PathBuf::from),
-        sse: a.flag("sse"),
+        ask: ask(a),
     };
     worker::run(opts).map_err(|e| e.to_string())
+}
+
+/// `--sse`, `--ws`, `--gzip`: what the subscribers ask for.
+fn ask(a: &Args) -> Ask {
+    Ask {
+        sse: a.flag("sse"),
+        websocket: a.flag("ws"),
+        gzip: a.flag("gzip"),
+    }
 }
 
 fn cfg_from(a: &Args) -> Result<Cfg, String> {
@@ -179,6 +201,8 @@ fn cfg_from(a: &Args) -> Result<Cfg, String> {
         ("sweep", &mut cfg.sweep),
         ("tls-sweep", &mut cfg.tls_sweep),
         ("sse-sweep", &mut cfg.sse_sweep),
+        ("ws-sweep", &mut cfg.ws_sweep),
+        ("gzip-sweep", &mut cfg.gzip_sweep),
     ] {
         if let Some(s) = a.get(key) {
             *sweep = s
@@ -217,7 +241,7 @@ fn run_main(a: &Args) -> Result<(), String> {
             .get("tls-ca")
             .map(|ca| TargetTls::load(PathBuf::from(ca)))
             .transpose()?,
-        sse: a.flag("sse"),
+        ask: ask(a),
     };
     let cfg = cfg_from(a)?;
     let v = match a.req("scenario")? {
@@ -305,7 +329,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
     }
     let scenarios = a
         .get("scenarios")
-        .unwrap_or("idle,fanout,publish,slow,fanout-tls,fanout-sse,cluster,tls-handshakes")
+        .unwrap_or("idle,fanout,publish,slow,fanout-tls,fanout-sse,fanout-ws,fanout-gzip,cluster,tls-handshakes")
         .split(',')
         .map(str::to_owned)
         .collect();
@@ -314,7 +338,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
         std::env::temp_dir().join(format!("pubsub-bench-{}", std::process::id()))
     });
     let tls = match (a.get("tls-ca"), a.get("tls-cert"), a.get("tls-key")) {
-        (Some(ca), Some(cert), Some(key)) => Some(compare::TlsFiles {
+        (Some(ca), Some(cert), Some(key)) => Some(runner::TlsFiles {
             ca: ca.into(),
             cert: cert.into(),
             key: key.into(),
@@ -322,7 +346,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
         (None, None, None) => None,
         _ => return Err("--tls-ca, --tls-cert and --tls-key go together".into()),
     };
-    let opts = compare::CompareOpts {
+    let opts = runner::CompareOpts {
         servers,
         cfg: cfg_from(a)?,
         quick: a.flag("quick"),

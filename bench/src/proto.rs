@@ -25,6 +25,18 @@ use std::io::Write as _;
 use crate::lines::{parse_line, Line, Stamp, StreamDecoder};
 use crate::mqtt;
 use crate::sse::SseDecoder;
+use crate::ws::{self, WsDecoder};
+
+/// What a subscriber asks an HTTP server for beyond the plain stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// Server-Sent Events (`Accept: text/event-stream`).
+    pub sse: bool,
+    /// A WebSocket (pubsubd: any subscription URL; nchan: `/ws/CHAN`).
+    pub websocket: bool,
+    /// `Accept-Encoding: gzip` (pubsubd), decoded as it arrives.
+    pub gzip: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -60,14 +72,23 @@ impl Proto {
         self != Proto::Mqtt
     }
 
-    /// What a subscriber sends first, for channel/topic `chan`; `sse`
-    /// asks an HTTP server for Server-Sent Events (what `EventSource` sends).
-    pub fn subscribe_request(self, chan: &str, sse: bool) -> Vec<u8> {
-        let accept = if sse {
-            "Accept: text/event-stream\r\n"
-        } else {
-            ""
-        };
+    /// What a subscriber sends first, for channel/topic `chan`; `ask.sse`
+    /// asks an HTTP server for Server-Sent Events (what `EventSource`
+    /// sends), `ask.websocket` for a WebSocket, `ask.gzip` for gzip.
+    pub fn subscribe_request(self, chan: &str, ask: Ask) -> Vec<u8> {
+        if ask.websocket {
+            return match self {
+                Proto::Nchan => ws::request(&format!("/ws/{chan}")),
+                _ => ws::request(&format!("/{chan}")),
+            };
+        }
+        let mut accept = String::new();
+        if ask.sse {
+            accept += "Accept: text/event-stream\r\n";
+        }
+        if ask.gzip {
+            accept += "Accept-Encoding: gzip\r\n";
+        }
         match self {
             Proto::Pubsubd | Proto::Pushpin => {
                 format!("GET /{chan} HTTP/1.1\r\nHost: bench\r\n{accept}\r\n").into_bytes()
@@ -105,14 +126,22 @@ impl Proto {
     /// live; `Ok(None)` = need more. With `sse` (it was asked for), an
     /// answer that is not `text/event-stream` is an error, so a server that
     /// ignores the `Accept` is not measured as an SSE one.
-    pub fn subscribed(self, buf: &[u8], sse: bool) -> Result<Option<(usize, Decoder)>, String> {
+    pub fn subscribed(self, buf: &[u8], ask: Ask) -> Result<Option<(usize, Decoder)>, String> {
         if self == Proto::Mqtt {
             return Ok(
                 mqtt::subscribed(buf)?.map(|n| (n, Decoder::Mqtt(mqtt::StreamDecoder::default())))
             );
         }
+        let sse = ask.sse;
         match parse_response_head(buf)? {
             None => Ok(None),
+            Some(head) if ask.websocket && head.status == 101 => {
+                Ok(Some((head.head_len, Decoder::Ws(WsDecoder::default()))))
+            }
+            Some(head) if ask.websocket => Err(format!("WebSocket handshake: {}", head.status)),
+            Some(head) if ask.gzip && !head.gzip => {
+                Err("asked for gzip, got a plain stream".into())
+            }
             Some(head) if head.status != 200 => Err(format!("subscribe status {}", head.status)),
             Some(head) if sse && !head.event_stream => {
                 Err("asked for text/event-stream, got another content type".into())
@@ -120,6 +149,10 @@ impl Proto {
             Some(head) if head.event_stream => Ok(Some((
                 head.head_len,
                 Decoder::Sse(SseDecoder::new(head.chunked)),
+            ))),
+            Some(head) if head.gzip => Ok(Some((
+                head.head_len,
+                Decoder::Http(StreamDecoder::gzip(head.chunked)),
             ))),
             Some(head) => Ok(Some((
                 head.head_len,
@@ -183,6 +216,7 @@ pub enum Decoder {
     Http(StreamDecoder),
     Sse(SseDecoder),
     Mqtt(mqtt::StreamDecoder),
+    Ws(WsDecoder),
 }
 
 impl Decoder {
@@ -193,6 +227,7 @@ impl Decoder {
             Decoder::Http(d) => d.feed(data, &mut |l: &[u8]| on_line(parse_line(l))),
             Decoder::Sse(d) => d.feed(data, on_line),
             Decoder::Mqtt(d) => d.feed(data, &mut |l: &[u8]| on_line(parse_line(l))),
+            Decoder::Ws(d) => d.feed(data, on_line),
         }
     }
 
@@ -201,6 +236,7 @@ impl Decoder {
             Decoder::Http(d) => d.finished(),
             Decoder::Sse(d) => d.finished(),
             Decoder::Mqtt(_) => false,
+            Decoder::Ws(d) => d.finished(),
         }
     }
 }
@@ -290,6 +326,8 @@ pub struct ResponseHead {
     pub close: bool,
     /// `Content-Type: text/event-stream` (Server-Sent Events).
     pub event_stream: bool,
+    /// `Content-Encoding: gzip`.
+    pub gzip: bool,
 }
 
 /// Parses a response head from the start of `buf`; `Ok(None)` = need more.
@@ -306,6 +344,7 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
                 chunked: false,
                 close: resp.version == Some(0),
                 event_stream: false,
+                gzip: false,
             };
             for h in resp.headers.iter() {
                 // Only the four headers that matter are looked at (this
@@ -319,6 +358,8 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
                     head.chunked = value().contains("chunked");
                 } else if h.name.eq_ignore_ascii_case("content-type") {
                     head.event_stream = value().starts_with("text/event-stream");
+                } else if h.name.eq_ignore_ascii_case("content-encoding") {
+                    head.gzip = value().trim() == "gzip";
                 } else if h.name.eq_ignore_ascii_case("connection") {
                     let v = value();
                     if v.contains("close") {
@@ -420,18 +461,25 @@ mod tests {
 
     #[test]
     fn sse_is_asked_for_and_checked() {
-        let req = Proto::Pubsubd.subscribe_request("bench", true);
+        let sse_ask = Ask {
+            sse: true,
+            ..Ask::default()
+        };
+        let req = Proto::Pubsubd.subscribe_request("bench", sse_ask);
         assert_eq!(
             req,
             b"GET /bench HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
         );
         let sse = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
         let plain = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let (len, dec) = Proto::Pubsubd.subscribed(sse, true).unwrap().unwrap();
+        let (len, dec) = Proto::Pubsubd.subscribed(sse, sse_ask).unwrap().unwrap();
         assert_eq!(len, sse.len());
         assert!(matches!(dec, Decoder::Sse(_)));
-        assert!(Proto::Pubsubd.subscribed(plain, true).is_err());
-        let (_, dec) = Proto::Pubsubd.subscribed(plain, false).unwrap().unwrap();
+        assert!(Proto::Pubsubd.subscribed(plain, sse_ask).is_err());
+        let (_, dec) = Proto::Pubsubd
+            .subscribed(plain, Ask::default())
+            .unwrap()
+            .unwrap();
         assert!(matches!(dec, Decoder::Http(_)));
     }
 }

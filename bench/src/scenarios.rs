@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::fleet::{Fleet, Merged};
 use crate::hist::Hist;
-use crate::proto::Proto;
+use crate::proto::{Ask, Proto};
 use crate::publisher::{publish, Mode, PubOpts, PubResult};
 use crate::server::{clk_tck, sample, Sample};
 use crate::worker::WorkerOpts;
@@ -28,8 +28,8 @@ pub struct Target {
     pub pid: Option<u32>,
     /// Subscribers and publishers speak TLS to `addr`.
     pub tls: Option<TargetTls>,
-    /// Subscribers ask for Server-Sent Events (pubsubd).
-    pub sse: bool,
+    /// What subscribers ask for: Server-Sent Events, a WebSocket, gzip.
+    pub ask: Ask,
 }
 
 /// How the generator's TLS clients trust the server.
@@ -70,6 +70,11 @@ pub struct Cfg {
     pub tls_sweep: Vec<usize>,
     /// Subscriber counts of `fanout-sse` (each chunked and SSE).
     pub sse_sweep: Vec<usize>,
+    /// Subscriber counts of `fanout-ws` (chunked, WebSocket; nchan's WebSocket).
+    pub ws_sweep: Vec<usize>,
+    /// Subscriber counts of `fanout-gzip` (plain, gzip): the generator
+    /// keeps an inflater per subscriber, so it stays small.
+    pub gzip_sweep: Vec<usize>,
     pub max_pubs: usize,
     pub pub_conns: usize,
     /// Publishing time per server, split into `pub_rounds` turns.
@@ -99,6 +104,8 @@ impl Cfg {
             max_secs: 8.0,
             tls_sweep: vec![1_000, 10_000],
             sse_sweep: vec![1_000, 10_000],
+            ws_sweep: vec![1_000, 10_000],
+            gzip_sweep: vec![1_000],
             max_pubs: 8,
             pub_conns: 32,
             pub_secs: 40.0,
@@ -145,7 +152,7 @@ fn worker_opts(t: &Target, cfg: &Cfg, count: usize, stalled: usize) -> WorkerOpt
         src_count: 40,
         concurrency: cfg.concurrency,
         tls_ca: t.tls.as_ref().map(|x| x.ca.clone()),
-        sse: t.sse,
+        ask: t.ask,
     }
 }
 
@@ -287,7 +294,14 @@ pub fn fanout(t: &Target, cfg: &Cfg, n: usize) -> Value {
     let mut out = json!({
         "subscribers": n,
         "transport": if t.tls.is_some() { "tls" } else { "plain" },
-        "framing": if t.sse { "sse" } else { "chunked" },
+        "framing": if t.ask.websocket {
+            "websocket"
+        } else if t.ask.sse {
+            "sse"
+        } else {
+            "chunked"
+        },
+        "gzip": t.ask.gzip,
         "live": ready.live,
         "failed": ready.failed,
         "worker_processes": fleet.len(),

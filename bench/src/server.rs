@@ -257,6 +257,12 @@ http {{
       nchan_channel_id $1;
       nchan_subscriber_first_message newest;
     }}
+    # Subscribe over WebSocket: GET /ws/CHANNEL, one text frame per message.
+    location ~ ^/ws/(\w+)$ {{
+      nchan_subscriber websocket;
+      nchan_channel_id $1;
+      nchan_subscriber_first_message newest;
+    }}
   }}
 }}
 "#,

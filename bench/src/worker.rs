@@ -10,7 +10,8 @@
 //! source address 127.0.0.x before connecting, so large counts do not run
 //! out of ephemeral ports. With `--tls-ca FILE` every connection speaks
 //! TLS (see `transport`), checking the server's certificate against FILE;
-//! with `--sse` every subscription asks for Server-Sent Events (see `sse`).
+//! with `--sse` every subscription asks for Server-Sent Events (see `sse`),
+//! with `--ws` for a WebSocket (see `ws`), with `--gzip` for gzip.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{now_ns, self_cpu_ns};
 use crate::hist::{Hist, SparseHist};
 use crate::lines::{Line, Stamp};
-use crate::proto::{Decoder, Proto};
+use crate::proto::{Ask, Decoder, Proto};
 use crate::transport::{self, Conn};
 
 /// Publisher connections whose sequence numbers are tracked per subscriber.
@@ -59,9 +60,9 @@ pub struct WorkerOpts {
     pub concurrency: usize,
     /// Speak TLS, trusting the CA certificate(s) in this PEM file.
     pub tls_ca: Option<PathBuf>,
-    /// Ask for Server-Sent Events (`Accept: text/event-stream`), and
-    /// refuse a subscription answered otherwise.
-    pub sse: bool,
+    /// Ask for Server-Sent Events (`Accept: text/event-stream`), a
+    /// WebSocket or gzip, and refuse a subscription answered otherwise.
+    pub ask: Ask,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,7 +274,7 @@ impl Worker {
                 let req = self
                     .opts
                     .proto
-                    .subscribe_request(&self.opts.chan, self.opts.sse);
+                    .subscribe_request(&self.opts.chan, self.opts.ask);
                 let sock = self.subs[i].sock.as_mut().expect("socket");
                 match sock.write(&req) {
                     Ok(n) if n == req.len() => self.subs[i].st = St::Head,
@@ -332,7 +333,7 @@ impl Worker {
                 Ok(r) if r.data.is_empty() => {} // TLS handshake records
                 Ok(r) => {
                     s.head.extend_from_slice(r.data);
-                    match self.opts.proto.subscribed(&s.head, self.opts.sse) {
+                    match self.opts.proto.subscribed(&s.head, self.opts.ask) {
                         Ok(None) => {
                             if s.head.len() > 64 * 1024 {
                                 return self.setup_failed(i, "response head too long".into());

@@ -58,6 +58,7 @@ impl Hub {
                 // at, so private events never match.
                 head.accept_sse = true;
                 head.authorization = None;
+                head.upgrade_websocket = false;
                 match Subscription::parse("/") {
                     Ok(sub) => self.open_stream(key, head, sub, None),
                     Err(_) => self.admin_reply(key, &head, 500, TEXT, b"", After::Close),
@@ -170,11 +171,23 @@ impl Hub {
         self.conns.iter().filter(|(_, c)| c.is_replaying()).count()
     }
 
+    /// Live subscribers by transport, as `/metrics` and the page name them.
+    fn transports(&self) -> [(&'static str, usize); 4] {
+        let t = self.conns.transports();
+        [
+            ("stream", t.stream),
+            ("sse", t.sse),
+            ("websocket", t.websocket),
+            ("compressed", t.compressed),
+        ]
+    }
+
     fn render_metrics(&self) -> String {
         let connections = self.connections_by_state();
         metrics::render(&Snapshot {
             stats: &self.stats,
             subscribers: self.conns.subscribers(),
+            transports: &self.transports(),
             connections: &connections,
             backlog_events: self.history.backlog().len(),
             backlog_bytes: self.history.backlog().bytes(),
@@ -204,6 +217,7 @@ impl Hub {
             "now": self.clock.epoch(),
             "uptime": self.clock.epoch() - self.activity.started(),
             "subscribers": self.conns.subscribers(),
+            "transports": self.transports().iter().map(|&(t, n)| (t.to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
             "connections": self.conns.len(),
             "events_published": self.stats.published_total(),
             "deliveries": self.stats.deliveries,

@@ -59,6 +59,7 @@ use crate::out_queue::{Flushed, OutQueue};
 use crate::feeds::ldap::Ldap;
 use crate::feeds::sqs::Sqs;
 use crate::stats::{self, Stats};
+use crate::websocket;
 pub use auth::AclFile;
 pub use cluster::Cluster;
 pub use history::History;
@@ -340,12 +341,13 @@ impl Hub {
             };
             match conn.state() {
                 State::Appending(_) => continue,
-                State::Stream(stream) if stream.framing.chunked => {
-                    self.conns.queue(key, http::LAST_CHUNK.into());
+                // The last chunk, a gzip trailer, a WebSocket's close.
+                State::Stream(_) => {
+                    let close = (websocket::CLOSE_GOING_AWAY, "server shutting down");
+                    self.conns.end_stream(key, close);
                 }
-                _ => {}
+                _ => self.conns.close_after_flush(key),
             }
-            self.conns.close_after_flush(key);
         }
     }
 

@@ -18,10 +18,14 @@ use super::table::{AfterAuth, BodyState, Parked, State, Step, Stream};
 use super::{Hub, REQUEST_BUDGET};
 use crate::acl::{self, Grant};
 use crate::backlog::Start;
+use crate::compress::{self, GzipState};
 use crate::event::{self, Frame, Framing, PayloadError};
 use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
-use crate::stats::Source;
+use crate::stats::{Drop, Source};
 use crate::topics::{self, Subscription};
+use crate::websocket;
+use crate::websocket::frames::Incoming;
+use crate::websocket::handshake::{self, Refused};
 
 pub const TEXT_RECEIVED: &str = "Payload received, thank you very much!\n";
 pub const TEXT_NOT_ALLOWED: &str = "You are not authorized to deliver payloads!\n";
@@ -62,10 +66,42 @@ impl Hub {
                     return self.respond(key, 400, Some(TEXT_TOO_LARGE), After::Close)
                 }
                 Step::Replay => return self.pump_replay(key),
+                Step::WebSocket(frame) => {
+                    if !self.websocket_frame(key, frame) {
+                        return;
+                    }
+                }
+                Step::WebSocketFail(fail) => {
+                    debug!("{key}: WebSocket: {} ({})", fail.reason, fail.code);
+                    return self.conns.end_stream(key, (fail.code, fail.reason));
+                }
             }
         }
         // Budget used up: carry on next turn so others get a go.
         self.conns.rerun(key);
+    }
+
+    /// A control frame from a WebSocket subscriber; false once the stream
+    /// is over.
+    fn websocket_frame(&mut self, key: usize, frame: Incoming) -> bool {
+        match frame {
+            Incoming::Ping(payload) => {
+                let pong = websocket::frame(websocket::OP_PONG, false, &payload);
+                let cap = self.config.server.max_queued_bytes;
+                if !self.conns.queue_reply(key, pong.into(), cap) {
+                    self.stats.dropped(Drop::QueueFull);
+                    return false;
+                }
+                true
+            }
+            Incoming::Pong => true,
+            Incoming::Close(code) => {
+                debug!("{key}: WebSocket closed by the client ({code:?})");
+                self.queue(key, websocket::close_echo(code).into());
+                self.conns.close_after_flush(key);
+                false
+            }
+        }
     }
 
     /// The input budget is spent and this request is large: 503, close.
@@ -285,6 +321,16 @@ impl Hub {
         if self.is_shutting_down() {
             return self.respond(key, 503, Some("Shutting down.\n"), After::Close);
         }
+        if head.upgrade_websocket {
+            if let Err(refused) = handshake::accept(&head, compress::AVAILABLE) {
+                return self.refuse_websocket(key, refused);
+            }
+            let allowed = self.conns.get(key).is_some_and(|c| c.cors().is_some());
+            if head.origin.is_some() && !self.config.clients.cors_origins.is_empty() && !allowed {
+                let text = "WebSocket handshake: this Origin is not in clients.cors_origins\n";
+                return self.respond(key, 403, Some(text), After::Close);
+            }
+        }
         if let Some(since) = head.fetch_since.as_deref() {
             if !since.trim().parse::<f64>().is_ok_and(f64::is_finite) {
                 return self.respond(key, 400, Some(TEXT_BAD_REQUEST), After::Close);
@@ -295,7 +341,8 @@ impl Hub {
         {
             // Its backlog comes from the stream: a cursor asked for now
             // would read as unknown and its events would be missed.
-            return self.respond_backlog_loading(key, head.accept_sse);
+            let sse = head.accept_sse && !head.upgrade_websocket;
+            return self.respond_backlog_loading(key, sse);
         }
         match self.check_credentials(&head) {
             Check::Done(grant) => self.open_stream(key, head, sub, grant),
@@ -305,6 +352,26 @@ impl Hub {
                     then: AfterAuth::Subscribe(sub),
                 };
                 self.park_for_ldap(key, user, password, parked);
+            }
+        }
+    }
+
+    /// A WebSocket handshake that cannot be accepted: 426 for a version
+    /// other than 13, else 400 saying what is wrong.
+    fn refuse_websocket(&mut self, key: usize, refused: Refused) {
+        debug!("{key}: WebSocket handshake refused: {refused:?}");
+        match refused {
+            Refused::Version => {
+                let body = (
+                    "text/plain; charset=utf-8",
+                    &b"WebSocket handshake: this server speaks Sec-WebSocket-Version 13 only.\n"[..],
+                );
+                let extra = [("Sec-WebSocket-Version", handshake::VERSION)];
+                self.respond_typed(key, 426, Some(body), &extra, After::Close);
+            }
+            Refused::Bad(why) => {
+                let text = format!("WebSocket handshake: {why}.\n");
+                self.respond(key, 400, Some(&text), After::Close);
             }
         }
     }
@@ -325,17 +392,38 @@ impl Hub {
                 .iter()
                 .any(|o| !o.is_empty() && ua.contains(o.as_str()))
         });
-        let framing = Framing {
-            chunked: head.http11,
-            oldschool,
-            sse: head.accept_sse,
+        // `subscribe` refused an upgrade this does not accept.
+        let websocket = head
+            .upgrade_websocket
+            .then(|| handshake::accept(&head, compress::AVAILABLE).ok())
+            .flatten();
+        let framing = match &websocket {
+            Some(accepted) => Framing::websocket(accepted.deflate),
+            None => Framing {
+                compressed: head.accept_gzip && compress::AVAILABLE,
+                ..Framing::stream(head.http11, oldschool, head.accept_sse)
+            },
+        };
+        // A gzip stream's body starts with its header (and the SSE hint,
+        // compressed): the trailer counts what it holds.
+        let (gzip_start, gzip) = if framing.is_gzip() {
+            let first = if framing.sse {
+                http::sse_retry()
+            } else {
+                String::new()
+            };
+            compress::gzip_start(first.as_bytes())
+        } else {
+            (Vec::new(), GzipState::default())
         };
         let (replay, cursor_status) = self.replay_start(&head);
+        let replay = replay.and_then(std::num::NonZeroU64::new);
         let stream = Box::new(Stream {
             sub,
             framing,
             grant,
             replay,
+            gzip,
         });
         self.conns
             .start_stream(key, stream, self.history.last_seq());
@@ -344,8 +432,22 @@ impl Hub {
             Some(status) => &[("X-Fetch-Since-Cursor-Status", status)],
             None => &[],
         };
-        let stream_head =
-            http::stream_head(&self.headers_for(key), framing.chunked, framing.sse, extra);
+        let headers = self.headers_for(key);
+        let mut stream_head = match &websocket {
+            Some(accepted) => {
+                let extensions = accepted.deflate.then_some(handshake::DEFLATE_RESPONSE);
+                http::websocket_head(&headers, &accepted.accept, extensions, extra)
+            }
+            None => {
+                let (chunked, sse, gzip) = (framing.chunked, framing.sse, framing.is_gzip());
+                http::stream_head_encoded(&headers, chunked, sse, gzip, extra)
+            }
+        };
+        if framing.chunked && !gzip_start.is_empty() {
+            stream_head.extend_from_slice(&http::chunk(&gzip_start));
+        } else {
+            stream_head.extend_from_slice(&gzip_start);
+        }
         self.queue(key, stream_head.into());
         if replay.is_some() {
             self.pump_replay(key);

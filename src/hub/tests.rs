@@ -4,6 +4,8 @@
 //! decisions, replay seams, timers, limits); what is on the wire end to
 //! end is covered by the black-box tests in `tests/`.
 
+mod transports;
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -13,6 +13,7 @@
 //! - `net`: loopback addresses, clients from another loopback address
 //! - `port`: `free_port`, for helpers that must be told their port
 //! - `pki`: throw-away certificates (rcgen)
+//! - `websocket`: a raw WebSocket client (`WsClient`)
 //!
 //! Invariants: every wait has a deadline (no unbounded loop, no fixed sleep
 //! where a condition can be polled); every process started here is stopped by
@@ -30,6 +31,7 @@ mod procs;
 mod server;
 mod subscriber;
 mod wait;
+mod websocket;
 
 // Each test binary uses some of these, none uses all.
 #[allow(unused_imports)]
@@ -52,6 +54,8 @@ pub use server::*;
 pub use subscriber::*;
 #[allow(unused_imports)]
 pub use wait::*;
+#[allow(unused_imports)]
+pub use websocket::*;
 
 use std::time::Duration;
 

@@ -127,6 +127,34 @@ pub fn spawn_lines(cmd: &mut Command, tag: &str) -> (Reaped, mpsc::Receiver<Stri
     (Reaped(child), rx)
 }
 
+/// The child's stdout, one line per message (its stdout must be piped).
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Whether `curl` runs here; without it a test is skipped, except under
+/// `CI`, where it fails.
+pub fn have_curl() -> bool {
+    let ok = Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "curl is not installed");
+        eprintln!("skipped: curl is not installed");
+    }
+    ok
+}
+
 /// `tests/python/NAME` in the package.
 pub fn python_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -5,11 +5,15 @@
 //! `server.max_queued_bytes` is dropped on the spot, so no client can make
 //! the server hold more than that for it.
 
+use std::num::NonZeroU64;
+
 use log::warn;
 
-use super::{Conn, ConnTable, State, Turn};
+use super::{Conn, ConnTable, State, Stream, Turn};
 use crate::backlog::Backlog;
-use crate::event::{Event, Frame, Ping};
+use crate::event::{Event, Frame, Line, Ping};
+use crate::http;
+use crate::websocket;
 
 /// Events replayed to one subscriber per turn.
 const REPLAY_BUDGET: usize = 1024;
@@ -47,13 +51,13 @@ impl ConnTable {
                 continue;
             }
             conn.last_event_seen = event.seq;
-            let State::Stream(stream) = &conn.state else {
+            let State::Stream(stream) = &mut conn.state else {
                 continue;
             };
             if stream.replay.is_some() || !stream.wants(event) {
                 continue;
             }
-            let frame = event.line.frame(stream.framing, Some(&event.cursor));
+            let frame = framed(stream, &event.line, Some(&event.cursor));
             match queue_frame(conn, key, frame, cap, &mut self.turn) {
                 Queued::Yes => done.delivered += 1,
                 Queued::Dropped => done.dropped += 1,
@@ -80,7 +84,7 @@ impl ConnTable {
         let State::Stream(stream) = &mut conn.state else {
             return Replayed::Done;
         };
-        let Some(mut next) = stream.replay else {
+        let Some(mut next) = stream.replay.map(NonZeroU64::get) else {
             return Replayed::Done;
         };
         let mut budget = REPLAY_BUDGET;
@@ -102,7 +106,7 @@ impl ConnTable {
             };
             if stream.wants(event) && backlog.is_fresh(event, now) {
                 conn.out
-                    .push(event.line.frame(stream.framing, Some(&event.cursor)));
+                    .push(framed(stream, &event.line, Some(&event.cursor)));
             }
             next += 1;
             budget -= 1;
@@ -111,7 +115,7 @@ impl ConnTable {
             stream.replay = None;
             conn.last_event_seen = last_seq;
         } else {
-            stream.replay = Some(next);
+            stream.replay = NonZeroU64::new(next);
         }
         let more = budget == 0 && stream.replay.is_some();
         self.turn.mark_dirty(key, conn);
@@ -126,16 +130,86 @@ impl ConnTable {
     pub fn ping_all(&mut self, ping: &Ping, cap: usize) -> u64 {
         let mut dropped = 0;
         for (key, conn) in self.slab.iter_mut() {
-            let State::Stream(stream) = &conn.state else {
+            let State::Stream(stream) = &mut conn.state else {
                 continue;
             };
-            let frame = ping.frame(stream.framing);
+            let frame = if stream.framing.is_gzip() {
+                let (frame, part) = ping.gzip_frame(stream.framing);
+                stream.gzip.append(&part);
+                frame
+            } else {
+                ping.frame(stream.framing)
+            };
             if queue_frame(conn, key, frame, cap, &mut self.turn) == Queued::Dropped {
                 dropped += 1;
             }
         }
         dropped
     }
+
+    /// Queues an answer to the client (a WebSocket pong) under the same cap
+    /// as events, so a client that sends but does not read is dropped;
+    /// false if it was.
+    pub fn queue_reply(&mut self, key: usize, frame: Frame, cap: usize) -> bool {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return true;
+        };
+        queue_frame(conn, key, frame, cap, &mut self.turn) != Queued::Dropped
+    }
+
+    /// Ends a stream the way its framing ends (the last chunk; a gzip
+    /// stream's final block and trailer first; a WebSocket's close frame
+    /// with `close`), then closes once that is written. Anything else just
+    /// closes after its output.
+    pub fn end_stream(&mut self, key: usize, close: (u16, &str)) {
+        let ending = match self.slab.get(key).map(|c| &c.state) {
+            Some(State::Stream(stream)) => ending(stream, close),
+            _ => Vec::new(),
+        };
+        if !ending.is_empty() {
+            self.queue(key, ending.into());
+        }
+        self.close_after_flush(key);
+    }
+}
+
+/// The frame of `line` for this subscriber; a gzip stream's trailer
+/// counts it.
+#[inline]
+fn framed(stream: &mut Stream, line: &Line, id: Option<&str>) -> Frame {
+    if stream.framing.is_gzip() {
+        return gzip_framed(stream, line, id);
+    }
+    line.frame(stream.framing, id)
+}
+
+/// Out of line, so a plain delivery's path stays as short as it was.
+#[inline(never)]
+fn gzip_framed(stream: &mut Stream, line: &Line, id: Option<&str>) -> Frame {
+    let (frame, part) = line.gzip_frame(stream.framing, id);
+    stream.gzip.append(&part);
+    frame
+}
+
+/// The bytes that end `stream` cleanly.
+fn ending(stream: &Stream, (code, reason): (u16, &str)) -> Vec<u8> {
+    let framing = stream.framing;
+    if framing.websocket {
+        return websocket::close_frame(code, reason);
+    }
+    let mut out = Vec::new();
+    if framing.is_gzip() {
+        let end = stream.gzip.end();
+        if framing.chunked {
+            out.extend_from_slice(&http::chunk(&end));
+        } else {
+            out.extend_from_slice(&end);
+        }
+    }
+    if framing.chunked {
+        out.extend_from_slice(http::LAST_CHUNK);
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

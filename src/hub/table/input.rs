@@ -12,6 +12,7 @@ use log::debug;
 
 use super::{BodyState, ConnTable, State};
 use crate::http::{self, HttpError, RequestHead};
+use crate::websocket::frames::{self, Fail, Incoming};
 
 /// Unread input kept per connection beyond one request head.
 pub(crate) const MAX_INPUT: usize = 64 * 1024;
@@ -53,6 +54,11 @@ pub enum Step {
     BodyTooLarge,
     /// A subscriber replaying the backlog: queue more of it.
     Replay,
+    /// A WebSocket subscriber sent a control frame.
+    WebSocket(Incoming),
+    /// A WebSocket subscriber broke the protocol (or sent data): close
+    /// with this code.
+    WebSocketFail(Fail),
 }
 
 /// What counting a connection's buffers against the budget found.
@@ -80,7 +86,11 @@ impl ConnTable {
         if conn.read_closed || conn.paused || conn.to_rerun {
             return 0;
         }
-        match conn.state {
+        match &conn.state {
+            // A WebSocket's frames are parsed from the buffer, kept small.
+            State::Stream(s) if s.framing.websocket => (MAX_INPUT + 1)
+                .saturating_sub(conn.inbuf.len())
+                .min(scratch),
             State::Stream(_) | State::Closing => scratch,
             State::Authenticating(_) if conn.inbuf.len() >= MAX_INPUT => 0,
             _ => {
@@ -91,14 +101,16 @@ impl ConnTable {
     }
 
     /// Bytes read from the connection's socket: kept for the request
-    /// parser, or (a stream, a closing connection) counted and dropped,
-    /// closing a connection that sends too much of that.
+    /// parser (or a WebSocket's frame parser), or (a stream, a closing
+    /// connection) counted and dropped, closing a connection that sends
+    /// too much of that.
     #[inline]
     pub fn receive(&mut self, key: usize, bytes: &[u8]) {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
-        match conn.state {
+        match &conn.state {
+            State::Stream(s) if s.framing.websocket => conn.inbuf.extend_from_slice(bytes),
             State::Stream(_) | State::Closing => {
                 // Ignored, but bounded: a subscriber has nothing to say.
                 conn.stream_input += bytes.len();
@@ -200,6 +212,25 @@ impl ConnTable {
                     }
                     Err(HttpError::BodyTooLarge) => Step::BodyTooLarge,
                     Err(e) => Step::Bad(e),
+                }
+            }
+            State::Stream(stream) if stream.framing.websocket => {
+                let replaying = stream.replay.is_some();
+                match frames::parse(&conn.inbuf, stream.framing.compressed) {
+                    Ok(Some((frame, used))) => {
+                        conn.inbuf.drain(..used);
+                        if conn.inbuf.is_empty() {
+                            // An idle WebSocket holds no buffer.
+                            conn.inbuf = Vec::new();
+                        }
+                        Step::WebSocket(frame)
+                    }
+                    Ok(None) if replaying => Step::Replay,
+                    Ok(None) => Step::Wait,
+                    Err(fail) => {
+                        conn.inbuf = Vec::new();
+                        Step::WebSocketFail(fail)
+                    }
                 }
             }
             State::Stream(stream) if stream.replay.is_some() => {

@@ -6,8 +6,8 @@
 //!
 //! Invariants, each kept in one place:
 //! - a connection is in the topic index ⇔ its state is `State::Stream` ⇔
-//!   it is counted in `subscribers` (`set_state`, the one way a state
-//!   changes, and `remove`);
+//!   it is counted in `subscribers` and, by its framing, in `transports`
+//!   (`set_state`, the one way a state changes, and `remove`);
 //! - a key is on each of the turn's lists at most once, flagged on its
 //!   `Conn` (`Turn`);
 //! - a doomed connection queues and reads nothing more, and leaves the
@@ -59,12 +59,46 @@ pub struct ConnTable {
     input_bytes: usize,
 }
 
-/// The live subscribers: the topic index and their count, changed only
-/// together with a connection's state.
+/// Live subscribers by transport; `compressed` counts those of any
+/// transport whose frames are compressed (gzip, permessage-deflate).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Transports {
+    /// PyPubSub's stream of JSON lines (chunked, or raw for HTTP/1.0).
+    pub stream: usize,
+    pub sse: usize,
+    pub websocket: usize,
+    pub compressed: usize,
+}
+
+impl Transports {
+    fn count(&mut self, framing: crate::event::Framing, up: bool) {
+        let bump = |n: &mut usize| {
+            if up {
+                *n += 1;
+            } else {
+                *n -= 1;
+            }
+        };
+        if framing.websocket {
+            bump(&mut self.websocket);
+        } else if framing.sse {
+            bump(&mut self.sse);
+        } else {
+            bump(&mut self.stream);
+        }
+        if framing.compressed {
+            bump(&mut self.compressed);
+        }
+    }
+}
+
+/// The live subscribers: the topic index, their count and their count by
+/// transport, changed only together with a connection's state.
 #[derive(Default)]
 struct Streams {
     index: TopicIndex,
     count: usize,
+    transports: Transports,
 }
 
 impl Streams {
@@ -76,10 +110,12 @@ impl Streams {
         if let State::Stream(stream) = &old {
             self.index.remove(key, &stream.sub);
             self.count -= 1;
+            self.transports.count(stream.framing, false);
         }
         if let State::Stream(stream) = &mut conn.state {
             self.index.insert(key, &mut stream.sub);
             self.count += 1;
+            self.transports.count(stream.framing, true);
         }
         old
     }
@@ -152,6 +188,11 @@ impl ConnTable {
     }
 
     #[inline]
+    /// Live subscribers by transport.
+    pub fn transports(&self) -> Transports {
+        self.streams.transports
+    }
+
     pub fn get(&self, key: usize) -> Option<&Conn> {
         self.slab.get(key)
     }
@@ -205,14 +246,18 @@ impl ConnTable {
     }
 
     /// Makes the connection a live subscriber that has seen every event up
-    /// to `last_seq`; its request buffers and deadline are dropped.
+    /// to `last_seq`; its request buffers and deadline are dropped (but for
+    /// a WebSocket's, which may already hold its first frames).
     pub fn start_stream(&mut self, key: usize, stream: Box<Stream>, last_seq: u64) {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
+        let websocket = stream.framing.websocket;
         self.streams.transition(key, conn, State::Stream(stream));
         conn.request_deadline = None;
-        conn.inbuf = Vec::new();
+        if !websocket || conn.inbuf.is_empty() {
+            conn.inbuf = Vec::new();
+        }
         conn.last_event_seen = last_seq;
     }
 

@@ -29,9 +29,12 @@ fn stream(path: &str) -> Box<Stream> {
             chunked: true,
             oldschool: false,
             sse: false,
+            websocket: false,
+            compressed: false,
         },
         grant: None,
         replay: None,
+        gzip: Default::default(),
     })
 }
 
