@@ -245,8 +245,7 @@ fn hung_then_dead_ldap_never_stalls_anyone() {
     assert_eq!(anon.ns_until_sentinel(), vec![2, 20]);
 
     // 1. slapd hangs (SIGSTOP): connections are accepted by the kernel, never answered
-    let pid = ldap.pid().expect("slapd runs");
-    signal_pid(pid, "STOP");
+    ldap.pause();
     let t0 = Instant::now();
     let parked = send_subscribe(srv.addr, "/", "alice", "alicepw");
     let mut parked_put = deploy(21);

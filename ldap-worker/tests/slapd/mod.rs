@@ -245,6 +245,35 @@ impl Slapd {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Stops slapd (SIGSTOP) and returns once the kernel says every thread
+    /// of it is stopped: connections are still accepted by the kernel, and
+    /// none is answered.
+    pub fn pause(&self) {
+        let pid = self.pid().expect("slapd runs");
+        let ok = Command::new("kill")
+            .arg("-STOP")
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -STOP {pid}");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the command name's closing parenthesis.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim().chars().next());
+            if state == Some('T') {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slapd {pid} not stopped (state {state:?})"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Kill slapd now (SIGKILL) and reap it; the port then refuses connections.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
