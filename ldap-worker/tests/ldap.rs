@@ -8,8 +8,12 @@ mod slapd;
 mod pki;
 #[path = "../../tests/common/port.rs"]
 mod port;
+#[path = "../../tests/common/stopped.rs"]
+mod stopped;
 use pki::Ca;
 use port::free_port;
+#[allow(unused_imports)] // slapd's pause(), which these tests do not call
+use stopped::wait_stopped;
 
 use std::io::ErrorKind;
 use std::net::TcpListener;

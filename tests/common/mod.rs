@@ -29,6 +29,7 @@ mod pki;
 mod port;
 mod procs;
 mod server;
+mod stopped;
 mod subscriber;
 mod wait;
 mod websocket;
@@ -50,6 +51,7 @@ pub use port::*;
 pub use procs::*;
 #[allow(unused_imports)]
 pub use server::*;
+pub use stopped::*;
 #[allow(unused_imports)]
 pub use subscriber::*;
 #[allow(unused_imports)]

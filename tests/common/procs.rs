@@ -23,7 +23,8 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, Str
     )
 }
 
-/// Sends `sig` (e.g. "TERM") to a child that has not been reaped yet.
+/// Sends `sig` (e.g. "TERM") to a child that has not been reaped yet; a
+/// "STOP" returns once the process is stopped ([`wait_stopped`]).
 pub fn signal_child(child: &mut Child, sig: &str) {
     if let Ok(None) = child.try_wait() {
         let _ = Command::new("kill")
@@ -32,6 +33,9 @@ pub fn signal_child(child: &mut Child, sig: &str) {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        if sig == "STOP" {
+            super::wait_stopped(child.id());
+        }
     }
 }
 
@@ -55,6 +59,9 @@ pub fn signal_pid(pid: u32, sig: &str) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "kill -{sig} {pid}");
+    if sig == "STOP" {
+        super::wait_stopped(pid);
+    }
 }
 
 /// Runs `cmd` (stdin null, stdout and stderr captured) to completion within

@@ -118,6 +118,9 @@ impl Redis {
                 .arg(format!("-{sig}"))
                 .arg(pid.to_string())
                 .status();
+            if sig == "STOP" {
+                super::wait_stopped(pid);
+            }
         }
     }
 

@@ -2,8 +2,9 @@
 //! configuration and data in a temporary directory, killed on drop.
 //!
 //! The standard library, plus the workspace's own test helpers for a free
-//! port and certificates, which the including crate's root provides as
-//! `free_port` and `Ca` (tests/common/port.rs and pki.rs: the server's
+//! port, certificates and a SIGSTOP that took effect, which the including
+//! crate's root provides as `free_port`, `Ca` and `wait_stopped`
+//! (tests/common/port.rs, pki.rs and stopped.rs: the server's
 //! black-box tests have them from `use common::*` and include this file
 //! with `#[path = "../ldap-worker/tests/slapd/mod.rs"] mod slapd;`;
 //! ldap-worker's own tests include those two files by path).
@@ -256,22 +257,7 @@ impl Slapd {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "kill -STOP {pid}");
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // The state follows the command name's closing parenthesis.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim().chars().next());
-            if state == Some('T') {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "slapd {pid} not stopped (state {state:?})"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        super::wait_stopped(pid);
     }
 
     /// Kill slapd now (SIGKILL) and reap it; the port then refuses connections.
