@@ -20,7 +20,7 @@ pub enum Method {
 }
 
 /// What a request head says, copied out of the read buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: Method,
     /// The request target as sent, query included.
@@ -41,9 +41,41 @@ pub struct RequestHead {
     pub last_event_id: Option<String>,
     /// `Origin`, for CORS.
     pub origin: Option<String>,
+    /// `Cookie` (several headers joined with `; `): where a browser's
+    /// token may come (`clients.tokens.cookie`).
+    pub cookie: Option<String>,
+}
+
+/// Never shows credentials: `Authorization` and `Cookie` are left out and
+/// the target is shown as [`RequestHead::target_for_log`] shows it.
+impl fmt::Debug for RequestHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |present: bool| if present { "<redacted>" } else { "-" };
+        f.debug_struct("RequestHead")
+            .field("method", &self.method)
+            .field("target", &self.target_for_log())
+            .field("http11", &self.http11)
+            .field("body", &self.body)
+            .field("authorization", &redacted(self.authorization.is_some()))
+            .field("cookie", &redacted(self.cookie.is_some()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestHead {
+    /// The target as a log line may show it: the path, and of the query
+    /// only the parameter names (a value may be a token).
+    pub fn target_for_log(&self) -> String {
+        let Some((path, query)) = self.target.split_once('?') else {
+            return self.target.clone();
+        };
+        let names: Vec<&str> = query
+            .split('&')
+            .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+            .collect();
+        format!("{path}?{}", names.join("=…&") + "=…")
+    }
+
     /// The value of `name` in the query string, percent-decoded; `None`
     /// when absent or not decodable.
     pub fn query_param(&self, name: &str) -> Option<String> {
@@ -154,6 +186,7 @@ pub fn parse_head(
         accept_sse: false,
         last_event_id: None,
         origin: None,
+        cookie: None,
     };
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -200,6 +233,15 @@ pub fn parse_head(
             head.last_event_id = Some(String::from_utf8_lossy(value).into_owned());
         } else if name.eq_ignore_ascii_case("origin") {
             head.origin = Some(String::from_utf8_lossy(value).into_owned());
+        } else if name.eq_ignore_ascii_case("cookie") {
+            let value = String::from_utf8_lossy(value);
+            match &mut head.cookie {
+                Some(joined) => {
+                    joined.push_str("; ");
+                    joined.push_str(&value);
+                }
+                None => head.cookie = Some(value.into_owned()),
+            }
         }
     }
     head.body = match (chunked, content_length) {

@@ -32,6 +32,7 @@ mod reactor;
 pub mod setup;
 pub mod stats;
 pub mod tls;
+pub mod tokens;
 #[cfg(all(fuzzing, feature = "tls"))]
 pub use tls::fuzz_records;
 pub mod topics;
