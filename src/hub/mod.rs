@@ -9,8 +9,8 @@
 //!   budget; the only code that writes a connection's fields;
 //! - `history` (`history.rs`): the newest sequence number, the backlog and
 //!   its storage file;
-//! - `acl` and the feeds (`ldap`, `sqs`, `cluster`): who may do what, and
-//!   the helper threads' ends;
+//! - `acl`, `tokens` and the feeds (`ldap`, `sqs`, `cluster`): who may do
+//!   what, and the helper threads' ends;
 //! - `stats` and `activity`: what is counted, for `/metrics` and the
 //!   status page.
 //!
@@ -56,6 +56,7 @@ use crate::out_queue::{Flushed, OutQueue};
 use crate::feeds::ldap::Ldap;
 use crate::feeds::sqs::Sqs;
 use crate::stats::{self, Stats};
+use crate::tokens::Tokens;
 pub use auth::AclFile;
 pub use cluster::Cluster;
 pub use history::History;
@@ -71,6 +72,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct HubParts {
     pub config: Config,
     pub acl: AclFile,
+    /// `clients.tokens`' verifier, its key loaded.
+    pub tokens: Option<Tokens>,
     pub ldap: Option<Ldap>,
     pub history: History,
     /// Events taken from SQS queues by the poller threads.
@@ -103,6 +106,7 @@ pub struct Hub {
     /// The ACL file in force is the one on disk (false after a failed
     /// reload): `/readyz` says so.
     acl_ok: bool,
+    tokens: Option<Tokens>,
     ldap: Option<Ldap>,
     sqs: Option<Sqs>,
     cluster: Option<Cluster>,
@@ -130,6 +134,7 @@ impl Hub {
             requests: 0,
             history: parts.history,
             acl: parts.acl,
+            tokens: parts.tokens,
             ldap: parts.ldap,
             sqs: parts.sqs,
             cluster: parts.cluster,
@@ -370,8 +375,14 @@ impl Hub {
 
     /// A reloaded configuration (only keys that may change live differ):
     /// new limits apply to what happens next, the backlog is trimmed to its
-    /// new limits, and the ping tick moves to the new interval.
-    pub fn reconfigure(&mut self, config: Config, max_connections: usize) {
+    /// new limits, the ping tick moves to the new interval, and requests
+    /// from now on are checked against the token key read anew (open
+    /// streams keep theirs, and end at their own token's expiry).
+    pub fn reconfigure(&mut self, next: crate::setup::Reloaded) {
+        let (config, max_connections) = (next.config, next.max_connections);
+        if let Some(tokens) = next.tokens {
+            self.tokens = tokens;
+        }
         let b = &config.server.backlog;
         self.history.set_limits(b.size, b.max_age, b.max_bytes);
         let now = self.clock.now();

@@ -7,19 +7,20 @@
 //! handled per turn.
 //!
 //! Uses: `conns` (state changes, queueing responses), `history` (where a
-//! replay starts), `acl` and `ldap` (through `auth.rs`), `cluster` (a
-//! publish on a cluster node), `stats`.
+//! replay starts), `tokens`, `acl` and `ldap` (through `auth.rs`),
+//! `cluster` (a publish on a cluster node), `stats`.
 
 use log::debug;
 
 use super::auth::Check;
-use super::table::{AfterAuth, BodyState, Parked, State, Step, Stream};
+use super::table::{Access, AfterAuth, BodyState, Parked, State, Step, Stream};
 use super::{Hub, REQUEST_BUDGET};
 use crate::acl::{self, Grant};
 use crate::backlog::Start;
 use crate::event::{self, Frame, Framing, PayloadError};
 use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
 use crate::stats::Source;
+use crate::tokens::Refusal;
 use crate::topics::{self, Subscription};
 
 pub const TEXT_RECEIVED: &str = "Payload received, thank you very much!\n";
@@ -187,11 +188,14 @@ impl Hub {
                 let parked = Parked {
                     head,
                     then: AfterAuth::Publish(topics),
+                    until: None,
                 };
                 self.park_for_ldap(key, user, password, parked);
             }
             Check::AskLdap(..) => self.continue_publish(key, head, topics, None),
-            Check::Done(grant) => self.continue_publish(key, head, topics, grant),
+            Check::Done(access) => self.continue_publish(key, head, topics, access.grant),
+            // The body was not read: the connection cannot be reused.
+            Check::BadToken(why) => self.refuse_token(key, &why, After::Close),
         }
     }
 
@@ -289,26 +293,37 @@ impl Hub {
             return self.respond_backlog_loading(key, head.accept_sse);
         }
         match self.check_credentials(&head) {
-            Check::Done(grant) => self.open_stream(key, head, sub, grant),
+            Check::Done(access) => self.open_stream(key, head, sub, access),
             Check::AskLdap(user, password) => {
                 let parked = Parked {
                     head,
                     then: AfterAuth::Subscribe(sub),
+                    until: None,
                 };
                 self.park_for_ldap(key, user, password, parked);
+            }
+            Check::BadToken(why) => {
+                let after = keep_alive(&head);
+                self.refuse_token(key, &why, after)
             }
         }
     }
 
     /// Makes the connection a live subscriber, then sends the response head:
-    /// any event accepted after the client has the head reaches it.
+    /// any event accepted after the client has the head reaches it. A
+    /// stream opened with a token ends when the token expires.
     pub(super) fn open_stream(
         &mut self,
         key: usize,
         head: RequestHead,
         sub: Subscription,
-        grant: Option<Grant>,
+        access: Access,
     ) {
+        if self.expired(access.until) {
+            // It expired while its user was looked up.
+            let after = keep_alive(&head);
+            return self.refuse_token(key, &Refusal::Expired, after);
+        }
         let oldschool = head.user_agent.as_deref().is_some_and(|ua| {
             self.config
                 .clients
@@ -325,8 +340,9 @@ impl Hub {
         let stream = Box::new(Stream {
             sub,
             framing,
-            grant,
+            grant: access.grant,
             replay,
+            until: access.until,
         });
         self.conns
             .start_stream(key, stream, self.history.last_seq());

@@ -1,7 +1,8 @@
 //! What the hub does when time passes: the ping tick (and the status
 //! page's sample), the backlog's age limit and its storage file's resync,
 //! and the connection deadlines the table reports due (a late request, a
-//! late LDAP or cluster answer, a stalled socket).
+//! late LDAP or cluster answer, a stalled socket, a stream's token that
+//! expires).
 //!
 //! Uses: `conns` (its deadlines), `history`, `stats`, `activity`.
 
@@ -10,6 +11,7 @@ use log::{debug, warn};
 use super::table::{Due, State};
 use super::Hub;
 use crate::stats::Drop;
+use crate::{event, http};
 
 impl Hub {
     /// Runs everything that is due.
@@ -39,8 +41,26 @@ impl Hub {
                     self.conns.doom(key);
                     self.stats.dropped(Drop::WriteTimeout);
                 }
+                Due::Expired { key } => self.token_expired(key),
             }
         }
+    }
+
+    /// The token a stream was opened with has expired: a last ping (so the
+    /// client sees the stream was alive to the end), the stream's end,
+    /// and the connection closes once that is written.
+    fn token_expired(&mut self, key: usize) {
+        let Some(State::Stream(stream)) = self.conns.get(key).map(|c| c.state()) else {
+            return;
+        };
+        let framing = stream.framing;
+        debug!("{key}: its token expired: ending the stream");
+        self.conns
+            .queue(key, event::ping(self.clock.epoch()).frame(framing));
+        if framing.chunked {
+            self.conns.queue(key, http::LAST_CHUNK.into());
+        }
+        self.conns.close_after_flush(key);
     }
 
     /// The request of connection `key` (or the answer it waits for) is

@@ -42,6 +42,23 @@ pub use verifier::Tokens;
 
 use crate::acl::Grant;
 
+/// Whether this build accepts tokens (the hub's token tests skip
+/// without).
+pub const ENABLED: bool = cfg!(feature = "tokens");
+
+/// An HS256 token for `claims` signed with `secret`, for the hub's tests
+/// (empty in a build without tokens, where they skip).
+#[cfg(test)]
+pub(crate) fn hs256_for_tests(secret: &str, claims: &serde_json::Value) -> String {
+    #[cfg(feature = "tokens")]
+    return test_keys::SigningKey::hmac("HS256", secret.as_bytes()).token(claims);
+    #[cfg(not(feature = "tokens"))]
+    {
+        let _ = (secret, claims);
+        String::new()
+    }
+}
+
 /// The longest token accepted (bytes): far above any real token (an RS512
 /// signature is 683 characters), far below the request head's own bound.
 pub const MAX_TOKEN_LEN: usize = 8192;

@@ -51,6 +51,17 @@ pub struct BodyState {
 pub struct Parked {
     pub head: RequestHead,
     pub then: AfterAuth,
+    /// The expiry of the token that named the user being looked up.
+    pub until: Option<Instant>,
+}
+
+/// What a request's credentials allow, and until when.
+#[derive(Debug, Default)]
+pub struct Access {
+    pub grant: Option<Grant>,
+    /// When the token they came with stops being accepted: a stream
+    /// opened with it ends then (`None`: Basic credentials, or none).
+    pub until: Option<Instant>,
 }
 
 /// What a parked request goes on to do.
@@ -72,6 +83,8 @@ pub struct Stream {
     /// events are not queued meanwhile; the replay reaches them in the
     /// backlog, so nothing is lost or sent twice at the seam.
     pub replay: Option<u64>,
+    /// Its token's expiry: the stream ends then, with a last ping.
+    pub until: Option<Instant>,
 }
 
 impl Stream {

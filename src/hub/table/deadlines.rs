@@ -1,23 +1,26 @@
 //! Per-connection deadlines: the request being read (or the answer a
-//! parked request awaits) is due, or a socket has taken nothing for the
-//! write timeout. One heap of `(deadline, kind, key, serial)`; the
+//! parked request awaits) is due, a socket has taken nothing for the
+//! write timeout, or the token a stream was opened with expires. One heap of `(deadline, kind, key, serial)`; the
 //! connection's own fields say what is due, the heap only when to look,
 //! so stale entries (a closed or reused connection, a deadline that moved)
 //! are skipped when popped.
 //!
-//! Invariant: a connection with a request deadline has a request timer
-//! armed at or before it, and `request_timer` is the earliest one armed.
+//! Invariants: a connection with a request deadline has a request timer
+//! armed at or before it, and `request_timer` is the earliest one armed;
+//! a stream with a token's expiry (`Stream::until`, fixed for the
+//! stream's life) has an expiry timer armed at it (`start_stream`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use super::{Conn, ConnTable};
+use super::{Conn, ConnTable, State};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Request,
     Stall,
+    Expiry,
 }
 
 /// The timers armed for connections.
@@ -29,6 +32,11 @@ pub(super) struct Heap {
 impl Heap {
     fn arm(&mut self, deadline: Instant, kind: Kind, key: usize, serial: u64) {
         self.heap.push(Reverse((deadline, kind, key, serial)));
+    }
+
+    /// Arms the end of a stream whose token expires at `until`.
+    pub(super) fn arm_expiry(&mut self, key: usize, serial: u64, until: Instant) {
+        self.arm(until, Kind::Expiry, key, serial);
     }
 
     /// Arms the stall check of a connection whose socket would block.
@@ -49,6 +57,8 @@ pub enum Due {
     Request { key: usize, serial: u64 },
     /// The socket has taken nothing for `write_timeout` with output queued.
     Stall { key: usize },
+    /// The token this stream was opened with has expired.
+    Expired { key: usize },
 }
 
 impl ConnTable {
@@ -116,6 +126,12 @@ impl ConnTable {
                         continue;
                     }
                     return Some(Due::Stall { key });
+                }
+                Kind::Expiry => {
+                    // One stream per connection: the serial names it.
+                    if matches!(&conn.state, State::Stream(s) if s.until.is_some()) {
+                        return Some(Due::Expired { key });
+                    }
                 }
             }
         }

@@ -31,8 +31,11 @@ pub struct RequestLimits {
     pub max_payload_size: usize,
 }
 
-/// What the connection's buffer holds next.
+/// What the connection's buffer holds next. A value returned once per
+/// request and matched at once: the head is moved, not boxed (a box
+/// would be an allocation per request for nothing).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// Nothing to do now: no complete head yet, a body still arriving, a
     /// request parked, a stream, closing, doomed, or paused.

@@ -16,7 +16,7 @@
 //! - `input_bytes` is the sum of every connection's `held_input`
 //!   (`input.rs`: the one place that counts, and `remove`);
 //! - a connection with a request deadline has a timer armed at or before
-//!   it (`deadlines.rs`).
+//!   it, and a stream with a token's expiry a timer at it (`deadlines.rs`).
 //!
 //! Layout: this file holds the table, state changes and the turn;
 //! `conn.rs` the connection and its states; `input.rs` reading and the
@@ -39,7 +39,7 @@ use crate::event::Frame;
 use crate::out_queue::{Flushed, OutQueue};
 use crate::topics::TopicIndex;
 
-pub use conn::{AfterAuth, BodyState, Conn, Parked, State, Stream};
+pub use conn::{Access, AfterAuth, BodyState, Conn, Parked, State, Stream};
 pub use deadlines::Due;
 pub use delivery::Replayed;
 use input::RESPONSE_HIGH_WATER;
@@ -171,8 +171,10 @@ impl ConnTable {
     }
 
     /// Makes the connection a live subscriber that has seen every event up
-    /// to `last_seq`; its request buffers and deadline are dropped.
+    /// to `last_seq`; its request buffers and deadline are dropped, and a
+    /// stream with a token's expiry gets a timer for it.
     pub fn start_stream(&mut self, key: usize, stream: Box<Stream>, last_seq: u64) {
+        let until = stream.until;
         if self.set_state(key, State::Stream(stream)).is_none() {
             return;
         }
@@ -180,6 +182,9 @@ impl ConnTable {
             conn.request_deadline = None;
             conn.inbuf = Vec::new();
             conn.last_event_seen = last_seq;
+            if let Some(until) = until {
+                self.deadlines.arm_expiry(key, conn.serial, until);
+            }
         }
     }
 
