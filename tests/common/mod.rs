@@ -11,6 +11,8 @@
 //! - `subscriber`: a `GET` stream (`Subscriber`)
 //! - `events`: what an event must look like, sentinels, `ns`
 //! - `net`: loopback addresses and ports
+//! - `jwt` (feature `tokens`): throw-away keys and signed tokens, the
+//!   same file as the unit tests' (`src/tokens/test_keys.rs`)
 //!
 //! Invariants: every wait has a deadline (no unbounded loop, no fixed sleep
 //! where a condition can be polled); every process started here is stopped by
@@ -26,6 +28,10 @@ mod procs;
 mod server;
 mod subscriber;
 mod wait;
+
+#[cfg(feature = "tokens")]
+#[path = "../../src/tokens/test_keys.rs"]
+pub mod jwt;
 
 // Each test binary uses some of these, none uses all.
 #[allow(unused_imports)]
