@@ -311,3 +311,33 @@ fn check_config_loads_the_key() {
     assert_eq!(code, Some(1));
     assert!(err.contains("no key for ES256"), "{err}");
 }
+
+#[test]
+fn chromium_receives_private_events_over_event_source_with_the_cookie() {
+    let Some(dir) = browser_scripts() else {
+        return;
+    };
+    let key = SigningKey::hmac("HS256", SECRET.as_bytes());
+    let srv = server_for(&key, "");
+    let good = key.token(&claims(600.0));
+    let expired = key.token(&claims(-3600.0));
+    let (status, stdout, stderr) = output_within(
+        Command::new("node")
+            .arg(dir.join("sse_token.mjs"))
+            .arg(format!("http://{}", srv.addr))
+            .arg(&good)
+            .arg(&expired),
+        Duration::from_secs(60),
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "browser test failed ({status:?})\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
+        srv.log()
+    );
+    assert!(
+        stdout.contains("EventSource with a token cookie OK"),
+        "{stdout}"
+    );
+    let refused = srv.log().matches("token refused: expired").count();
+    assert_eq!(refused, 1, "the expired page asked once, not in a loop");
+}
