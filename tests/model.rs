@@ -86,7 +86,7 @@ enum Creds {
     /// A signed token whose `pubsub` claim grants what this user has.
     Token(Box<User>, Carrier),
     /// A signed token without a `pubsub` claim whose `sub` names this
-    /// ACL-file user.
+    /// user (of the ACL file, or of the directory: looked up in LDAP).
     TokenSub(usize, Carrier),
     /// An expired or forged token: 401, never a stream.
     BadToken(Carrier),
@@ -353,8 +353,8 @@ fn random_creds(rng: &mut Rng, users: &[User]) -> Creds {
                 };
                 Creds::Token(Box::new(user), carrier)
             }
-            // A user of the ACL file (a directory user would need LDAP).
-            5..=8 if !users[u].ldap => Creds::TokenSub(u, carrier),
+            // A user of the ACL file or the directory.
+            5..=8 => Creds::TokenSub(u, carrier),
             _ => Creds::BadToken(carrier),
         };
     }

@@ -341,3 +341,59 @@ fn chromium_receives_private_events_over_event_source_with_the_cookie() {
     let refused = srv.log().matches("token refused: expired").count();
     assert_eq!(refused, 1, "the expired page asked once, not in a loop");
 }
+
+/// The `sh` block after `<!-- marker -->` in README.md.
+fn readme_block(marker: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let after = readme
+        .split_once(&format!("<!-- {marker} -->"))
+        .unwrap_or_else(|| panic!("README.md has no {marker} marker"))
+        .1;
+    let block = after.split_once("```sh\n").expect("a sh block").1;
+    block.split_once("```").expect("its end").0.to_owned()
+}
+
+/// Runs `script` with bash in `dir`; its last line of output.
+fn last_line_of(dir: &std::path::Path, script: &str, python: Option<&std::path::Path>) -> String {
+    let mut cmd = Command::new("bash");
+    cmd.args(["-euo", "pipefail", "-c", script])
+        .current_dir(dir);
+    if let Some(py) = python {
+        // `python3` in the recipe is the test's interpreter.
+        let bin = py.parent().expect("a bin dir");
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", bin.display()));
+    }
+    let (status, out, err) = output_within(&mut cmd, Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{script}\n{out}\n{err}"
+    );
+    out.lines().last().unwrap_or("").trim().to_owned()
+}
+
+#[test]
+fn the_readme_recipes_mint_tokens_the_server_accepts() {
+    let dir = TempDir::new();
+    let token = last_line_of(dir.path(), &readme_block("mint-openssl"), None);
+    let mut tokens = vec![("openssl", token)];
+    let python = python_with("tokens README recipe", &["jwt"]);
+    if let Some(py) = &python {
+        let py_token = last_line_of(dir.path(), &readme_block("mint-python"), Some(py));
+        tokens.push(("PyJWT", py_token));
+    }
+    let srv = Server::builder()
+        .clients(&format!(
+            "tokens: {{key: {}, algorithms: [EdDSA]}}",
+            dir.path().join("token.pub").display()
+        ))
+        .start();
+    for (how, token) in tokens {
+        let mut sub = srv.subscribe_with("/foo", &[("Authorization", &format!("Bearer {token}"))]);
+        srv.publish_ok("/private/internal/foo", &json!({"n": 1}));
+        srv.publish_ok("/private/foo", &json!({"n": 2}));
+        srv.publish_ok("/foo/s", &sentinel());
+        assert_eq!(sub.ns_until_sentinel(), vec![1], "{how}");
+    }
+}

@@ -12,7 +12,9 @@
 //! - Every job accepted by `try_submit` gets exactly one reply, even if the
 //!   lookup panics (caught, answered `None`), unless the pool is dropped first.
 //! - `groups: None` means "grant nothing": bind failed, empty user or password,
-//!   server unreachable, timeout, search error.
+//!   server unreachable, timeout, search error. A [`Proof::Vouched`] job
+//!   does no bind as the user (the caller verified them): its searches run
+//!   anonymously.
 //! - The job queue is bounded (`queue`), and so is the reply queue
 //!   (`queue + workers`): a reactor that stops draining replies stalls the
 //!   workers, then the job queue fills and `try_submit` refuses; nothing grows.
@@ -93,20 +95,36 @@ impl LdapSettings {
     }
 }
 
-/// A lookup to do: bind as `user` with `password`, then search for groups.
+/// A lookup to do: bind as `user` with its password (or, for a user the
+/// caller has verified itself, no bind), then search for groups.
 pub struct LdapJob {
     /// Opaque to the pool; comes back in the reply.
     pub tag: u64,
     pub user: String,
-    pub password: String,
+    pub proof: Proof,
+}
+
+/// How the user is known to be who they say.
+pub enum Proof {
+    /// Their password: the worker binds as the user with it.
+    Password(String),
+    /// The caller has verified the user itself (a signed token naming
+    /// them): no bind as the user; the membership searches run on an
+    /// anonymous connection, so a directory that refuses anonymous
+    /// searches finds no groups (grants nothing).
+    Vouched,
 }
 
 impl fmt::Debug for LdapJob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proof = match self.proof {
+            Proof::Password(_) => "password <redacted>",
+            Proof::Vouched => "vouched for",
+        };
         f.debug_struct("LdapJob")
             .field("tag", &self.tag)
             .field("user", &self.user)
-            .field("password", &"<redacted>")
+            .field("proof", &proof)
             .finish()
     }
 }
@@ -278,8 +296,9 @@ fn work(shared: &Shared, jobs: &Receiver<LdapJob>, replies: &Sender<LdapReply>) 
 }
 
 fn handle(shared: &Shared, job: &LdapJob) -> Option<Vec<String>> {
-    if !job.user.is_empty() && !job.password.is_empty() {
-        let cached = lock(&shared.cache).get(&job.user, &job.password, Instant::now());
+    let refused = job.user.is_empty() || matches!(&job.proof, Proof::Password(p) if p.is_empty());
+    if !refused {
+        let cached = lock(&shared.cache).get(&job.user, &job.proof, Instant::now());
         if let Some(groups) = cached {
             log::debug!("LDAP: user {:?} answered from the cache", job.user);
             shared.stats.cache_hit();
@@ -287,7 +306,7 @@ fn handle(shared: &Shared, job: &LdapJob) -> Option<Vec<String>> {
         }
     }
     let started = Instant::now();
-    let result = worker::lookup(&shared.settings, &shared.tls, &job.user, &job.password);
+    let result = worker::lookup(&shared.settings, &shared.tls, &job.user, &job.proof);
     let reached = match &result {
         Err(worker::Failure::Connect(_)) => Some(false),
         Err(worker::Failure::Refused(_)) => None,
@@ -296,20 +315,24 @@ fn handle(shared: &Shared, job: &LdapJob) -> Option<Vec<String>> {
     shared
         .stats
         .lookup(started.elapsed(), result.is_ok(), reached);
+    let how = match job.proof {
+        Proof::Password(_) => "authenticated",
+        Proof::Vouched => "looked up (vouched for)",
+    };
     match result {
         Ok(groups) => {
             log::info!(
-                "LDAP: user {:?} authenticated, {} group entries, {:?}",
+                "LDAP: user {:?} {how}, {} group entries, {:?}",
                 job.user,
                 groups.len(),
                 started.elapsed()
             );
-            lock(&shared.cache).put(&job.user, &job.password, &groups, Instant::now());
+            lock(&shared.cache).put(&job.user, &job.proof, &groups, Instant::now());
             Some(groups)
         }
         Err(why) => {
             log::info!(
-                "LDAP: user {:?} not authenticated ({why}), {:?}",
+                "LDAP: user {:?} not {how} ({why}), {:?}",
                 job.user,
                 started.elapsed()
             );
@@ -348,7 +371,7 @@ mod tests {
         let job = LdapJob {
             tag: 1,
             user: "alice".into(),
-            password: "hunter2".into(),
+            proof: Proof::Password("hunter2".into()),
         };
         let s = format!("{job:?}");
         assert!(s.contains("alice") && !s.contains("hunter2"), "{s}");
@@ -373,7 +396,7 @@ mod tests {
                 } else {
                     "alice".into()
                 },
-                password: pw.into(),
+                proof: Proof::Password(pw.into()),
             };
             pool.try_submit(job).expect("queue has room");
         }

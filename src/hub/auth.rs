@@ -66,8 +66,10 @@ impl AclFile {
 pub(super) enum Check {
     /// Decided: the grant, if any, and until when.
     Done(Access),
-    /// A user the ACL file does not know: ask LDAP.
-    AskLdap(String, String),
+    /// A user the ACL file does not know: ask LDAP, with the password
+    /// (`None`: a verified token names the user), for a request whose
+    /// token expires `until`.
+    AskLdap(String, Option<String>, Option<Instant>),
     /// A token that does not verify: 401.
     BadToken(Refusal),
 }
@@ -81,7 +83,7 @@ impl Hub {
             match tokens.check(head, self.clock.epoch()) {
                 TokenCheck::Absent => {}
                 TokenCheck::Refused(why) => return Check::BadToken(why),
-                TokenCheck::Valid(bearer) => return Check::Done(self.bearer_access(bearer)),
+                TokenCheck::Valid(bearer) => return self.bearer_check(bearer),
             }
         }
         let Some((user, password)) = head.authorization.as_deref().and_then(parse_basic_auth)
@@ -92,30 +94,32 @@ impl Hub {
             AuthOutcome::Granted(grant) => Some(grant),
             AuthOutcome::BadPassword => None,
             AuthOutcome::UnknownUser if self.ldap.is_some() => {
-                return Check::AskLdap(user, password)
+                return Check::AskLdap(user, Some(password), None)
             }
             AuthOutcome::UnknownUser => None,
         };
         Check::Done(Access { grant, until: None })
     }
 
-    /// What a valid token allows: its own grant, or that of the ACL user
-    /// its `sub` names; until its expiry on the hub's clock.
-    fn bearer_access(&self, bearer: Bearer) -> Access {
+    /// What a valid token allows: its own grant, or that of the user its
+    /// `sub` names (in the ACL file, else in LDAP); until its expiry on
+    /// the hub's clock.
+    fn bearer_check(&self, bearer: Bearer) -> Check {
         let left = bearer.expires - self.clock.epoch();
-        let until = self.clock.now() + Duration::from_secs_f64(left.clamp(0.0, 1e9));
+        let until = Some(self.clock.now() + Duration::from_secs_f64(left.clamp(0.0, 1e9)));
         let grant = match bearer.holder {
             Holder::Grant(grant) => Some(grant),
             Holder::User(user) => match self.acl.acl.grant_of(&user) {
                 AuthOutcome::Granted(grant) => Some(grant),
-                AuthOutcome::BadPassword | AuthOutcome::UnknownUser => None,
+                AuthOutcome::BadPassword => None,
+                AuthOutcome::UnknownUser if self.ldap.is_some() => {
+                    return Check::AskLdap(user, None, until)
+                }
+                AuthOutcome::UnknownUser => None,
             },
             Holder::Nobody => None,
         };
-        Access {
-            grant,
-            until: Some(until),
-        }
+        Check::Done(Access { grant, until })
     }
 
     /// 401 for a token that does not verify (why, in the body; the token
@@ -138,7 +142,7 @@ impl Hub {
         &mut self,
         key: usize,
         user: String,
-        password: String,
+        password: Option<String>,
         parked: Parked,
     ) {
         let (Some(ldap), Some(conn)) = (self.ldap.as_mut(), self.conns.get(key)) else {

@@ -184,11 +184,11 @@ impl Hub {
             .iter()
             .any(|t| self.config.clients.secure_topics.contains(t));
         match self.check_credentials(&head) {
-            Check::AskLdap(user, password) if secured => {
+            Check::AskLdap(user, password, until) if secured => {
                 let parked = Parked {
                     head,
                     then: AfterAuth::Publish(topics),
-                    until: None,
+                    until,
                 };
                 self.park_for_ldap(key, user, password, parked);
             }
@@ -294,11 +294,11 @@ impl Hub {
         }
         match self.check_credentials(&head) {
             Check::Done(access) => self.open_stream(key, head, sub, access),
-            Check::AskLdap(user, password) => {
+            Check::AskLdap(user, password, until) => {
                 let parked = Parked {
                     head,
                     then: AfterAuth::Subscribe(sub),
-                    until: None,
+                    until,
                 };
                 self.park_for_ldap(key, user, password, parked);
             }
