@@ -20,7 +20,7 @@ use crate::feeds::cluster::ClusterFeed;
 use crate::feeds::ldap::Ldap;
 use crate::feeds::sqs::Sqs;
 use crate::feeds::Wake;
-use crate::hub::{AclFile, Cluster, History, HubParts};
+use crate::hub::{AclFile, Cluster, History, HubParts, Reloaded};
 use crate::persist::{self, Persister};
 use crate::tokens::Tokens;
 
@@ -80,17 +80,6 @@ fn open_history(config: &Config) -> Result<History, StartError> {
         }
     })?;
     Ok(History::new(backlog, Some(persister)))
-}
-
-/// What a SIGHUP reload runs with next.
-pub struct Reloaded {
-    /// `running`'s value for every key that needs a restart (each logged).
-    pub config: Config,
-    pub max_connections: usize,
-    /// The token verifier with its key read anew; `None`: the new key
-    /// could not be loaded (logged), so the running one stays, and so
-    /// does `config.clients.tokens`.
-    pub tokens: Option<Option<Tokens>>,
 }
 
 /// SIGHUP: re-reads the configuration file and the token key; `Some` is

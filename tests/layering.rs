@@ -35,7 +35,9 @@ fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             continue;
         }
         let text = fs::read_to_string(&file).expect("read");
-        let code = match text.find("#[cfg(test)]\nmod tests") {
+        // A test module written inline (`mod tests {`); a `mod tests;`
+        // declaration is a line like any other, and what follows it counts.
+        let code = match text.find("#[cfg(test)]\nmod tests {") {
             Some(i) => &text[..i],
             None => &text,
         };

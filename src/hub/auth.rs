@@ -7,7 +7,8 @@
 //! a publish, a WebSocket handshake) goes through `check_credentials`.
 //!
 //! A token's `pubsub` claim is its grant; without one, its `sub` names a
-//! user of the ACL file whose grant applies. A token that does not verify
+//! user of the ACL file (or, asked without a password, of LDAP) whose
+//! grant applies. A token that does not verify
 //! is a 401, never a stream with fewer events than asked; one that does
 //! carries its expiry, at which a stream it opened ends.
 //!

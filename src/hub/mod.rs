@@ -84,6 +84,17 @@ pub struct HubParts {
     pub clock: Box<dyn Clock>,
 }
 
+/// What a SIGHUP reload runs with next (`setup::reload` builds it).
+pub struct Reloaded {
+    /// The running value for every key that needs a restart.
+    pub config: Config,
+    pub max_connections: usize,
+    /// The token verifier with its key read anew; `None`: the new key
+    /// could not be loaded (logged), so the running one stays, and so
+    /// does `config.clients.tokens`.
+    pub tokens: Option<Option<Tokens>>,
+}
+
 /// The answer to a new connection.
 pub enum Admission {
     /// Taken on under this key.
@@ -378,7 +389,7 @@ impl Hub {
     /// new limits, the ping tick moves to the new interval, and requests
     /// from now on are checked against the token key read anew (open
     /// streams keep theirs, and end at their own token's expiry).
-    pub fn reconfigure(&mut self, next: crate::setup::Reloaded) {
+    pub fn reconfigure(&mut self, next: Reloaded) {
         let (config, max_connections) = (next.config, next.max_connections);
         if let Some(tokens) = next.tokens {
             self.tokens = tokens;
