@@ -44,6 +44,10 @@ pub struct RequestHead {
     /// `Cookie` (several headers joined with `; `): where a browser's
     /// token may come (`clients.tokens.cookie`).
     pub cookie: Option<String>,
+    /// Where the path ends in `target` (at its `?`, or its length): found
+    /// once while parsing, so `path()` and `has_query()` cost nothing.
+    /// (`target` is never changed after parsing.)
+    path_len: usize,
 }
 
 /// Never shows credentials: `Authorization` and `Cookie` are left out and
@@ -79,7 +83,10 @@ impl RequestHead {
     /// The value of `name` in the query string, percent-decoded; `None`
     /// when absent or not decodable.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let (_, query) = self.target.split_once('?')?;
+        let query = self
+            .target
+            .get(self.path_len + 1..)
+            .filter(|_| self.has_query())?;
         query.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             (key == name)
@@ -90,10 +97,12 @@ impl RequestHead {
 
     /// The path part of the target (before any `?`).
     pub fn path(&self) -> &str {
-        // A byte loop: `split` sets up a searcher, which costs more than
-        // scanning a short target (this runs twice per publish).
-        let end = self.target.bytes().position(|b| b == b'?');
-        &self.target[..end.unwrap_or(self.target.len())]
+        &self.target[..self.path_len]
+    }
+
+    /// Whether the target has a query string (a `?`).
+    pub fn has_query(&self) -> bool {
+        self.path_len < self.target.len()
     }
 }
 
@@ -172,7 +181,14 @@ pub fn parse_head(
         return Err(HttpError::Malformed("the target must be a path"));
     }
     let http11 = req.version == Some(1);
+    // A byte loop: `find` sets up a searcher, which costs more than
+    // scanning a short target.
+    let path_len = target
+        .bytes()
+        .position(|b| b == b'?')
+        .unwrap_or(target.len());
     let mut head = RequestHead {
+        path_len,
         method,
         target,
         http11,
@@ -698,6 +714,14 @@ mod tests {
         assert_eq!(n, text.len() - 4);
         assert_eq!(h.method, Method::Put);
         assert_eq!(h.path(), "/a/b");
+        assert!(h.has_query());
+        assert_eq!(h.query_param("x").as_deref(), Some("1"));
+        assert_eq!(h.query_param("y"), None);
+        let (plain, _) = head("GET /a HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!((plain.path(), plain.has_query()), ("/a", false));
+        let (bare, _) = head("GET /a? HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!((bare.path(), bare.has_query()), ("/a", true));
+        assert_eq!(bare.query_param("x"), None);
         assert!(h.http11 && h.keep_alive && h.expect_continue);
         assert_eq!(h.body, BodyKind::Length(12));
         assert_eq!(h.user_agent.as_deref(), Some("svnwcsub/1"));

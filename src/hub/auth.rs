@@ -81,7 +81,7 @@ impl Hub {
     /// the `Authorization` header, the query and `Cookie`, as before.
     pub(super) fn check_credentials(&self, head: &RequestHead) -> Check {
         if let Some(tokens) = &self.tokens {
-            match tokens.check(head, self.clock.epoch()) {
+            match tokens.check(head, || self.clock.epoch()) {
                 TokenCheck::Absent => {}
                 TokenCheck::Refused(why) => return Check::BadToken(why),
                 TokenCheck::Valid(bearer) => return self.bearer_check(bearer),

@@ -63,12 +63,13 @@ impl History {
         }
     }
 
-    /// Drops events past `max_age`, here and on disk.
-    pub fn prune(&mut self, now: f64) {
+    /// Drops events past `max_age` at `now()`, here and on disk; the clock
+    /// is not read when there is nothing to drop (every turn calls this).
+    pub fn prune(&mut self, now: impl FnOnce() -> f64) {
         if self.backlog.is_empty() {
             return;
         }
-        let evicted = self.backlog.prune(now);
+        let evicted = self.backlog.prune(now());
         if let Some(p) = &mut self.persister {
             p.evict(evicted);
         }
@@ -86,13 +87,13 @@ impl History {
     /// Where a replay after `cursor` starts (after pruning, so an aged-out
     /// cursor reads as unknown).
     pub fn start_after_cursor(&mut self, cursor: &str, now: f64) -> Start {
-        self.prune(now);
+        self.prune(|| now);
         self.backlog.start_after_cursor(cursor)
     }
 
     /// Where a replay of events since `since` (epoch seconds) starts.
     pub fn start_since(&mut self, since: f64, now: f64) -> u64 {
-        self.prune(now);
+        self.prune(|| now);
         self.backlog.start_since(since, self.last_seq + 1)
     }
 

@@ -400,7 +400,7 @@ impl Hub {
         self.next_ping = self.next_ping.min(now + config.server.ping_interval);
         self.max_connections = max_connections;
         self.config = config;
-        self.history.prune(self.clock.epoch());
+        self.history.prune(|| self.clock.epoch());
     }
 
     /// A TLS handshake completed (or failed) on the reactor's side.

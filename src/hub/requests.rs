@@ -373,7 +373,7 @@ impl Hub {
             let since = since.trim().parse::<f64>().unwrap_or(f64::INFINITY);
             (Some(self.history.start_since(since, now)), None)
         } else {
-            self.history.prune(now);
+            self.history.prune(|| now);
             (None, None)
         };
         (start.0.filter(|&s| s < next_seq), start.1)

@@ -17,7 +17,7 @@ impl Hub {
     /// Runs everything that is due.
     pub fn run_timers(&mut self) {
         let now = self.clock.now();
-        self.history.prune(self.clock.epoch());
+        self.history.prune(|| self.clock.epoch());
         self.history.resync_if_needed();
         if self.next_ping <= now {
             let (epoch, events) = (self.clock.epoch(), self.stats.published_total());

@@ -23,7 +23,7 @@ pub fn find<'a>(
         return bearer(value).map(Cow::Borrowed);
     }
     if let Some(name) = query {
-        if head.target.contains('?') {
+        if head.has_query() {
             if let Some(token) = head.query_param(name) {
                 return Some(Cow::Owned(token));
             }

@@ -129,11 +129,12 @@ impl Tokens {
         &self.summary
     }
 
-    /// The token `head` carries, checked at `now` (epoch seconds).
-    pub fn check(&self, head: &RequestHead, now: f64) -> TokenCheck {
+    /// The token `head` carries, checked at `now()` (epoch seconds; not
+    /// asked for a request without a token).
+    pub fn check(&self, head: &RequestHead, now: impl FnOnce() -> f64) -> TokenCheck {
         match carrier::find(head, self.cookie.as_deref(), self.query.as_deref()) {
             None => TokenCheck::Absent,
-            Some(token) => match self.verify(&token, now) {
+            Some(token) => match self.verify(&token, now()) {
                 Ok(bearer) => TokenCheck::Valid(bearer),
                 Err(why) => TokenCheck::Refused(why),
             },

@@ -156,6 +156,7 @@ impl ConnTable {
     /// Moves the connection to `next`, returning the state it leaves: the
     /// one way a state changes, so the topic index and the subscriber
     /// count follow every move into and out of `State::Stream`.
+    #[inline] // on every request; kept inlined (see `OutQueue::push`)
     pub fn set_state(&mut self, key: usize, next: State) -> Option<State> {
         let conn = self.slab.get_mut(key)?;
         let old = std::mem::replace(&mut conn.state, next);
