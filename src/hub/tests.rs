@@ -767,6 +767,13 @@ fn a_token_publishes_to_secured_topics_and_a_bad_one_is_a_401() {
     let (code, closed, out) = put(&mut h, "127.0.0.1", &stale);
     assert_eq!((code, closed), (401, true), "the unread body closes it");
     assert!(header(&out, "WWW-Authenticate").is_some());
+    // A cookie does not publish: any site's page could send it.
+    let key = h.connect("192.0.2.7");
+    let cookie = format!("pubsub_token={}", grant_token(START + 60.0));
+    let request =
+        format!("PUT /deploy/x HTTP/1.1\r\nCookie: {cookie}\r\nContent-Length: 2\r\n\r\n{{}}");
+    h.send(key, request.as_bytes());
+    assert_eq!(status_and_body(&h.take(key)).0, 403);
 }
 
 #[test]

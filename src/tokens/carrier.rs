@@ -5,12 +5,19 @@
 //! `Authorization` with another scheme (Basic) means "no token here": the
 //! Basic check takes it, and neither query nor cookie is looked at.
 //!
+//! The cookie counts for a `GET` only (a subscription, a WebSocket
+//! handshake): a browser sends it with any request to the origin, so a
+//! page of another site could otherwise publish in its user's name with a
+//! plain cross-site form post (no CORS preflight stops that). A publish
+//! carries its token in `Authorization` or the query, which such a page
+//! cannot fill in.
+//!
 //! Pure and cheap on a request without a token: no allocation unless a
 //! query string or a `Cookie` header is there to look into.
 
 use std::borrow::Cow;
 
-use crate::http::RequestHead;
+use crate::http::{Method, RequestHead};
 
 /// The token a request carries, as sent (untrimmed of nothing but the
 /// scheme and surrounding whitespace).
@@ -30,6 +37,9 @@ pub fn find<'a>(
         }
     }
     let (name, header) = (cookie?, head.cookie.as_deref()?);
+    if head.method != Method::Get {
+        return None;
+    }
     cookie_value(header, name).map(Cow::Borrowed)
 }
 
@@ -125,6 +135,12 @@ mod tests {
             None
         );
         assert_eq!(found("/a HTTP/1.1\nAuthorization: Bearer"), None);
+        // Not the cookie of a publish (cross-site request forgery).
+        let put = parse_head(b"PUT /a HTTP/1.1\r\nCookie: pubsub_token=c\r\n\r\n", 64)
+            .expect("parses")
+            .expect("complete")
+            .0;
+        assert_eq!(find(&put, Some("pubsub_token"), None), None);
         // Names not configured are not looked at.
         let h = head("/a?access_token=q HTTP/1.1\nCookie: pubsub_token=c");
         assert_eq!(find(&h, None, None), None);
