@@ -81,7 +81,7 @@ impl Hub {
     /// the `Authorization` header, the query and `Cookie`, as before.
     pub(super) fn check_credentials(&self, head: &RequestHead) -> Check {
         if let Some(tokens) = &self.tokens {
-            match tokens.check(head, || self.clock.epoch()) {
+            match tokens.check(head, self.cookie_ok(head), || self.clock.epoch()) {
                 TokenCheck::Absent => {}
                 TokenCheck::Refused(why) => return Check::BadToken(why),
                 TokenCheck::Valid(bearer) => return self.bearer_check(bearer),
@@ -100,6 +100,24 @@ impl Hub {
             AuthOutcome::UnknownUser => None,
         };
         Check::Done(Access { grant, until: None })
+    }
+
+    /// Whether a token in the request's cookie may count: not when the
+    /// request names an `Origin` that `clients.cors_origins` does not list
+    /// by name. A browser sends the cookie to this origin from any site's
+    /// page, and a WebSocket handshake (unlike a cross-origin
+    /// `EventSource`) is answered whatever its origin: without this, any
+    /// page could read its visitor's private events.
+    fn cookie_ok(&self, head: &RequestHead) -> bool {
+        let Some(origin) = head.origin.as_deref() else {
+            return true;
+        };
+        let origin = origin.trim();
+        self.config
+            .clients
+            .cors_origins
+            .iter()
+            .any(|entry| entry != "*" && entry.eq_ignore_ascii_case(origin))
     }
 
     /// What a valid token allows: its own grant, or that of the user its

@@ -809,3 +809,47 @@ fn a_stream_ends_with_a_last_ping_when_its_token_expires() {
     );
     assert_eq!(status_and_body(&h.take(again)).0, 401);
 }
+
+#[test]
+fn a_cookie_counts_only_without_an_origin_or_from_a_listed_one() {
+    if !crate::tokens::ENABLED {
+        return;
+    }
+    let config = token_config("").replace(
+        "clients: {",
+        "clients: {cors_origins: [\"*\", \"https://app.example\"], ",
+    );
+    let mut h = Harness::new(&config);
+    let cookie = format!("pubsub_token={}", grant_token(START + 600.0));
+    let from = |h: &mut Harness, origin: Option<&str>| {
+        let mut headers = vec![("Cookie", cookie.as_str())];
+        if let Some(origin) = origin {
+            headers.push(("Origin", origin));
+        }
+        let key = h.subscribe("/git", &headers);
+        assert!(h.take(key).starts_with("HTTP/1.1 200"));
+        key
+    };
+    let same_site = from(&mut h, None);
+    let listed = from(&mut h, Some("https://app.example"));
+    // Any other site's page (a WebSocket handshake is answered whatever
+    // its origin): the cookie is not looked at, "*" notwithstanding.
+    let other = from(&mut h, Some("https://evil.example"));
+    h.publish("/private/git/commit", r#"{"n": 1}"#);
+    h.publish("/git/commit", r#"{"n": 2}"#);
+    assert_eq!(numbers(&mut h, same_site), [1, 2]);
+    assert_eq!(numbers(&mut h, listed), [1, 2]);
+    assert_eq!(numbers(&mut h, other), [2]);
+    // The header is the page's own doing: it counts from any origin.
+    let bearer = format!("Bearer {}", grant_token(START + 600.0));
+    let key = h.subscribe(
+        "/git",
+        &[
+            ("Authorization", &bearer),
+            ("Origin", "https://evil.example"),
+        ],
+    );
+    h.take(key);
+    h.publish("/private/git/commit", r#"{"n": 3}"#);
+    assert_eq!(numbers(&mut h, key), [3]);
+}

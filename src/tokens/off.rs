@@ -25,7 +25,7 @@ impl Tokens {
         match *self {}
     }
 
-    pub fn check(&self, _: &RequestHead, _: impl FnOnce() -> f64) -> TokenCheck {
+    pub fn check(&self, _: &RequestHead, _: bool, _: impl FnOnce() -> f64) -> TokenCheck {
         match *self {}
     }
 }

@@ -129,10 +129,16 @@ impl Tokens {
         &self.summary
     }
 
-    /// The token `head` carries, checked at `now()` (epoch seconds; not
-    /// asked for a request without a token).
-    pub fn check(&self, head: &RequestHead, now: impl FnOnce() -> f64) -> TokenCheck {
-        match carrier::find(head, self.cookie.as_deref(), self.query.as_deref()) {
+    /// The token `head` carries (its cookie only if `cookie_ok`), checked
+    /// at `now()` (epoch seconds; not asked for a request without a token).
+    pub fn check(
+        &self,
+        head: &RequestHead,
+        cookie_ok: bool,
+        now: impl FnOnce() -> f64,
+    ) -> TokenCheck {
+        let cookie = self.cookie.as_deref().filter(|_| cookie_ok);
+        match carrier::find(head, cookie, self.query.as_deref()) {
             None => TokenCheck::Absent,
             Some(token) => match self.verify(&token, now()) {
                 Ok(bearer) => TokenCheck::Valid(bearer),
