@@ -20,7 +20,7 @@ pub enum Method {
 }
 
 /// What a request head says, copied out of the read buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: Method,
     /// The request target as sent, query included.
@@ -54,6 +54,13 @@ pub struct RequestHead {
     pub websocket: Option<Box<WebSocketHeaders>>,
     /// `Accept-Encoding` allows gzip.
     pub accept_gzip: bool,
+    /// `Cookie` (several headers joined with `; `): where a browser's
+    /// token may come (`clients.tokens.cookie`).
+    pub cookie: Option<String>,
+    /// Where the path ends in `target` (at its `?`, or its length): found
+    /// once while parsing, so `path()` and `has_query()` cost nothing.
+    /// (`target` is never changed after parsing.)
+    path_len: usize,
 }
 
 /// The `Sec-WebSocket-*` headers of a request.
@@ -65,11 +72,43 @@ pub struct WebSocketHeaders {
     pub extensions: String,
 }
 
+/// Never shows credentials: `Authorization` and `Cookie` are left out and
+/// the target is shown as [`RequestHead::target_for_log`] shows it.
+impl fmt::Debug for RequestHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |present: bool| if present { "<redacted>" } else { "-" };
+        f.debug_struct("RequestHead")
+            .field("method", &self.method)
+            .field("target", &self.target_for_log())
+            .field("http11", &self.http11)
+            .field("body", &self.body)
+            .field("authorization", &redacted(self.authorization.is_some()))
+            .field("cookie", &redacted(self.cookie.is_some()))
+            .finish_non_exhaustive()
+    }
+}
+
 impl RequestHead {
+    /// The target as a log line may show it: the path, and of the query
+    /// only the parameter names (a value may be a token).
+    pub fn target_for_log(&self) -> String {
+        let Some((path, query)) = self.target.split_once('?') else {
+            return self.target.clone();
+        };
+        let names: Vec<&str> = query
+            .split('&')
+            .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+            .collect();
+        format!("{path}?{}", names.join("=…&") + "=…")
+    }
+
     /// The value of `name` in the query string, percent-decoded; `None`
     /// when absent or not decodable.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let (_, query) = self.target.split_once('?')?;
+        let query = self
+            .target
+            .get(self.path_len + 1..)
+            .filter(|_| self.has_query())?;
         query.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             (key == name)
@@ -80,10 +119,12 @@ impl RequestHead {
 
     /// The path part of the target (before any `?`).
     pub fn path(&self) -> &str {
-        // A byte loop: `split` sets up a searcher, which costs more than
-        // scanning a short target (this runs twice per publish).
-        let end = self.target.bytes().position(|b| b == b'?');
-        &self.target[..end.unwrap_or(self.target.len())]
+        &self.target[..self.path_len]
+    }
+
+    /// Whether the target has a query string (a `?`).
+    pub fn has_query(&self) -> bool {
+        self.path_len < self.target.len()
     }
 }
 
@@ -162,7 +203,14 @@ pub fn parse_head(
         return Err(HttpError::Malformed("the target must be a path"));
     }
     let http11 = req.version == Some(1);
+    // A byte loop: `find` sets up a searcher, which costs more than
+    // scanning a short target.
+    let path_len = target
+        .bytes()
+        .position(|b| b == b'?')
+        .unwrap_or(target.len());
     let mut head = RequestHead {
+        path_len,
         method,
         target,
         http11,
@@ -181,6 +229,7 @@ pub fn parse_head(
         connection_upgrade: false,
         websocket: None,
         accept_gzip: false,
+        cookie: None,
     };
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -253,6 +302,15 @@ pub fn parse_head(
                     ws.extensions.push_str(", ");
                 }
                 ws.extensions.push_str(&text());
+            }
+        } else if name.eq_ignore_ascii_case("cookie") {
+            let value = String::from_utf8_lossy(value);
+            match &mut head.cookie {
+                Some(joined) => {
+                    joined.push_str("; ");
+                    joined.push_str(&value);
+                }
+                None => head.cookie = Some(value.into_owned()),
             }
         }
     }
@@ -790,6 +848,14 @@ mod tests {
         assert_eq!(n, text.len() - 4);
         assert_eq!(h.method, Method::Put);
         assert_eq!(h.path(), "/a/b");
+        assert!(h.has_query());
+        assert_eq!(h.query_param("x").as_deref(), Some("1"));
+        assert_eq!(h.query_param("y"), None);
+        let (plain, _) = head("GET /a HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!((plain.path(), plain.has_query()), ("/a", false));
+        let (bare, _) = head("GET /a? HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!((bare.path(), bare.has_query()), ("/a", true));
+        assert_eq!(bare.query_param("x"), None);
         assert!(h.http11 && h.keep_alive && h.expect_continue);
         assert_eq!(h.body, BodyKind::Length(12));
         assert_eq!(h.user_agent.as_deref(), Some("svnwcsub/1"));

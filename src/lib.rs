@@ -35,6 +35,7 @@ pub mod ready_file;
 pub mod setup;
 pub mod stats;
 pub mod tls;
+pub mod tokens;
 #[cfg(all(fuzzing, feature = "tls"))]
 pub use tls::fuzz_records;
 pub mod topics;
@@ -100,8 +101,8 @@ impl Server {
 pub use logging::set_log_level;
 
 /// What `--check-config` checks beyond parsing: the files a start would
-/// read (TLS, the LDAP CA), without binding or connecting; one line per
-/// part that is set up.
+/// read (TLS, the LDAP CA, the token key), without binding or connecting;
+/// one line per part that is set up.
 pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
     let server = &config.server;
     let mut lines = vec![format!("listening on {}:{}", server.bind, server.port)];
@@ -127,6 +128,9 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
         ));
     }
     lines.extend(feeds::ldap::Ldap::check(config.clients.ldap.as_ref())?);
+    lines.extend(tokens::Tokens::check_config(
+        config.clients.tokens.as_ref(),
+    )?);
     if let Some(cluster) = &config.cluster {
         lines.push(format!(
             "cluster: stream {:?} (Redis not contacted by this check)",

@@ -32,6 +32,9 @@ pub struct Flushed {
 }
 
 impl OutQueue {
+    // `#[inline]` here and on `advance`: both are on every delivery, and
+    // LLVM's choice to inline them flips with unrelated callers elsewhere
+    // (measured: +3 % instructions per delivery when it did not).
     #[inline]
     pub fn push(&mut self, frame: Frame) {
         if frame.is_empty() {

@@ -228,8 +228,8 @@ impl Reactor {
     fn reload_config(&mut self) {
         match &self.config_file {
             Some(path) => {
-                if let Some((next, max)) = crate::setup::reload(path, self.hub.config()) {
-                    self.hub.reconfigure(next, max);
+                if let Some(next) = crate::setup::reload(path, self.hub.config()) {
+                    self.hub.reconfigure(next);
                 }
             }
             None => info!("SIGHUP: no configuration file to reload"),

@@ -1,7 +1,8 @@
 //! Setting up what the hub is built from, at start and on SIGHUP: the
 //! backlog (loaded from its storage file) and the writer that keeps that
 //! file, every feed (LDAP pool, SQS pollers, cluster bus) started the same
-//! way (`feeds/`), the connection limit from the open-files limit, and the
+//! way (`feeds/`), the token verifier with its key (read again on every
+//! SIGHUP), the connection limit from the open-files limit, and the
 //! configuration a reload may apply. The reactor and the hub's own tests
 //! build the hub through [`hub_parts`] alike.
 
@@ -19,8 +20,9 @@ use crate::feeds::cluster::ClusterFeed;
 use crate::feeds::ldap::Ldap;
 use crate::feeds::sqs::Sqs;
 use crate::feeds::Wake;
-use crate::hub::{AclFile, Cluster, History, HubParts};
+use crate::hub::{AclFile, Cluster, History, HubParts, Reloaded};
 use crate::persist::{self, Persister};
+use crate::tokens::Tokens;
 
 /// How often at most the backlog file is rewritten.
 const PERSIST_INTERVAL: Duration = Duration::from_secs(2);
@@ -40,10 +42,15 @@ pub fn hub_parts(
     let cluster =
         ClusterFeed::start(config.cluster.as_ref(), backlog_size, wake.clone())?.map(Cluster::new);
     let ldap = Ldap::start(config.clients.ldap.as_ref(), wake)?;
+    let tokens = Tokens::load(config.clients.tokens.as_ref())?;
+    if let Some(tokens) = &tokens {
+        info!("{}", tokens.summary());
+    }
     Ok(HubParts {
         max_connections: max_connections(config.server.max_connections),
         config,
         acl,
+        tokens,
         ldap,
         history,
         sqs,
@@ -75,10 +82,9 @@ fn open_history(config: &Config) -> Result<History, StartError> {
     Ok(History::new(backlog, Some(persister)))
 }
 
-/// SIGHUP: re-reads the configuration file; `Some` is what to run with
-/// next (`running`'s value for every key that needs a restart, each logged)
-/// and its connection limit. `None` (logged) keeps the running one.
-pub fn reload(path: &Path, running: &Config) -> Option<(Config, usize)> {
+/// SIGHUP: re-reads the configuration file and the token key; `Some` is
+/// what to run with next, `None` (logged) keeps the running configuration.
+pub fn reload(path: &Path, running: &Config) -> Option<Reloaded> {
     if !path.exists() {
         info!(
             "SIGHUP: {} does not exist; keeping the running configuration",
@@ -91,14 +97,31 @@ pub fn reload(path: &Path, running: &Config) -> Option<(Config, usize)> {
             for w in warnings {
                 warn!("SIGHUP: {w}");
             }
-            let (next, notes) = crate::config::reload::merge(running, new);
+            let (mut next, notes) = crate::config::reload::merge(running, new);
             for note in notes {
                 warn!("SIGHUP: {note}");
             }
+            let tokens = match Tokens::load(next.clients.tokens.as_ref()) {
+                Ok(tokens) => {
+                    if let Some(t) = &tokens {
+                        info!("SIGHUP: {}", t.summary());
+                    }
+                    Some(tokens)
+                }
+                Err(e) => {
+                    warn!("SIGHUP: keeping the running clients.tokens and its key: {e}");
+                    next.clients.tokens = running.clients.tokens.clone();
+                    None
+                }
+            };
             crate::logging::set_log_level(next.server.log_level.as_deref());
-            let max = max_connections(next.server.max_connections);
+            let max_connections = max_connections(next.server.max_connections);
             info!("SIGHUP: reloaded {}", path.display());
-            Some((next, max))
+            Some(Reloaded {
+                config: next,
+                max_connections,
+                tokens,
+            })
         }
         Err(e) => {
             warn!("SIGHUP: keeping the running configuration: {e}");

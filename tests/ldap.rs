@@ -513,3 +513,42 @@ fn cached_login_survives_an_ldap_outage() {
 }
 
 // ---------------------------------------------------------------------------
+
+/// A token without a `pubsub` claim whose `sub` names a directory user:
+/// that user's groups are looked up (no bind: the token stands in for the
+/// password; the test directory allows anonymous searches) and their
+/// segments apply, until the token's expiry.
+#[cfg(feature = "tokens")]
+#[test]
+fn a_token_naming_a_directory_user_gets_their_segments() {
+    let ldap = Slapd::start();
+    let secret = "a shared secret of at least 32 bytes";
+    let srv = Server::builder()
+        .clients(&ldap_section(&ldap.uri, ""))
+        .clients(&format!("tokens: {{secret: \"{secret}\"}}"))
+        .start();
+    let key = common::jwt::SigningKey::hmac("HS256", secret.as_bytes());
+    let bearer = |user: &str| {
+        let claims = json!({"sub": user, "exp": now_epoch() + 600.0});
+        format!("Bearer {}", key.token(&claims))
+    };
+    let mut bob = srv.subscribe_with("/code", &[("Authorization", &bearer("bob"))]);
+    let mut carol = srv.subscribe_with("/hr", &[("Authorization", &bearer("carol"))]);
+    let mut mallory = srv.subscribe_with("/code", &[("Authorization", &bearer("mallory"))]);
+    srv.publish_ok("/private/code/x", &json!({"n": 1}));
+    srv.publish_ok("/private/hr/y", &json!({"n": 2}));
+    srv.publish_ok("/code/hr/s", &sentinel());
+    assert_eq!(bob.ns_until_sentinel(), vec![1], "devs: [code]");
+    assert_eq!(carol.ns_until_sentinel(), vec![2], "carol's entry: [hr]");
+    assert_eq!(
+        mallory.ns_until_sentinel(),
+        Vec::<u64>::new(),
+        "not in the directory"
+    );
+    assert!(
+        srv.log()
+            .contains("LDAP: user \"bob\" looked up (vouched for)"),
+        "{}",
+        srv.log()
+    );
+}

@@ -1,8 +1,10 @@
 //! Who may see what, checked against a model: seeded random ACL files
 //! (users with segments and secured publish topics), subscribers (comma
-//! lists, prefixes, right/wrong/unknown credentials, chunked and SSE,
-//! replay by time and by cursor), and publishes (public, private, secured
-//! topics, from a payloader address or not, with or without credentials),
+//! lists, prefixes, right/wrong/unknown credentials, signed tokens with
+//! their own grant or naming an ACL user, in the header, the cookie or
+//! the query, expired or forged tokens, chunked and SSE, replay by time
+//! and by cursor), and publishes (public, private, secured topics, from a
+//! payloader address or not, with or without credentials or a token),
 //! all against the real binary. Every publish's answer and every
 //! subscriber's deliveries are compared with a plain model of the rules in
 //! PROTOCOL.md, written here independently of the server's code.
@@ -81,22 +83,112 @@ enum Creds {
     Right(usize),
     WrongPassword(usize),
     Unknown,
+    /// A signed token whose `pubsub` claim grants what this user has.
+    Token(Box<User>, Carrier),
+    /// A signed token without a `pubsub` claim whose `sub` names this
+    /// user (of the ACL file, or of the directory: looked up in LDAP).
+    TokenSub(usize, Carrier),
+    /// An expired or forged token: 401, never a stream.
+    BadToken(Carrier),
+}
+
+/// Where a request carries its token (`clients.tokens` of the model's
+/// server names the cookie and the query parameter).
+#[derive(Debug, Clone, Copy)]
+enum Carrier {
+    Header,
+    Cookie,
+    Query,
+}
+
+/// The model server's HS256 secret.
+const TOKEN_SECRET: &str = "the model's secret, 32 bytes or more";
+
+#[cfg(feature = "tokens")]
+fn mint_with(secret: &str, claims: &Value) -> String {
+    common::jwt::SigningKey::hmac("HS256", secret.as_bytes()).token(claims)
+}
+
+#[cfg(not(feature = "tokens"))]
+fn mint_with(_: &str, _: &Value) -> String {
+    unreachable!("no token is made in a build without tokens")
+}
+
+fn mint(claims: &Value) -> String {
+    mint_with(TOKEN_SECRET, claims)
 }
 
 impl Creds {
-    fn header(&self, users: &[User]) -> Option<String> {
-        match self {
-            Creds::None => None,
-            Creds::Right(u) => Some(basic_auth(&users[*u].name, &users[*u].password)),
-            Creds::WrongPassword(u) => Some(basic_auth(&users[*u].name, "wrong")),
-            Creds::Unknown => Some(basic_auth("nobody", "x")),
+    /// Its headers, and what goes after the path (`?access_token=...`).
+    fn request_parts(&self, users: &[User]) -> (Vec<(String, String)>, String) {
+        let basic = |a: String| (vec![("Authorization".to_owned(), a)], String::new());
+        let exp = now_epoch() + 3600.0;
+        let (token, carrier) = match self {
+            Creds::None => return (Vec::new(), String::new()),
+            Creds::Right(u) => return basic(basic_auth(&users[*u].name, &users[*u].password)),
+            Creds::WrongPassword(u) => return basic(basic_auth(&users[*u].name, "wrong")),
+            Creds::Unknown => return basic(basic_auth("nobody", "x")),
+            Creds::Token(user, carrier) => {
+                let acl: serde_json::Map<String, Value> = user
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, seg)| (format!("seg{i}"), json!(seg)))
+                    .collect();
+                let claims = json!({"sub": user.name, "exp": exp,
+                    "pubsub": {"acl": acl, "topics": user.publish}});
+                (mint(&claims), carrier)
+            }
+            Creds::TokenSub(u, carrier) => {
+                (mint(&json!({"sub": users[*u].name, "exp": exp})), carrier)
+            }
+            Creds::BadToken(carrier) => {
+                // Expired, or the oracle's grant signed with another secret.
+                let forged = matches!(carrier, Carrier::Header);
+                let claims =
+                    json!({"sub": "oracle", "exp": if forged { exp } else { exp - 7200.0 }});
+                let secret = if forged {
+                    "not the model's secret, 32 bytes+"
+                } else {
+                    TOKEN_SECRET
+                };
+                (mint_with(secret, &claims), carrier)
+            }
+        };
+        match carrier {
+            Carrier::Header => (
+                vec![("Authorization".into(), format!("Bearer {token}"))],
+                String::new(),
+            ),
+            Carrier::Cookie => (
+                vec![("Cookie".into(), format!("a=b; pubsub_token={token}"))],
+                String::new(),
+            ),
+            Carrier::Query => (Vec::new(), format!("?access_token={token}")),
         }
     }
+
     /// The user the server must consider authenticated, if any.
-    fn user<'a>(&self, users: &'a [User]) -> Option<&'a User> {
+    fn user<'a>(&'a self, users: &'a [User]) -> Option<&'a User> {
         match self {
-            Creds::Right(u) => Some(&users[*u]),
+            Creds::Right(u) | Creds::TokenSub(u, _) => Some(&users[*u]),
+            Creds::Token(user, _) => Some(user),
             _ => None,
+        }
+    }
+
+    fn is_bad_token(&self) -> bool {
+        matches!(self, Creds::BadToken(_))
+    }
+
+    /// What the server makes of these credentials on a publish: a
+    /// cookie's token is not looked at there (cross-site forgery).
+    fn on_publish(&self) -> Creds {
+        match self {
+            Creds::Token(_, Carrier::Cookie)
+            | Creds::TokenSub(_, Carrier::Cookie)
+            | Creds::BadToken(Carrier::Cookie) => Creds::None,
+            other => other.clone(),
         }
     }
 }
@@ -251,6 +343,32 @@ fn acl_yaml(users: &[User]) -> String {
 fn random_creds(rng: &mut Rng, users: &[User]) -> Creds {
     // The last user is the oracle: not picked at random.
     let u = rng.below(users.len() - 1);
+    if cfg!(feature = "tokens") && rng.chance(30) {
+        let carrier = [Carrier::Header, Carrier::Cookie, Carrier::Query][rng.below(3)];
+        return match rng.below(10) {
+            0..=4 => {
+                let segments = (0..rng.below(3))
+                    .map(|_| {
+                        let k = 1 + rng.below(2);
+                        rng.pick(&TOPICS, k).iter().map(|s| s.to_string()).collect()
+                    })
+                    .collect();
+                let k = rng.below(3);
+                let publish = rng.pick(&SECURE, k).iter().map(|s| s.to_string()).collect();
+                let user = User {
+                    name: format!("token{}", rng.below(1000)),
+                    password: String::new(),
+                    segments,
+                    publish,
+                    ldap: false,
+                };
+                Creds::Token(Box::new(user), carrier)
+            }
+            // A user of the ACL file or the directory.
+            5..=8 => Creds::TokenSub(u, carrier),
+            _ => Creds::BadToken(carrier),
+        };
+    }
     match rng.below(10) {
         0..=2 => Creds::None,
         3..=7 => Creds::Right(u),
@@ -321,10 +439,7 @@ struct Open {
 }
 
 fn open(srv: &Server, spec: SubSpec, users: &[User], history: &[Ev]) -> Open {
-    let mut headers: Vec<(String, String)> = Vec::new();
-    if let Some(a) = spec.creds.header(users) {
-        headers.push(("Authorization".into(), a));
-    }
+    let (mut headers, query) = spec.creds.request_parts(users);
     if spec.sse {
         headers.push(("Accept".into(), "text/event-stream".into()));
     }
@@ -348,7 +463,7 @@ fn open(srv: &Server, spec: SubSpec, users: &[User], history: &[Ev]) -> Open {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let sub = srv.subscribe_with(&spec.path, &refs);
+    let sub = srv.subscribe_with(&format!("{}{query}", spec.path), &refs);
     Open {
         spec,
         sub,
@@ -426,12 +541,13 @@ impl Publishers {
         body: &Value,
     ) -> Response {
         let body = body.to_string();
-        let auth = creds
-            .header(users)
-            .map(|a| format!("Authorization: {a}\r\n"))
-            .unwrap_or_default();
+        let (headers, query) = creds.request_parts(users);
+        let auth: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         let request = format!(
-            "PUT {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            "PUT {path}{query} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
         // A connection the server has closed since shows as a failed
@@ -584,10 +700,15 @@ fn run_model(ldap_uri: Option<&str>, redis_url: Option<&str>) {
     let mut rng = Rng(seed);
     let started = Instant::now();
 
-    let builder = Server::builder()
+    let mut builder = Server::builder()
         .server("backlog: {size: 100000, max_age: 0}")
         .payloaders(&["127.0.0.1/32"])
         .clients(&format!("secure_topics: [{}]", SECURE.join(", ")));
+    if cfg!(feature = "tokens") {
+        builder = builder.clients(&format!(
+            "tokens: {{secret: \"{TOKEN_SECRET}\", cookie: pubsub_token, query: access_token}}"
+        ));
+    }
     let (builder, in_directory) = with_directory(builder, ldap_uri, &mut rng);
     let mut users = random_users(&mut rng, 0, &in_directory);
     let mut nodes: Vec<Server> = match redis_url {
@@ -626,6 +747,7 @@ fn run_model(ldap_uri: Option<&str>, redis_url: Option<&str>) {
     let mut publishers = Publishers::default();
     let mut n = 0u64;
     let (mut publishes, mut checked, mut deliveries) = (0usize, 0usize, 0usize);
+    let mut tokens_refused = 0usize;
     for round in 0..rounds {
         if round > 0 {
             // A new ACL file, through SIGUSR2: new subscribers get it.
@@ -652,13 +774,32 @@ fn run_model(ldap_uri: Option<&str>, redis_url: Option<&str>) {
             start: Start::Live,
         };
         let mut oracle_sub = open(&nodes[0], oracle_spec, &users, &history);
-        let mut subs: Vec<Open> = (0..10 + rng.below(6))
-            .map(|_| {
-                let spec = random_sub(&mut rng, &users, &history);
-                let node = pick_node(&mut rng, &nodes);
-                open(&nodes[node], spec, &users, &history)
-            })
-            .collect();
+        let mut subs: Vec<Open> = Vec::new();
+        let mut refused = 0;
+        for _ in 0..10 + rng.below(6) {
+            let spec = random_sub(&mut rng, &users, &history);
+            let node = pick_node(&mut rng, &nodes);
+            if spec.creds.is_bad_token() {
+                // A 401, never a stream with fewer events than asked.
+                let (headers, query) = spec.creds.request_parts(&users);
+                let headers: String = headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}\r\n"))
+                    .collect();
+                let r = nodes[node].request(
+                    format!(
+                        "GET {}{query} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n",
+                        spec.path
+                    )
+                    .as_bytes(),
+                );
+                assert_eq!(r.status, 401, "seed {seed}: {spec:?}");
+                refused += 1;
+                continue;
+            }
+            subs.push(open(&nodes[node], spec, &users, &history));
+        }
+        tokens_refused += refused;
 
         let round_start = history.len();
         let mut accepted_n = Vec::new();
@@ -686,14 +827,18 @@ fn run_model(ldap_uri: Option<&str>, redis_url: Option<&str>) {
             let body = json!({ "n": n, "round": round });
             let node = pick_node(&mut rng, &nodes);
             let r = publishers.publish(&nodes[node], ip, &path, &creds, &users, &body);
-            let want = may_publish(creds.user(&users), &topics, private, payloader);
+            let seen = creds.on_publish();
+            let want =
+                may_publish(seen.user(&users), &topics, private, payloader) && !seen.is_bad_token();
+            let want_status = match (seen.is_bad_token(), want) {
+                (true, _) => 401,
+                (false, true) => 202,
+                (false, false) => 403,
+            };
             publishes += 1;
             assert_eq!(
-                r.status == 202,
-                want,
-                "seed {seed}: PUT {path} from {ip} as {creds:?} got {} (model says {})\nusers: {users:?}",
-                r.status,
-                if want { 202 } else { 403 }
+                r.status, want_status,
+                "seed {seed}: PUT {path} from {ip} as {creds:?} (model says {want_status})\nusers: {users:?}",
             );
             if want {
                 accepted_n.push((n, topics, private));
@@ -792,7 +937,8 @@ fn run_model(ldap_uri: Option<&str>, redis_url: Option<&str>) {
     }
     eprintln!(
         "model: seed {seed}: {rounds} rounds, {publishes} publishes, {checked} \
-         (subscriber, event) decisions checked, {deliveries} deliveries, in {:.1?}",
+         (subscriber, event) decisions checked, {deliveries} deliveries, \
+         {tokens_refused} bad-token subscriptions refused, in {:.1?}",
         started.elapsed()
     );
 }

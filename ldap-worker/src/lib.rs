@@ -12,7 +12,9 @@
 //! - Every job accepted by `try_submit` gets exactly one reply, even if the
 //!   lookup panics (caught, answered `None`), unless the pool is dropped first.
 //! - `groups: None` means "grant nothing": bind failed, empty user or password,
-//!   server unreachable, timeout, search error.
+//!   server unreachable, timeout, search error. A [`Proof::Vouched`] job
+//!   does no bind as the user (the caller verified them): its searches run
+//!   anonymously.
 //! - The job queue is bounded (`queue`), and so is the reply queue
 //!   (`queue + workers`): a reactor that stops draining replies stalls the
 //!   workers, then the job queue fills and `try_submit` refuses; nothing grows.
@@ -24,10 +26,12 @@
 //! one LDAP conversation, [`cache`] the credential cache.
 
 pub mod cache;
+mod proof;
 mod settings;
 mod stats;
 pub mod worker;
 
+pub use proof::Proof;
 pub use settings::LdapSettings;
 pub use stats::StatsSnapshot;
 pub use worker::filter_is_valid;
@@ -42,20 +46,25 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::cache::CredentialCache;
 
-/// A lookup to do: bind as `user` with `password`, then search for groups.
+/// A lookup to do: bind as `user` with its password (or, for a user the
+/// caller has verified itself, no bind), then search for groups.
 pub struct LdapJob {
     /// Opaque to the pool; comes back in the reply.
     pub tag: u64,
     pub user: String,
-    pub password: String,
+    pub proof: Proof,
 }
 
 impl fmt::Debug for LdapJob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proof = match self.proof {
+            Proof::Password(_) => "password <redacted>",
+            Proof::Vouched => "vouched for",
+        };
         f.debug_struct("LdapJob")
             .field("tag", &self.tag)
             .field("user", &self.user)
-            .field("password", &"<redacted>")
+            .field("proof", &proof)
             .finish()
     }
 }
@@ -227,8 +236,9 @@ fn work(shared: &Shared, jobs: &Receiver<LdapJob>, replies: &Sender<LdapReply>) 
 }
 
 fn handle(shared: &Shared, job: &LdapJob) -> Option<Vec<String>> {
-    if !job.user.is_empty() && !job.password.is_empty() {
-        let cached = lock(&shared.cache).get(&job.user, &job.password, Instant::now());
+    let refused = job.user.is_empty() || matches!(&job.proof, Proof::Password(p) if p.is_empty());
+    if !refused {
+        let cached = lock(&shared.cache).get(&job.user, &job.proof, Instant::now());
         if let Some(groups) = cached {
             log::debug!("LDAP: user {:?} answered from the cache", job.user);
             shared.stats.cache_hit();
@@ -236,7 +246,7 @@ fn handle(shared: &Shared, job: &LdapJob) -> Option<Vec<String>> {
         }
     }
     let started = Instant::now();
-    let result = worker::lookup(&shared.settings, &shared.tls, &job.user, &job.password);
+    let result = worker::lookup(&shared.settings, &shared.tls, &job.user, &job.proof);
     let reached = match &result {
         Err(worker::Failure::Connect(_)) => Some(false),
         Err(worker::Failure::Refused(_)) => None,
@@ -245,20 +255,24 @@ fn handle(shared: &Shared, job: &LdapJob) -> Option<Vec<String>> {
     shared
         .stats
         .lookup(started.elapsed(), result.is_ok(), reached);
+    let how = match job.proof {
+        Proof::Password(_) => "authenticated",
+        Proof::Vouched => "looked up (vouched for)",
+    };
     match result {
         Ok(groups) => {
             log::info!(
-                "LDAP: user {:?} authenticated, {} group entries, {:?}",
+                "LDAP: user {:?} {how}, {} group entries, {:?}",
                 job.user,
                 groups.len(),
                 started.elapsed()
             );
-            lock(&shared.cache).put(&job.user, &job.password, &groups, Instant::now());
+            lock(&shared.cache).put(&job.user, &job.proof, &groups, Instant::now());
             Some(groups)
         }
         Err(why) => {
             log::info!(
-                "LDAP: user {:?} not authenticated ({why}), {:?}",
+                "LDAP: user {:?} not {how} ({why}), {:?}",
                 job.user,
                 started.elapsed()
             );
@@ -298,7 +312,7 @@ mod tests {
         let job = LdapJob {
             tag: 1,
             user: "alice".into(),
-            password: "hunter2".into(),
+            proof: Proof::Password("hunter2".into()),
         };
         let s = format!("{job:?}");
         assert!(s.contains("alice") && !s.contains("hunter2"), "{s}");
@@ -323,7 +337,7 @@ mod tests {
                 } else {
                     "alice".into()
                 },
-                password: pw.into(),
+                proof: Proof::Password(pw.into()),
             };
             pool.try_submit(job).expect("queue has room");
         }

@@ -1,10 +1,12 @@
-//! One LDAP conversation: connect, bind as the user, run the membership
-//! searches, collect the DNs found. Runs on a worker thread, blocking.
+//! One LDAP conversation: connect, bind as the user (unless the caller
+//! vouches for them: then the connection stays anonymous), run the
+//! membership searches, collect the DNs found. Runs on a worker thread,
+//! blocking.
 //!
 //! Invariants:
 //! - Empty user names and empty passwords are refused before any network
 //!   traffic (an empty password is an "unauthenticated bind", which succeeds on
-//!   many servers).
+//!   many servers). A vouched-for user is no password: there is no bind.
 //! - The user name is DN-escaped where it goes into the bind DN and
 //!   filter-escaped where it goes into a search filter, so it cannot change the
 //!   shape of either.
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use ldap3::{dn_escape, ldap_escape, LdapConn, LdapConnSettings, Scope, SearchEntry};
 
+use crate::proof::Proof;
 use crate::settings::LdapSettings;
 
 /// Most entries accepted from all membership searches of one job together.
@@ -106,14 +109,16 @@ pub fn lookup(
     settings: &LdapSettings,
     tls: &Arc<rustls::ClientConfig>,
     user: &str,
-    password: &str,
+    proof: &Proof,
 ) -> Result<Vec<String>, Failure> {
     if user.is_empty() {
         return Err(Failure::Refused("empty user name"));
     }
-    if password.is_empty() {
-        return Err(Failure::Refused("empty password"));
-    }
+    let password = match proof {
+        Proof::Password(p) if p.is_empty() => return Err(Failure::Refused("empty password")),
+        Proof::Password(p) => Some(p.as_str()),
+        Proof::Vouched => None,
+    };
     let timeout = settings.timeout;
     let conn_settings = LdapConnSettings::new()
         .set_conn_timeout(timeout)
@@ -126,16 +131,20 @@ pub fn lookup(
     result
 }
 
+/// Binds as `user` with `password` (`None`: vouched for, no bind), then
+/// searches.
 fn bind_and_search(
     conn: &mut LdapConn,
     settings: &LdapSettings,
     user: &str,
-    password: &str,
+    password: Option<&str>,
 ) -> Result<Vec<String>, Failure> {
     let timeout = settings.timeout;
-    conn.with_timeout(timeout)
-        .simple_bind(&bind_dn(&settings.user_dn, user), password)?
-        .success()?;
+    if let Some(password) = password {
+        conn.with_timeout(timeout)
+            .simple_bind(&bind_dn(&settings.user_dn, user), password)?
+            .success()?;
+    }
     let mut groups = Vec::new();
     for pattern in &settings.membership_patterns {
         let filter = member_filter(pattern, user);
@@ -303,17 +312,22 @@ mod tests {
             ..LdapSettings::default()
         };
         let tls = tls_config(None).expect("tls config");
+        let pw = |p: &str| Proof::Password(p.to_owned());
         assert!(matches!(
-            lookup(&settings, &tls, "alice", ""),
+            lookup(&settings, &tls, "alice", &pw("")),
             Err(Failure::Refused("empty password"))
         ));
         assert!(matches!(
-            lookup(&settings, &tls, "", "pw"),
+            lookup(&settings, &tls, "", &pw("pw")),
+            Err(Failure::Refused("empty user name"))
+        ));
+        assert!(matches!(
+            lookup(&settings, &tls, "", &Proof::Vouched),
             Err(Failure::Refused("empty user name"))
         ));
         // Nothing listens: the server cannot be reached.
         assert!(matches!(
-            lookup(&settings, &tls, "alice", "pw"),
+            lookup(&settings, &tls, "alice", &pw("pw")),
             Err(Failure::Connect(_))
         ));
     }

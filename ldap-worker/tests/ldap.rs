@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ldap_worker::{LdapJob, LdapPool, LdapReply, LdapSettings};
+use ldap_worker::{LdapJob, LdapPool, LdapReply, LdapSettings, Proof};
 use slapd::Slapd;
 
 /// Generous bound for anything that should be "quick" on a loaded 2-core box.
@@ -52,7 +52,7 @@ fn job(tag: u64, user: &str, password: &str) -> LdapJob {
     LdapJob {
         tag,
         user: user.to_owned(),
-        password: password.to_owned(),
+        proof: Proof::Password(password.to_owned()),
     }
 }
 
@@ -103,6 +103,38 @@ fn right_password_finds_groups() {
         lookup(&pool, "carol", "carolpw"),
         Some(sorted(&[slapd::USERS[2].2]))
     );
+}
+
+#[test]
+fn a_vouched_user_is_looked_up_without_a_bind() {
+    let server = Slapd::start();
+    let pool = start(settings(&server.uri));
+    let vouched = |user: &str| {
+        let job = LdapJob {
+            tag: 8,
+            user: user.to_owned(),
+            proof: Proof::Vouched,
+        };
+        pool.try_submit(job).expect("queue has room");
+        let reply = pool
+            .replies()
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a reply");
+        reply.groups.map(|mut g| {
+            g.sort();
+            g
+        })
+    };
+    // The same groups as with alice's password (the directory allows
+    // anonymous searches, as slapd/mod.rs sets it up).
+    assert_eq!(
+        vouched("alice"),
+        Some(sorted(&[slapd::ADMINS, slapd::DEVS, slapd::USERS[0].2]))
+    );
+    assert_eq!(vouched("nobody"), Some(vec![]), "no entry: no groups");
+    assert_eq!(vouched(""), None);
+    // A password job is still a bind: no password, no groups.
+    assert_eq!(lookup(&pool, "alice", ""), None);
 }
 
 #[test]

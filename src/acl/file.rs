@@ -216,6 +216,17 @@ impl Acl {
         }
     }
 
+    /// The grant of `user` without a password: for a verified token whose
+    /// `sub` names the user (the token stands in for the password). A
+    /// disabled (malformed) entry grants nothing, as it would with one.
+    pub fn grant_of(&self, user: &str) -> AuthOutcome {
+        match self.users.get(user) {
+            None => AuthOutcome::UnknownUser,
+            Some(Entry::Valid(u)) => AuthOutcome::Granted(u.grant.clone()),
+            Some(Entry::Disabled) => AuthOutcome::BadPassword,
+        }
+    }
+
     fn check_hash(&self, user: &str, hash: &str, password: &str) -> bool {
         let mut verified = self
             .verified
@@ -563,6 +574,18 @@ testuser:
         let g = granted(acl.authenticate("testuser", "foobar"));
         assert_eq!(g.segments, vec![strings(&["git", "privaterepo.git"])]);
         assert!(g.publish_topics.is_empty());
+    }
+
+    #[test]
+    fn a_token_names_a_user_without_a_password() {
+        let acl = Acl::parse(&format!("{SAMPLE}broken: {{acl: {{}}}}\n")).expect("parses");
+        assert_eq!(
+            acl.grant_of("alice"),
+            acl.authenticate("alice", "s3cret"),
+            "the same grant as with the password"
+        );
+        assert_eq!(acl.grant_of("bob"), AuthOutcome::UnknownUser);
+        assert_eq!(acl.grant_of("broken"), AuthOutcome::BadPassword);
     }
 
     #[test]

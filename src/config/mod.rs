@@ -10,14 +10,16 @@
 //! Layout: this file holds the schema and the `server` and `clients`
 //! sections; [`yaml`] the one set of helpers and the one duration grammar
 //! (`45s 30m 12h 7d 200ms` or a number of seconds); [`ldap`] the
-//! `clients.ldap` section; [`sqs`] the `sqs` section; [`cluster`] the
-//! `cluster` section.
+//! `clients.ldap` section; [`tokens`] the `clients.tokens` section;
+//! [`sqs`] the `sqs` section; [`cluster`] the `cluster` section.
 
 pub mod cluster;
 #[cfg(feature = "ldap")]
 pub mod ldap;
 pub mod reload;
 pub mod sqs;
+#[cfg(feature = "tokens")]
+pub mod tokens;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,14 @@ pub use ldap::LdapConfig;
 #[cfg(not(feature = "ldap"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LdapConfig {}
+#[cfg(feature = "tokens")]
+pub use tokens::{TokenKey, TokensConfig};
+
+/// Without the `tokens` feature there is no token configuration: the
+/// section is warned about and ignored (no token is ever accepted).
+#[cfg(not(feature = "tokens"))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokensConfig {}
 use crate::yaml::{
     self, entries, err, positive, positive_duration, section, string, string_list, uint,
 };
@@ -134,6 +144,8 @@ pub struct ClientsConfig {
     pub cors_origins: Vec<String>,
     /// `clients.ldap`: the worker pool's settings and the group → grant map.
     pub ldap: Option<LdapConfig>,
+    /// `clients.tokens`: the signed tokens (JWT) accepted, and where.
+    pub tokens: Option<TokensConfig>,
 }
 
 impl Config {
@@ -188,6 +200,7 @@ impl Default for Config {
                 secure_topics: Vec::new(),
                 cors_origins: Vec::new(),
                 ldap: None,
+                tokens: None,
             },
             sqs: Vec::new(),
             cluster: None,
@@ -404,6 +417,15 @@ fn parse_clients(
             "ldap" => {
                 if !value.is_null() {
                     warnings.push("clients.ldap is ignored: this build has no LDAP support".into())
+                }
+            }
+            #[cfg(feature = "tokens")]
+            "tokens" => c.tokens = tokens::parse(value, warnings)?,
+            #[cfg(not(feature = "tokens"))]
+            "tokens" => {
+                if !value.is_null() {
+                    warnings
+                        .push("clients.tokens is ignored: this build has no token support".into())
                 }
             }
             _ => warnings.push(format!("unknown configuration key '{path}' ignored")),

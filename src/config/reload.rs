@@ -1,6 +1,7 @@
 //! What a configuration reload (SIGHUP) may change while the server runs,
 //! and what needs a restart: listeners, the backlog's file, the LDAP pool,
 //! the SQS pollers and the cluster are set up once at start-up.
+//! `clients.tokens` changes live: `setup::reload` reads its key again.
 
 use super::Config;
 
@@ -77,6 +78,27 @@ mod tests {
         assert_eq!(next.clients.secure_topics, ["x"]);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].starts_with("server.port changed"));
+    }
+
+    #[cfg(feature = "tokens")]
+    #[test]
+    fn tokens_change_live() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let running = parse("clients: {tokens: {key: a.pem, algorithms: [ES256]}}\n");
+        let new = parse(&format!(
+            "clients: {{tokens: {{secret: {secret}, cookie: c}}}}\n"
+        ));
+        let (next, notes) = merge(&running, new);
+        let tokens = next.clients.tokens.expect("tokens");
+        assert_eq!(tokens.algorithms, ["HS256"]);
+        assert_eq!(tokens.cookie.as_deref(), Some("c"));
+        assert!(notes.is_empty(), "{notes:?}");
+        let (next, notes) = merge(&running, parse(""));
+        assert!(
+            next.clients.tokens.is_none(),
+            "tokens can be turned off live"
+        );
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod with_ldap {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use ldap_worker::{LdapJob, LdapPool};
+    use ldap_worker::{LdapJob, LdapPool, Proof};
     use log::info;
 
     use super::super::{FeedError, Wake};
@@ -52,20 +52,21 @@ mod with_ldap {
             }))
         }
 
-        /// Queues a lookup for connection `key`; a full queue hands the
-        /// user name back.
+        /// Queues a lookup for connection `key`: with the user's password,
+        /// or (`None`) for a user a verified token names, whose groups are
+        /// searched without a bind. A full queue hands the user name back.
         pub fn submit(
             &mut self,
             key: usize,
             tag: u64,
             user: String,
-            password: String,
+            password: Option<String>,
         ) -> Submitted {
-            match self.pool.try_submit(LdapJob {
-                tag,
-                user,
-                password,
-            }) {
+            let proof = match password {
+                Some(password) => Proof::Password(password),
+                None => Proof::Vouched,
+            };
+            match self.pool.try_submit(LdapJob { tag, user, proof }) {
                 Ok(()) => {
                     self.waiting.insert(tag, key);
                     Ok(self.wait)
@@ -147,7 +148,7 @@ mod without_ldap {
             Self::start(config, std::sync::Arc::new(|| {})).map(|_| None)
         }
 
-        pub fn submit(&mut self, _: usize, _: u64, _: String, _: String) -> Submitted {
+        pub fn submit(&mut self, _: usize, _: u64, _: String, _: Option<String>) -> Submitted {
             match *self {}
         }
 

@@ -10,7 +10,7 @@
 use serde_json::json;
 
 use super::requests::{keep_alive, After};
-use super::table::State;
+use super::table::{Access, State};
 use super::Hub;
 use crate::http::{BodyKind, Method, RequestHead};
 use crate::metrics::{self, Snapshot};
@@ -60,7 +60,7 @@ impl Hub {
                 head.authorization = None;
                 head.upgrade_websocket = false;
                 match Subscription::parse("/") {
-                    Ok(sub) => self.open_stream(key, head, sub, None),
+                    Ok(sub) => self.open_stream(key, head, sub, Access::default()),
                     Err(_) => self.admin_reply(key, &head, 500, TEXT, b"", After::Close),
                 }
             }

@@ -9,8 +9,8 @@
 //!   budget; the only code that writes a connection's fields;
 //! - `history` (`history.rs`): the newest sequence number, the backlog and
 //!   its storage file;
-//! - `acl` and the feeds (`ldap`, `sqs`, `cluster`): who may do what, and
-//!   the helper threads' ends;
+//! - `acl`, `tokens` and the feeds (`ldap`, `sqs`, `cluster`): who may do
+//!   what, and the helper threads' ends;
 //! - `stats` and `activity`: what is counted, for `/metrics` and the
 //!   status page.
 //!
@@ -59,6 +59,7 @@ use crate::out_queue::{Flushed, OutQueue};
 use crate::feeds::ldap::Ldap;
 use crate::feeds::sqs::Sqs;
 use crate::stats::{self, Stats};
+use crate::tokens::Tokens;
 use crate::websocket;
 pub use auth::AclFile;
 pub use cluster::Cluster;
@@ -75,6 +76,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct HubParts {
     pub config: Config,
     pub acl: AclFile,
+    /// `clients.tokens`' verifier, its key loaded.
+    pub tokens: Option<Tokens>,
     pub ldap: Option<Ldap>,
     pub history: History,
     /// Events taken from SQS queues by the poller threads.
@@ -83,6 +86,17 @@ pub struct HubParts {
     pub cluster: Option<Cluster>,
     pub max_connections: usize,
     pub clock: Box<dyn Clock>,
+}
+
+/// What a SIGHUP reload runs with next (`setup::reload` builds it).
+pub struct Reloaded {
+    /// The running value for every key that needs a restart.
+    pub config: Config,
+    pub max_connections: usize,
+    /// The token verifier with its key read anew; `None`: the new key
+    /// could not be loaded (logged), so the running one stays, and so
+    /// does `config.clients.tokens`.
+    pub tokens: Option<Option<Tokens>>,
 }
 
 /// The answer to a new connection.
@@ -107,6 +121,7 @@ pub struct Hub {
     /// The ACL file in force is the one on disk (false after a failed
     /// reload): `/readyz` says so.
     acl_ok: bool,
+    tokens: Option<Tokens>,
     ldap: Option<Ldap>,
     sqs: Option<Sqs>,
     cluster: Option<Cluster>,
@@ -137,6 +152,7 @@ impl Hub {
             requests: 0,
             history: parts.history,
             acl: parts.acl,
+            tokens: parts.tokens,
             ldap: parts.ldap,
             sqs: parts.sqs,
             cluster: parts.cluster,
@@ -379,8 +395,14 @@ impl Hub {
 
     /// A reloaded configuration (only keys that may change live differ):
     /// new limits apply to what happens next, the backlog is trimmed to its
-    /// new limits, and the ping tick moves to the new interval.
-    pub fn reconfigure(&mut self, config: Config, max_connections: usize) {
+    /// new limits, the ping tick moves to the new interval, and requests
+    /// from now on are checked against the token key read anew (open
+    /// streams keep theirs, and end at their own token's expiry).
+    pub fn reconfigure(&mut self, next: Reloaded) {
+        let (config, max_connections) = (next.config, next.max_connections);
+        if let Some(tokens) = next.tokens {
+            self.tokens = tokens;
+        }
         let b = &config.server.backlog;
         self.history.set_limits(b.size, b.max_age, b.max_bytes);
         let now = self.clock.now();

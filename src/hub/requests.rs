@@ -7,14 +7,14 @@
 //! handled per turn.
 //!
 //! Uses: `conns` (state changes, queueing responses), `history` (where a
-//! replay starts), `acl` and `ldap` (through `auth.rs`), `cluster` (a
-//! publish on a cluster node), `stats`.
+//! replay starts), `tokens`, `acl` and `ldap` (through `auth.rs`),
+//! `cluster` (a publish on a cluster node), `stats`.
 
 use log::debug;
 
 use super::auth::Check;
 use super::idempotency::{self, TEXT_BAD_KEY};
-use super::table::{AfterAuth, BodyState, Parked, State, Step, Stream};
+use super::table::{Access, AfterAuth, BodyState, Parked, State, Step, Stream};
 use super::{Hub, REQUEST_BUDGET};
 use crate::acl::{self, Grant};
 use crate::backlog::Start;
@@ -22,6 +22,7 @@ use crate::compress::{self, GzipState};
 use crate::event::{self, Frame, Framing, PayloadError};
 use crate::http::{self, BodyDecoder, BodyKind, HttpError, Method, RequestHead};
 use crate::stats::{Drop, Source};
+use crate::tokens::Refusal;
 use crate::topics::{self, Subscription};
 use crate::websocket;
 use crate::websocket::frames::Incoming;
@@ -218,15 +219,18 @@ impl Hub {
             .iter()
             .any(|t| self.config.clients.secure_topics.contains(t));
         match self.check_credentials(&head) {
-            Check::AskLdap(user, password) if secured => {
+            Check::AskLdap(user, password, until) if secured => {
                 let parked = Parked {
                     head,
                     then: AfterAuth::Publish(topics),
+                    until,
                 };
                 self.park_for_ldap(key, user, password, parked);
             }
             Check::AskLdap(..) => self.continue_publish(key, head, topics, None),
-            Check::Done(grant) => self.continue_publish(key, head, topics, grant),
+            Check::Done(access) => self.continue_publish(key, head, topics, access.grant),
+            // The body was not read: the connection cannot be reused.
+            Check::BadToken(why) => self.refuse_token(key, &why, After::Close),
         }
     }
 
@@ -345,13 +349,18 @@ impl Hub {
             return self.respond_backlog_loading(key, sse);
         }
         match self.check_credentials(&head) {
-            Check::Done(grant) => self.open_stream(key, head, sub, grant),
-            Check::AskLdap(user, password) => {
+            Check::Done(access) => self.open_stream(key, head, sub, access),
+            Check::AskLdap(user, password, until) => {
                 let parked = Parked {
                     head,
                     then: AfterAuth::Subscribe(sub),
+                    until,
                 };
                 self.park_for_ldap(key, user, password, parked);
+            }
+            Check::BadToken(why) => {
+                let after = keep_alive(&head);
+                self.refuse_token(key, &why, after)
             }
         }
     }
@@ -377,14 +386,20 @@ impl Hub {
     }
 
     /// Makes the connection a live subscriber, then sends the response head:
-    /// any event accepted after the client has the head reaches it.
+    /// any event accepted after the client has the head reaches it. A
+    /// stream opened with a token ends when the token expires.
     pub(super) fn open_stream(
         &mut self,
         key: usize,
         head: RequestHead,
         sub: Subscription,
-        grant: Option<Grant>,
+        access: Access,
     ) {
+        if self.expired(access.until) {
+            // It expired while its user was looked up.
+            let after = keep_alive(&head);
+            return self.refuse_token(key, &Refusal::Expired, after);
+        }
         let oldschool = head.user_agent.as_deref().is_some_and(|ua| {
             self.config
                 .clients
@@ -421,12 +436,12 @@ impl Hub {
         let stream = Box::new(Stream {
             sub,
             framing,
-            grant,
+            grant: access.grant,
             replay,
             gzip,
         });
         self.conns
-            .start_stream(key, stream, self.history.last_seq());
+            .start_stream(key, stream, self.history.last_seq(), access.until);
         // Built after the count went up: the head counts this subscriber.
         let extra: &[(&str, &str)] = match cursor_status {
             Some(status) => &[("X-Fetch-Since-Cursor-Status", status)],

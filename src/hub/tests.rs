@@ -636,3 +636,225 @@ mod base64_for_tests {
         base64::engine::general_purpose::STANDARD.encode(input)
     }
 }
+
+// ---------------------------------------------------------------------------
+// tokens (`clients.tokens`; skipped in a build without them)
+
+const TOKEN_SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn token_config(extra: &str) -> String {
+    format!(
+        "clients: {{secure_topics: [deploy], tokens: {{secret: {TOKEN_SECRET}, \
+         cookie: pubsub_token, query: access_token{extra}}}}}"
+    )
+}
+
+fn token(claims: Value) -> String {
+    crate::tokens::hs256_for_tests(TOKEN_SECRET, &claims)
+}
+
+fn grant_token(exp: f64) -> String {
+    token(serde_json::json!({"sub": "page", "exp": exp,
+        "pubsub": {"acl": {"s": ["git"]}, "topics": ["deploy"]}}))
+}
+
+fn numbers(h: &mut Harness, key: usize) -> Vec<i64> {
+    events(&h.take(key))
+        .iter()
+        .map(|e| e["n"].as_i64().unwrap_or(-1))
+        .collect()
+}
+
+#[test]
+fn a_token_in_each_carrier_grants_its_private_events() {
+    if !crate::tokens::ENABLED {
+        return;
+    }
+    let acl = "alice: {password: pw, acl: {repos: [git]}}\n";
+    let mut h = Harness::with_acl(&token_config(""), acl);
+    let good = grant_token(START + 600.0);
+    let bearer = format!("Bearer {good}");
+    let cookie = format!("theme=dark; pubsub_token={good}");
+    let by_header = h.subscribe("/git", &[("Authorization", &bearer)]);
+    let by_cookie = h.subscribe("/git", &[("Cookie", &cookie)]);
+    let by_query = h.subscribe(&format!("/git?access_token={good}"), &[]);
+    let alice = token(serde_json::json!({"sub": "alice", "exp": START + 600.0}));
+    let as_alice = h.subscribe("/git", &[("Authorization", &format!("Bearer {alice}"))]);
+    let nobody = token(serde_json::json!({"sub": "mallory", "exp": START + 600.0}));
+    let unknown = h.subscribe("/git", &[("Authorization", &format!("Bearer {nobody}"))]);
+    let anon = h.subscribe("/git", &[]);
+    let all = [by_header, by_cookie, by_query, as_alice, unknown, anon];
+    for key in all {
+        assert!(h.take(key).starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(h.hub.subscribers(), all.len());
+    h.publish("/private/git/commit", r#"{"n": 1}"#);
+    h.publish("/git/commit", r#"{"n": 2}"#);
+    for key in [by_header, by_cookie, by_query, as_alice] {
+        assert_eq!(numbers(&mut h, key), [1, 2], "connection {key}");
+    }
+    assert_eq!(
+        numbers(&mut h, unknown),
+        [2],
+        "a sub not in the ACL: no grant"
+    );
+    assert_eq!(numbers(&mut h, anon), [2]);
+}
+
+#[test]
+fn a_bad_token_is_a_401_and_never_a_stream() {
+    if !crate::tokens::ENABLED {
+        return;
+    }
+    let mut h = Harness::new(&token_config(""));
+    let expired = grant_token(START - 31.0);
+    let forged = crate::tokens::hs256_for_tests(
+        "another secret of at least 32 bytes!",
+        &serde_json::json!({"exp": START + 600.0}),
+    );
+    for (bad, why) in [(expired, "expired"), (forged, "bad signature")] {
+        for headers in [
+            vec![("Authorization".to_owned(), format!("Bearer {bad}"))],
+            vec![("Cookie".to_owned(), format!("pubsub_token={bad}"))],
+        ] {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let key = h.subscribe("/git", &headers);
+            let out = h.take(key);
+            assert_eq!(
+                status_and_body(&out),
+                (401, format!("Invalid token: {why}.\n").as_str())
+            );
+            assert_eq!(
+                header(&out, "WWW-Authenticate"),
+                Some(r#"Bearer error="invalid_token""#)
+            );
+            assert!(!out.contains(TOKEN_SECRET) && !h.closed.contains(&key));
+        }
+    }
+    assert_eq!(h.hub.subscribers(), 0);
+    // Basic credentials beside a stale cookie: the header wins.
+    let basic = format!("Basic {}", base64_for_tests::encode(b"a:b"));
+    let stale = format!("pubsub_token={}", grant_token(START - 3600.0));
+    let key = h.subscribe("/git", &[("Authorization", &basic), ("Cookie", &stale)]);
+    assert!(h.take(key).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn a_token_publishes_to_secured_topics_and_a_bad_one_is_a_401() {
+    if !crate::tokens::ENABLED {
+        return;
+    }
+    let mut h = Harness::new(&token_config(""));
+    let put = |h: &mut Harness, ip: &str, auth: &str| {
+        let key = h.connect(ip);
+        let request = format!(
+            "PUT /deploy/x HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        h.send(key, request.as_bytes());
+        let out = h.take(key);
+        (status_and_body(&out).0, h.closed.contains(&key), out)
+    };
+    let good = format!("Bearer {}", grant_token(START + 60.0));
+    assert_eq!(
+        put(&mut h, "192.0.2.7", &good).0,
+        202,
+        "its topics, from anywhere"
+    );
+    let bare = format!("Bearer {}", token(serde_json::json!({"exp": START + 60.0})));
+    assert_eq!(put(&mut h, "127.0.0.1", &bare).0, 403);
+    let stale = format!("Bearer {}", grant_token(START - 60.0));
+    let (code, closed, out) = put(&mut h, "127.0.0.1", &stale);
+    assert_eq!((code, closed), (401, true), "the unread body closes it");
+    assert!(header(&out, "WWW-Authenticate").is_some());
+    // A cookie does not publish: any site's page could send it.
+    let key = h.connect("192.0.2.7");
+    let cookie = format!("pubsub_token={}", grant_token(START + 60.0));
+    let request =
+        format!("PUT /deploy/x HTTP/1.1\r\nCookie: {cookie}\r\nContent-Length: 2\r\n\r\n{{}}");
+    h.send(key, request.as_bytes());
+    assert_eq!(status_and_body(&h.take(key)).0, 403);
+}
+
+#[test]
+fn a_stream_ends_with_a_last_ping_when_its_token_expires() {
+    if !crate::tokens::ENABLED {
+        return;
+    }
+    // The default leeway (30 s) does not stretch the stream: it ends at
+    // `exp`, and the same token within the leeway gets a 401.
+    let mut h = Harness::new(&token_config(""));
+    let exp = START + 20.0;
+    let key = h.subscribe(
+        "/git",
+        &[("Cookie", &format!("pubsub_token={}", grant_token(exp)))],
+    );
+    let plain = h.subscribe("/git", &[]);
+    h.take(key);
+    h.take(plain);
+    h.advance(Duration::from_secs(19));
+    assert!(!h.closed.contains(&key), "open before exp");
+    h.take(key);
+    h.take(plain);
+    h.advance(Duration::from_secs(1));
+    let out = h.take(key);
+    let lines = stream_lines(&out);
+    assert_eq!(lines.len(), 1, "{out:?}");
+    assert_eq!(lines[0]["stillalive"], exp);
+    assert!(out.ends_with("0\r\n\r\n"), "{out:?}");
+    assert!(h.closed.contains(&key));
+    assert_eq!(h.hub.subscribers(), 1, "the stream without a token goes on");
+    // Reconnecting with the same token is refused from then on, though a
+    // publish would still be taken within the leeway.
+    let again = h.subscribe(
+        "/git",
+        &[("Cookie", &format!("pubsub_token={}", grant_token(exp)))],
+    );
+    assert_eq!(status_and_body(&h.take(again)).0, 401);
+}
+
+#[test]
+fn a_cookie_counts_only_without_an_origin_or_from_a_listed_one() {
+    if !crate::tokens::ENABLED {
+        return;
+    }
+    let config = token_config("").replace(
+        "clients: {",
+        "clients: {cors_origins: [\"*\", \"https://app.example\"], ",
+    );
+    let mut h = Harness::new(&config);
+    let cookie = format!("pubsub_token={}", grant_token(START + 600.0));
+    let from = |h: &mut Harness, origin: Option<&str>| {
+        let mut headers = vec![("Cookie", cookie.as_str())];
+        if let Some(origin) = origin {
+            headers.push(("Origin", origin));
+        }
+        let key = h.subscribe("/git", &headers);
+        assert!(h.take(key).starts_with("HTTP/1.1 200"));
+        key
+    };
+    let same_site = from(&mut h, None);
+    let listed = from(&mut h, Some("https://app.example"));
+    // Any other site's page (a WebSocket handshake is answered whatever
+    // its origin): the cookie is not looked at, "*" notwithstanding.
+    let other = from(&mut h, Some("https://evil.example"));
+    h.publish("/private/git/commit", r#"{"n": 1}"#);
+    h.publish("/git/commit", r#"{"n": 2}"#);
+    assert_eq!(numbers(&mut h, same_site), [1, 2]);
+    assert_eq!(numbers(&mut h, listed), [1, 2]);
+    assert_eq!(numbers(&mut h, other), [2]);
+    // The header is the page's own doing: it counts from any origin.
+    let bearer = format!("Bearer {}", grant_token(START + 600.0));
+    let key = h.subscribe(
+        "/git",
+        &[
+            ("Authorization", &bearer),
+            ("Origin", "https://evil.example"),
+        ],
+    );
+    h.take(key);
+    h.publish("/private/git/commit", r#"{"n": 3}"#);
+    assert_eq!(numbers(&mut h, key), [3]);
+}

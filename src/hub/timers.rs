@@ -1,7 +1,8 @@
 //! What the hub does when time passes: the ping tick (and the status
 //! page's sample), the backlog's age limit and its storage file's resync,
 //! and the connection deadlines the table reports due (a late request, a
-//! late LDAP or cluster answer, a stalled socket).
+//! late LDAP or cluster answer, a stalled socket, a stream's token that
+//! expires).
 //!
 //! Uses: `conns` (its deadlines), `history`, `stats`, `activity`.
 
@@ -9,6 +10,7 @@ use log::{debug, warn};
 
 use super::table::{Due, State};
 use super::Hub;
+use crate::event;
 use crate::stats::Drop;
 
 impl Hub {
@@ -40,7 +42,28 @@ impl Hub {
                     self.conns.doom(key);
                     self.stats.dropped(Drop::WriteTimeout);
                 }
+                Due::Expired { key } => self.token_expired(key),
             }
+        }
+    }
+
+    /// The token a stream was opened with has expired: a last ping (so the
+    /// client sees the stream was alive to the end), the stream's end,
+    /// and the connection closes once that is written.
+    fn token_expired(&mut self, key: usize) {
+        if !matches!(
+            self.conns.get(key).map(|c| c.state()),
+            Some(State::Stream(_))
+        ) {
+            return;
+        }
+        debug!("{key}: its token expired: ending the stream");
+        let cap = self.config.server.max_queued_bytes;
+        if self.conns.ping(key, &event::ping(self.clock.epoch()), cap) {
+            // A WebSocket's close: 1008, policy violation (RFC 6455 §7.4.1).
+            self.conns.end_stream(key, (1008, "token expired"));
+        } else {
+            self.stats.dropped(Drop::QueueFull);
         }
     }
 

@@ -14,6 +14,8 @@
 //! - `port`: `free_port`, for helpers that must be told their port
 //! - `pki`: throw-away certificates (rcgen)
 //! - `websocket`: a raw WebSocket client (`WsClient`)
+//! - `jwt` (feature `tokens`): throw-away keys and signed tokens, the
+//!   same file as the unit tests' (`src/tokens/test_keys.rs`)
 //!
 //! Invariants: every wait has a deadline (no unbounded loop, no fixed sleep
 //! where a condition can be polled); every process started here is stopped by
@@ -33,6 +35,10 @@ mod stopped;
 mod subscriber;
 mod wait;
 mod websocket;
+
+#[cfg(feature = "tokens")]
+#[path = "../../src/tokens/test_keys.rs"]
+pub mod jwt;
 
 // Each test binary uses some of these, none uses all.
 #[allow(unused_imports)]

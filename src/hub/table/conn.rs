@@ -53,6 +53,17 @@ pub struct BodyState {
 pub struct Parked {
     pub head: RequestHead,
     pub then: AfterAuth,
+    /// The expiry of the token that named the user being looked up.
+    pub until: Option<Instant>,
+}
+
+/// What a request's credentials allow, and until when.
+#[derive(Debug, Default)]
+pub struct Access {
+    pub grant: Option<Grant>,
+    /// When the token they came with stops being accepted: a stream
+    /// opened with it ends then (`None`: Basic credentials, or none).
+    pub until: Option<Instant>,
 }
 
 /// What a parked request goes on to do.

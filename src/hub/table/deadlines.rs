@@ -1,23 +1,26 @@
 //! Per-connection deadlines: the request being read (or the answer a
-//! parked request awaits) is due, or a socket has taken nothing for the
-//! write timeout. One heap of `(deadline, kind, key, serial)`; the
+//! parked request awaits) is due, a socket has taken nothing for the
+//! write timeout, or the token a stream was opened with expires. One heap of `(deadline, kind, key, serial)`; the
 //! connection's own fields say what is due, the heap only when to look,
 //! so stale entries (a closed or reused connection, a deadline that moved)
 //! are skipped when popped.
 //!
-//! Invariant: a connection with a request deadline has a request timer
-//! armed at or before it, and `request_timer` is the earliest one armed.
+//! Invariants: a connection with a request deadline has a request timer
+//! armed at or before it, and `request_timer` is the earliest one armed;
+//! a stream whose token expires has an expiry timer armed at that moment
+//! (`start_stream`; a connection is a stream once, so its serial names it).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use super::{Conn, ConnTable};
+use super::{Conn, ConnTable, State};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Request,
     Stall,
+    Expiry,
 }
 
 /// The timers armed for connections.
@@ -42,6 +45,11 @@ impl Heap {
         }
     }
 
+    /// Arms the end of a stream whose token expires at `until`.
+    pub(super) fn arm_expiry(&mut self, key: usize, serial: u64, until: Instant) {
+        self.arm(until, Kind::Expiry, key, serial);
+    }
+
     /// Arms the stall check of a connection whose socket would block.
     pub(super) fn arm_stall(&mut self, key: usize, conn: &mut Conn, write_timeout: Duration) {
         if !conn.stall_timer_armed {
@@ -60,6 +68,8 @@ pub enum Due {
     Request { key: usize, serial: u64 },
     /// The socket has taken nothing for `write_timeout` with output queued.
     Stall { key: usize },
+    /// The token this stream was opened with has expired.
+    Expired { key: usize },
 }
 
 impl ConnTable {
@@ -123,6 +133,12 @@ impl ConnTable {
                         continue;
                     }
                     return Some(Due::Stall { key });
+                }
+                Kind::Expiry => {
+                    // One stream per connection: the serial names it.
+                    if matches!(&conn.state, State::Stream(_)) {
+                        return Some(Due::Expired { key });
+                    }
                 }
             }
         }

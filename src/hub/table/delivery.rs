@@ -130,21 +130,20 @@ impl ConnTable {
     pub fn ping_all(&mut self, ping: &Ping, cap: usize) -> u64 {
         let mut dropped = 0;
         for (key, conn) in self.slab.iter_mut() {
-            let State::Stream(stream) = &mut conn.state else {
-                continue;
-            };
-            let frame = if stream.framing.is_gzip() {
-                let (frame, part) = ping.gzip_frame(stream.framing);
-                stream.gzip.append(&part);
-                frame
-            } else {
-                ping.frame(stream.framing)
-            };
-            if queue_frame(conn, key, frame, cap, &mut self.turn) == Queued::Dropped {
+            if ping_conn(conn, key, ping, cap, &mut self.turn) == Queued::Dropped {
                 dropped += 1;
             }
         }
         dropped
+    }
+
+    /// Queues the keep-alive to one subscriber (the last one of a stream
+    /// that is ending); false if that dropped it.
+    pub fn ping(&mut self, key: usize, ping: &Ping, cap: usize) -> bool {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return true;
+        };
+        ping_conn(conn, key, ping, cap, &mut self.turn) != Queued::Dropped
     }
 
     /// Queues an answer to the client (a WebSocket pong) under the same cap
@@ -171,6 +170,22 @@ impl ConnTable {
         }
         self.close_after_flush(key);
     }
+}
+
+/// Queues `ping` framed for `conn`, if it is a stream (a gzip stream's
+/// trailer counts it).
+fn ping_conn(conn: &mut Conn, key: usize, ping: &Ping, cap: usize, turn: &mut Turn) -> Queued {
+    let State::Stream(stream) = &mut conn.state else {
+        return Queued::No;
+    };
+    let frame = if stream.framing.is_gzip() {
+        let (frame, part) = ping.gzip_frame(stream.framing);
+        stream.gzip.append(&part);
+        frame
+    } else {
+        ping.frame(stream.framing)
+    };
+    queue_frame(conn, key, frame, cap, turn)
 }
 
 /// The frame of `line` for this subscriber; a gzip stream's trailer

@@ -159,7 +159,7 @@ impl ConnTable {
 
     /// Takes the next request (or the next piece of work) from the
     /// connection's buffer.
-    #[inline]
+    #[inline] // on every request; kept inlined (see `OutQueue::push`)
     pub fn next_request(&mut self, key: usize, limits: RequestLimits) -> Step {
         let Some(conn) = self.slab.get_mut(key) else {
             return Step::Wait;

@@ -16,7 +16,7 @@
 //! - `input_bytes` is the sum of every connection's `held_input`
 //!   (`input.rs`: the one place that counts, and `remove`);
 //! - a connection with a request deadline has a timer armed at or before
-//!   it (`deadlines.rs`).
+//!   it, and a stream with a token's expiry a timer at it (`deadlines.rs`).
 //!
 //! Layout: this file holds the table, state changes and the turn;
 //! `conn.rs` the connection and its states; `input.rs` reading and the
@@ -41,7 +41,7 @@ use crate::event::Frame;
 use crate::out_queue::{Flushed, OutQueue};
 use crate::topics::TopicIndex;
 
-pub use conn::{AfterAuth, BodyState, Conn, Parked, State, Stream};
+pub use conn::{Access, AfterAuth, BodyState, Conn, Parked, State, Stream};
 pub use deadlines::Due;
 pub use delivery::Replayed;
 use input::RESPONSE_HIGH_WATER;
@@ -239,7 +239,7 @@ impl ConnTable {
     /// Moves the connection to `next`, returning the state it leaves: the
     /// one way a state changes, so the topic index and the subscriber
     /// count follow every move into and out of `State::Stream`.
-    #[inline]
+    #[inline] // on every request; kept inlined (see `OutQueue::push`)
     pub fn set_state(&mut self, key: usize, next: State) -> Option<State> {
         let conn = self.slab.get_mut(key)?;
         Some(self.streams.transition(key, conn, next))
@@ -247,8 +247,15 @@ impl ConnTable {
 
     /// Makes the connection a live subscriber that has seen every event up
     /// to `last_seq`; its request buffers and deadline are dropped (but for
-    /// a WebSocket's, which may already hold its first frames).
-    pub fn start_stream(&mut self, key: usize, stream: Box<Stream>, last_seq: u64) {
+    /// a WebSocket's, which may already hold its first frames), and a
+    /// stream whose token expires at `until` gets a timer for it.
+    pub fn start_stream(
+        &mut self,
+        key: usize,
+        stream: Box<Stream>,
+        last_seq: u64,
+        until: Option<Instant>,
+    ) {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
@@ -259,6 +266,9 @@ impl ConnTable {
             conn.inbuf = Vec::new();
         }
         conn.last_event_seen = last_seq;
+        if let Some(until) = until {
+            self.deadlines.arm_expiry(key, conn.serial, until);
+        }
     }
 
     /// Takes the parked request of connection `key` if it is still the

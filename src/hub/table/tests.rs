@@ -80,7 +80,7 @@ fn states_moved_any_way_keep_index_and_count_together() {
         let key = keys.get(pick(keys.len())).copied();
         match (x % 11, key) {
             (0, _) | (_, None) => keys.push(table.open(peer(), false, now)),
-            (1, Some(k)) => table.start_stream(k, stream(["/a", "/b", "/a/b,c"][pick(3)]), 0),
+            (1, Some(k)) => table.start_stream(k, stream(["/a", "/b", "/a/b,c"][pick(3)]), 0, None),
             (2, Some(k)) => {
                 table.set_state(k, State::Head);
             }
