@@ -24,6 +24,9 @@ pub struct TlsFiles {
     /// The server's certificate (signed by `ca`, naming 127.0.0.1) and key.
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// pubsubd's `server.tls.record_layer` (`--tls-record-layer`);
+    /// `None`: its default.
+    pub record_layer: Option<String>,
 }
 
 /// The TLS port in `fanout-tls` and `tls-handshakes` (the plain port + 1).
@@ -452,6 +455,7 @@ fn fanout_tls(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &m
                     port: spec.port + TLS_PORT_OFFSET,
                     cert: files.cert.clone(),
                     key: files.key.clone(),
+                    record_layer: files.record_layer.clone(),
                 }),
                 ..tuning.clone()
             };
@@ -503,6 +507,7 @@ fn tls_handshakes(opts: &CompareOpts, tuning: &Tuning, started: Instant, results
                 port: spec.port + TLS_PORT_OFFSET,
                 cert: files.cert.clone(),
                 key: files.key.clone(),
+                record_layer: files.record_layer.clone(),
             }),
             ..tuning.clone()
         };

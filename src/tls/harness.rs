@@ -133,7 +133,10 @@ impl Rfc {
         }
         match content_type {
             APPLICATION_DATA => {
-                self.key_updates_in_a_row = 0;
+                // Only data counts between KeyUpdates, not empty records.
+                if !content.is_empty() {
+                    self.key_updates_in_a_row = 0;
+                }
                 self.delivered.extend_from_slice(content);
                 Ok(false)
             }

@@ -79,7 +79,8 @@ const USER_CANCELED: u8 = 90;
 pub(super) const KEY_UPDATE_NOT_REQUESTED: [u8; 5] = [KEY_UPDATE, 0, 0, 1, 0];
 
 /// KeyUpdates a peer may send in a row without application data between
-/// them (rustls and BoringSSL allow 32); the next is `unexpected_message`.
+/// them (rustls and BoringSSL allow 32; here, empty records do not count
+/// as data); the next is `unexpected_message`.
 pub const MAX_KEY_UPDATES_IN_A_ROW: u8 = 32;
 /// user_canceled alerts accepted over a connection (rustls: 4 warnings).
 const MAX_USER_CANCELED: u8 = 4;
@@ -291,7 +292,8 @@ pub struct RecordLayer<K = KernelConnection<ServerConnectionData>> {
     pub(super) records_per_key: u64,
     /// The peer asked for a KeyUpdate: this side's goes first next time.
     update_owed: bool,
-    /// KeyUpdates received since the last application data record.
+    /// KeyUpdates received since the last record of application data
+    /// that was not empty.
     key_updates_in_a_row: u8,
     user_canceled: u8,
     /// The first bytes of a handshake message that goes on in the next
@@ -591,7 +593,11 @@ impl<K: KeySchedule> RecordLayer<K> {
             }
             match content_type {
                 APPLICATION_DATA => {
-                    self.key_updates_in_a_row = 0;
+                    // Empty records do not count as data between KeyUpdates:
+                    // they would let a peer have keys derived for nothing.
+                    if !content.is_empty() {
+                        self.key_updates_in_a_row = 0;
+                    }
                     deliver(content);
                 }
                 ALERT => opened.closed = self.alert(content)?,
@@ -839,8 +845,11 @@ mod tests {
         wire.extend(sealed(&mut peer, b"data"));
         wire.extend(burst(&mut peer, 32));
         assert_eq!(open(&mut us, &mut wire).ok().expect("open").0, b"data");
-        // The 33rd in a row is not.
-        let mut wire = burst(&mut peer, 1);
+        // The 33rd in a row is not, empty application data between or not.
+        let mut wire = sealed(&mut peer, b"");
+        peer.seal_message(APPLICATION_DATA, b"", &mut wire)
+            .expect("an empty record");
+        wire.extend(burst(&mut peer, 1));
         assert_eq!(alert_of(open(&mut us, &mut wire)), UNEXPECTED_MESSAGE);
     }
 
