@@ -41,8 +41,6 @@
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use rustls::kernel::KernelConnection;
@@ -214,11 +212,26 @@ impl Drop for RingKey {
     }
 }
 
-/// Milliseconds on a process-wide monotonic clock. It wraps after 49 days;
-/// only short differences are used.
+/// Milliseconds on the monotonic clock, wrapping every 49 days: only short
+/// differences are used. Read on every write, so the cheapest clock there
+/// is (Linux's coarse one: a few milliseconds of resolution, no `rdtsc`),
+/// and no `Instant` arithmetic.
 fn clock_ms() -> u32 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u32
+    #[cfg(target_os = "linux")]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
+    #[cfg(not(target_os = "linux"))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the struct it is given and nothing else;
+    // it cannot fail for a monotonic clock (if it did, `now` stays zero and
+    // a key is merely kept or wiped early).
+    unsafe { libc::clock_gettime(CLOCK, &mut now) };
+    (now.tv_sec as u32)
+        .wrapping_mul(1000)
+        .wrapping_add((now.tv_nsec / 1_000_000) as u32)
 }
 
 /// One direction's key: raw key and IV, where its sequence stands, and
@@ -243,6 +256,7 @@ impl Direction {
 
     /// Marks the direction used at `now`; true if it was used shortly
     /// before (then its expanded key is worth keeping).
+    #[inline]
     fn touch(&mut self, now: u32) -> bool {
         let warm = now.wrapping_sub(self.used_at) < WARM_MS;
         self.used_at = now;
@@ -250,6 +264,7 @@ impl Direction {
     }
 
     /// Wipes ring's expanded key unless the direction is busy.
+    #[inline]
     fn cool_down(&mut self, warm: bool) {
         if !warm {
             self.expanded = None;
@@ -257,9 +272,10 @@ impl Direction {
     }
 
     /// ring's key, expanded if it is not at hand.
+    #[inline]
     fn key(&mut self, aead: &'static aead::Algorithm) -> io::Result<&LessSafeKey> {
         if self.expanded.is_none() {
-            self.expanded = Some(Box::new(RingKey::new(aead, &self.keys)?));
+            self.expand(aead)?;
         }
         match &self.expanded {
             Some(key) => Ok(key.get()),
@@ -267,7 +283,14 @@ impl Direction {
         }
     }
 
+    #[cold]
+    fn expand(&mut self, aead: &'static aead::Algorithm) -> io::Result<()> {
+        self.expanded = Some(Box::new(RingKey::new(aead, &self.keys)?));
+        Ok(())
+    }
+
     /// The next record's nonce: the IV XOR its sequence number (§5.3).
+    #[inline]
     fn next_nonce(&mut self) -> io::Result<Nonce> {
         let mut nonce = self.keys.iv;
         for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
