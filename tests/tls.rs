@@ -1167,6 +1167,15 @@ impl Cli {
         self.seen.iter().filter(|l| from_server(l)).count()
     }
 
+    /// Waits for gnutls-cli to say how the connection ended, and asserts
+    /// it was with close_notify.
+    fn assert_clean_end(&mut self) {
+        let end = self.wait("the end", |l| {
+            l.starts_with("- Peer has") || l.starts_with("***")
+        });
+        assert_eq!(end, GNUTLS_CLEAN_END, "{}", self.tail());
+    }
+
     /// The last lines read, each cut to 200 characters.
     fn tail(&self) -> String {
         let from = self.seen.len().saturating_sub(30);
@@ -1324,10 +1333,7 @@ fn streams_end_with_close_notify_on_shutdown(layer: Layer) {
     srv.signal("TERM");
     assert_eq!(sub.next_chunk(T).expect("the last chunk"), None);
     assert!(sub.ends_with_close_notify(T), "rustls: no close_notify");
-    let end = gnutls.wait("the end", |l| {
-        l.starts_with("- Peer has") || l.starts_with("***")
-    });
-    assert_eq!(end, GNUTLS_CLEAN_END, "{}", gnutls.tail());
+    gnutls.assert_clean_end();
     assert!(
         srv.wait_exit(T).is_some_and(|s| s.success()),
         "{}",
@@ -1392,10 +1398,7 @@ fn a_dropped_slow_subscriber_gets_whole_records_then_close_notify(layer: Layer) 
         sub.ends_with_close_notify(T),
         "rustls: no close_notify after {n} events"
     );
-    let end = gnutls.wait("the end", |l| {
-        l.starts_with("- Peer has") || l.starts_with("***")
-    });
-    assert_eq!(end, GNUTLS_CLEAN_END, "{}", gnutls.tail());
+    gnutls.assert_clean_end();
     assert!(
         !gnutls.seen.iter().any(|l| l.contains("Error")),
         "{}",

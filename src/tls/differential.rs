@@ -23,31 +23,13 @@ use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::crypto::cipher::{MessageEncrypter, OutboundChunks, OutboundPlainMessage};
 use rustls::kernel::KernelConnection;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError, UnbufferedStatus};
+use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use rustls::{
     ConnectionTrafficSecrets, ContentType, ProtocolVersion, SupportedCipherSuite, Tls13CipherSuite,
 };
 
 use super::records::{KeyBytes, KeySchedule, Opened, RecordLayer, KEY_UPDATE, MAX_FRAGMENT};
-
-/// Appends what `encode` writes to `out`, growing it as rustls asks.
-fn encode_into(out: &mut Vec<u8>, mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>) {
-    let start = out.len();
-    let mut room = 4096;
-    loop {
-        out.resize(start + room, 0);
-        match encode(&mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return;
-            }
-            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                room = required_size
-            }
-            Err(e) => panic!("encode: {e}"),
-        }
-    }
-}
+use super::transport::encode_into;
 
 /// Runs one side of the handshake until it waits for the other: what it
 /// sends goes to `out`, what it takes is removed from `input`. True once
@@ -59,7 +41,7 @@ macro_rules! drive {
             let UnbufferedStatus { discard, state } = $conn.process_tls_records(&mut $input[..]);
             let stop = match state.expect("TLS handshake") {
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    encode_into($out, |buf| encode.encode(buf));
+                    encode_into($out, |buf| encode.encode(buf)).expect("encode");
                     false
                 }
                 ConnectionState::TransmitTlsData(transmit) => {

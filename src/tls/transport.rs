@@ -910,7 +910,7 @@ fn records_size(plaintext: usize) -> usize {
 }
 
 /// Appends what `encode` writes to `out`, growing it as rustls asks.
-fn encode_into(
+pub(super) fn encode_into(
     out: &mut Vec<u8>,
     mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
 ) -> io::Result<()> {
