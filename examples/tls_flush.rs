@@ -40,12 +40,7 @@ fn main() -> Result<(), String> {
     let (cert, key) = pki::self_signed();
     std::fs::write(dir.join("cert.pem"), &cert).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("key.pem"), &key).map_err(|e| e.to_string())?;
-    let tls = TlsConfig {
-        port: 0,
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-        chain: None,
-    };
+    let tls = TlsConfig::new(0, dir.join("cert.pem"), dir.join("key.pem"));
     let server_config = load_config(&tls)?;
     let _ = std::fs::remove_dir_all(&dir);
 

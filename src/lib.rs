@@ -108,8 +108,12 @@ pub fn check(config: &Config) -> Result<Vec<String>, StartError> {
     let mut lines = vec![format!("listening on {}:{}", server.bind, server.port)];
     if let Some(tls) = &server.tls {
         tls::load_config(tls).map_err(StartError::Tls)?;
+        let layer = match tls.record_layer {
+            config::RecordLayerKind::Compact => "compact record layer",
+            config::RecordLayerKind::Rustls => "rustls record layer",
+        };
         lines.push(format!(
-            "TLS on port {} with {}",
+            "TLS on port {} with {} ({layer})",
             tls.port,
             tls.cert.display()
         ));

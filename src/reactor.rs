@@ -52,6 +52,8 @@ pub struct Reactor {
     config_file: Option<std::path::PathBuf>,
     /// Each connection's socket, at the hub's key for it.
     sockets: Vec<Option<Transport>>,
+    /// Closed connections still sending what TLS owes (close_notify).
+    closing: tls::Closing,
     hub: Hub,
     scratch: Box<[u8]>,
     accept_paused_until: Option<Instant>,
@@ -98,6 +100,7 @@ impl Reactor {
             control,
             config_file: None,
             sockets: Vec::new(),
+            closing: tls::Closing::default(),
             hub,
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             accept_paused_until: None,
@@ -129,7 +132,7 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         loop {
             self.take_requests();
-            if self.hub.shutdown_complete() {
+            if self.hub.shutdown_complete() && self.closing.is_empty() {
                 return Ok(());
             }
             let timeout = self.poll_timeout(Instant::now());
@@ -203,9 +206,12 @@ impl Reactor {
             }
             Ok(flushed)
         });
+        let now = Instant::now();
+        self.closing.retry(now);
         for key in self.hub.close_doomed() {
             if let Some(mut socket) = self.sockets.get_mut(key).and_then(Option::take) {
                 let _ = self.poll.registry().deregister(socket.socket());
+                self.closing.close(socket, now);
             }
         }
     }
@@ -216,6 +222,9 @@ impl Reactor {
         }
         let mut next = self.hub.next_deadline();
         if let Some(t) = self.accept_paused_until {
+            next = next.min(t);
+        }
+        if let Some(t) = self.closing.next_retry(now) {
             next = next.min(t);
         }
         // Round up so a wake-up is never a millisecond early.

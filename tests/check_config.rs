@@ -94,6 +94,7 @@ clients:
     for want in [
         "backlog of 100 events",
         "TLS on port",
+        "(compact record layer)",
         "admin listener on 127.0.0.1:",
         "LDAP: ldap://127.0.0.1:",
         "ACL: 1 users",

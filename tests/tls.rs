@@ -5,15 +5,23 @@
 //! clients; SIGHUP swaps the certificate for new connections while old
 //! streams go on; the chain file is served; asfpy listens over HTTPS.
 //! After a TLS 1.3 handshake the server seals and opens records itself
-//! (src/tls/records.rs): curl streams over each TLS 1.3 cipher suite (and
-//! TLS 1.2, which stays on rustls), `openssl s_client` key updates in
-//! both directions keep a stream going, and hostile records after the
+//! (src/tls/records.rs) unless `record_layer: rustls`: every test here runs
+//! on both layers (`compact::…` and `rustls_layer::…`). curl streams over
+//! each TLS 1.3 cipher suite (and TLS 1.2, which stays on rustls); OpenSSL
+//! (`s_client`) and GnuTLS (`gnutls-cli`) update their keys, alone or
+//! asking the server to, before a request and between keep-alive requests
+//! (issue 23's bug: before the server's first write) and keep their
+//! streams; with `testing_records_per_key`, OpenSSL, GnuTLS and curl cross
+//! the server's own key updates; streams end with close_notify on
+//! shutdown, on a timeout, after `Connection: close`, and when a slow
+//! subscriber is dropped (whole records first); hostile records after the
 //! handshake close only their own connection; chromium (BoringSSL)
 //! receives Server-Sent Events over TLS (tests/browser/sse_tls.mjs);
 //! Python's `websockets` subscribes over `wss://`.
 //!
 //! Certificates come from throw-away CAs made at test time (the harness's
-//! `Ca`, tests/common/pki.rs) and written to the test's own temp dir. curl children are killed by PID.
+//! `Ca`, tests/common/pki.rs) and written to the test's own temp dir.
+//! Clients are killed by PID.
 #![cfg(feature = "tls")] // TLS listeners
 
 mod common;
@@ -33,16 +41,49 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------------------
 // certificates
 
-/// Files of one test: `ca.pem`, `cert.pem`, `key.pem` (and more) in a temp dir.
+/// Who seals and opens a TLS 1.3 connection's records after the
+/// handshake (`server.tls.record_layer`): every test runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Compact,
+    Rustls,
+}
+
+impl Layer {
+    fn yaml(self) -> &'static str {
+        match self {
+            Layer::Compact => "compact",
+            Layer::Rustls => "rustls",
+        }
+    }
+}
+
+/// Each test, once on each record layer: `compact::NAME` (the default
+/// layer) and `rustls_layer::NAME` (`record_layer: rustls`).
+macro_rules! on_both_record_layers {
+    ($($(#[$attr:meta])* $name:ident,)*) => {
+        mod compact {
+            $( $(#[$attr])* #[test] fn $name() { super::$name(super::Layer::Compact) } )*
+        }
+        mod rustls_layer {
+            $( $(#[$attr])* #[test] fn $name() { super::$name(super::Layer::Rustls) } )*
+        }
+    };
+}
+
+/// Files of one test: `ca.pem`, `cert.pem`, `key.pem` (and more) in a temp
+/// dir; and the record layer its servers use.
 struct Pki {
     dir: TempDir,
+    layer: Layer,
 }
 
 impl Pki {
     /// A fresh CA and a leaf for it, written out.
-    fn new() -> (Pki, Ca) {
+    fn new(layer: Layer) -> (Pki, Ca) {
         let pki = Pki {
             dir: TempDir::new(),
+            layer,
         };
         let ca = Ca::new("A");
         pki.install(&ca, "ca.pem");
@@ -69,9 +110,10 @@ impl Pki {
     /// `tls:` settings naming files of this dir.
     fn yaml(&self, cert: &str, key: &str, chain: Option<&str>) -> String {
         let mut y = format!(
-            "tls: {{port: 0, cert: \"{}\", key: \"{}\"",
+            "tls: {{port: 0, cert: \"{}\", key: \"{}\", record_layer: {}",
             self.path(cert).display(),
-            self.path(key).display()
+            self.path(key).display(),
+            self.layer.yaml()
         );
         if let Some(chain) = chain {
             y += &format!(", chain: \"{}\"", self.path(chain).display());
@@ -322,6 +364,33 @@ impl TlsClient {
         Ok((size > 0).then_some(data))
     }
 
+    /// Reads (and drops) everything up to the end of the connection: true
+    /// if it ended with close_notify, false if TCP ended without it (rustls
+    /// reports that as an unexpected EOF) or TLS failed.
+    fn ends_with_close_notify(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        self.buf.clear();
+        let mut tmp = [0u8; 16 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the connection did not end within {timeout:?}"
+            );
+            self.tls
+                .sock
+                .set_read_timeout(Some(left))
+                .expect("read timeout");
+            match self.tls.read(&mut tmp) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// The next event (pings skipped); panics after `timeout`.
     fn next_event(&mut self, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
@@ -342,9 +411,8 @@ impl TlsClient {
 // ---------------------------------------------------------------------------
 // tests
 
-#[test]
-fn curl_subscribes_and_publishes_over_tls() {
-    let (pki, _ca) = Pki::new();
+fn curl_subscribes_and_publishes_over_tls(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
     let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
     let ca = pki.path("ca.pem");
     let stream = CurlStream::open(&ca, &format!("https://{tls}/tls/topic"));
@@ -393,9 +461,8 @@ fn curl_subscribes_and_publishes_over_tls() {
     assert_eq!(st.code(), Some(60), "an unknown CA must not verify");
 }
 
-#[test]
-fn large_publish_with_100_continue_over_tls() {
-    let (pki, _ca) = Pki::new();
+fn large_publish_with_100_continue_over_tls(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
     let (_srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
     let ca_pem = pki.read("ca.pem");
     let mut sub = TlsClient::subscribe(tls, &ca_pem, "/big");
@@ -438,9 +505,8 @@ fn large_publish_with_100_continue_over_tls() {
     check_event_meta(&v, &["big"], "/big");
 }
 
-#[test]
-fn pings_over_tls() {
-    let (pki, _ca) = Pki::new();
+fn pings_over_tls(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
     let (_srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "ping_interval: 0.2");
     let mut sub = TlsClient::subscribe(tls, &pki.read("ca.pem"), "/quiet");
     let start = Instant::now();
@@ -483,9 +549,8 @@ fn start_fails(tls_yaml: &str, needle: &str) -> (ExitStatus, String) {
     }
 }
 
-#[test]
-fn a_key_that_does_not_fit_the_certificate_stops_startup() {
-    let (pki, ca) = Pki::new();
+fn a_key_that_does_not_fit_the_certificate_stops_startup(layer: Layer) {
+    let (pki, ca) = Pki::new(layer);
     let (_other_cert, other_key) = ca.leaf();
     pki.dir.write("other.key", &other_key);
     let key = pki.path("other.key").display().to_string();
@@ -496,9 +561,8 @@ fn a_key_that_does_not_fit_the_certificate_stops_startup() {
     assert!(!log.contains("listening for TLS"), "{log}");
 }
 
-#[test]
-fn a_missing_certificate_or_key_file_stops_startup() {
-    let (pki, _ca) = Pki::new();
+fn a_missing_certificate_or_key_file_stops_startup(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
     for (cert, key, missing) in [
         ("nope-cert.pem", "key.pem", "nope-cert.pem"),
         ("cert.pem", "nope-key.pem", "nope-key.pem"),
@@ -511,9 +575,8 @@ fn a_missing_certificate_or_key_file_stops_startup() {
     }
 }
 
-#[test]
-fn stalled_garbage_and_truncated_handshakes_do_not_disturb_others() {
-    let (pki, _ca) = Pki::new();
+fn stalled_garbage_and_truncated_handshakes_do_not_disturb_others(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
     let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "request_timeout: 2");
     let ca_pem = pki.read("ca.pem");
     let mut sub = TlsClient::subscribe(tls, &ca_pem, "/h");
@@ -571,9 +634,8 @@ fn stalled_garbage_and_truncated_handshakes_do_not_disturb_others() {
     assert_eq!(sub2.next_event(Duration::from_secs(1))["n"], json!(6));
 }
 
-#[test]
-fn sighup_swaps_the_certificate_for_new_connections_only() {
-    let (pki, ca_a) = Pki::new();
+fn sighup_swaps_the_certificate_for_new_connections_only(layer: Layer) {
+    let (pki, ca_a) = Pki::new(layer);
     let (mut srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
     let pem_a = ca_a.pem.clone();
     let mut old = TlsClient::subscribe(tls, &pem_a, "/hup");
@@ -622,10 +684,10 @@ fn sighup_swaps_the_certificate_for_new_connections_only() {
     }
 }
 
-#[test]
-fn the_chain_file_is_sent_with_the_certificate() {
+fn the_chain_file_is_sent_with_the_certificate(layer: Layer) {
     let pki = Pki {
         dir: TempDir::new(),
+        layer,
     };
     let root = Ca::new("root");
     let inter = root.intermediate("I");
@@ -665,11 +727,11 @@ fn the_chain_file_is_sent_with_the_certificate() {
 // ---------------------------------------------------------------------------
 // asfpy over HTTPS
 
-fn asfpy_over_https(mode: &str, ca_env: &str) {
+fn asfpy_over_https(layer: Layer, mode: &str, ca_env: &str) {
     let Some(py) = python_with(&format!("asfpy_over_https({mode})"), &["asfpy"]) else {
         return;
     };
-    let (pki, _ca) = Pki::new();
+    let (pki, _ca) = Pki::new(layer);
     let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "ping_interval: 1");
     let url = format!("https://{tls}/asf");
     let (mut child, rx) = spawn_lines(
@@ -706,26 +768,23 @@ fn asfpy_over_https(mode: &str, ca_env: &str) {
     assert!(st.success(), "asfpy exit status {st:?}");
 }
 
-#[test]
-fn asfpy_listen_over_https() {
+fn asfpy_listen_over_https(layer: Layer) {
     // aiohttp verifies with ssl.create_default_context(), which honours SSL_CERT_FILE
-    asfpy_over_https("listen", "SSL_CERT_FILE");
+    asfpy_over_https(layer, "listen", "SSL_CERT_FILE");
 }
 
-#[test]
-fn asfpy_deprecated_listener_over_https() {
+fn asfpy_deprecated_listener_over_https(layer: Layer) {
     // requests verifies with certifi unless REQUESTS_CA_BUNDLE names a bundle
-    asfpy_over_https("listener", "REQUESTS_CA_BUNDLE");
+    asfpy_over_https(layer, "listener", "REQUESTS_CA_BUNDLE");
 }
 
 /// `wss://`: Python's `websockets` library on the TLS port, with
 /// permessage-deflate (nothing special beyond the transport).
-#[test]
-fn python_websockets_over_wss() {
+fn python_websockets_over_wss(layer: Layer) {
     let Some(py) = python_with("python_websockets_over_wss", &["websockets.sync.client"]) else {
         return;
     };
-    let (pki, _ca) = Pki::new();
+    let (pki, _ca) = Pki::new(layer);
     let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
     let ca = pki.path("ca.pem");
     let url = format!("wss://{tls}/wss");
@@ -756,9 +815,8 @@ fn python_websockets_over_wss() {
 
 /// `/metrics` counts completed and failed TLS handshakes.
 #[cfg(feature = "admin")]
-#[test]
-fn handshakes_are_counted_in_metrics() {
-    let (pki, _ca) = Pki::new();
+fn handshakes_are_counted_in_metrics(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
     let (srv, tls) = tls_server(
         &pki.yaml("cert.pem", "key.pem", None),
         "admin: {bind: 127.0.0.1, port: 0}",
@@ -789,9 +847,8 @@ fn handshakes_are_counted_in_metrics() {
 /// come back: every one resumes its session. (With rustls's default
 /// 256-entry server-side session cache, holding two tickets per client,
 /// the first ~170 would fall back to a full handshake.)
-#[test]
-fn many_clients_resume_their_sessions() {
-    let (pki, _ca) = Pki::new();
+fn many_clients_resume_their_sessions(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
     let (_srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
     let ca_pem = pki.read("ca.pem");
     let configs: Vec<Arc<rustls::ClientConfig>> =
@@ -822,9 +879,8 @@ fn many_clients_resume_their_sessions() {
     assert_eq!(resumed, configs.len(), "sessions resumed");
 }
 
-#[test]
-fn curl_streams_over_every_tls13_cipher_suite_and_tls12() {
-    let (pki, _ca) = Pki::new();
+fn curl_streams_over_every_tls13_cipher_suite_and_tls12(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
     let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
     let ca = pki.path("ca.pem");
     let url = format!("https://{tls}/suites");
@@ -866,126 +922,453 @@ fn curl_streams_over_every_tls13_cipher_suite_and_tls12() {
     }
 }
 
-/// `openssl s_client` with stdin piped (its command letters need an
-/// open stdin), stdout and stderr as channels of lines.
-struct SClient {
+/// An interactive TLS client: `openssl s_client` or `gnutls-cli`, stdin
+/// piped (its commands need an open stdin), every line it prints on stdout
+/// or stderr in one channel; or `curl -v`, for what it prints. Killed by
+/// PID on drop.
+struct Cli {
+    kind: Kind,
     child: Reaped,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    seen: Vec<String>,
 }
 
-impl SClient {
-    fn connect(addr: SocketAddr, ca: &Path) -> SClient {
-        let mut child = Command::new("openssl")
-            .args([
-                "s_client",
-                "-tls1_3",
-                "-crlf",
-                // Non-blocking: a blocking SSL_read that has just taken a
-                // post-handshake message waits for the next application
-                // record, and stdin (the command letters) with it.
-                "-nbio",
-                "-connect",
-                &addr.to_string(),
-                "-CAfile",
-            ])
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    OpenSsl,
+    GnuTls,
+    Curl,
+}
+
+/// Which side a client's KeyUpdate moves: its own keys only (`k`,
+/// `^rekey1^`), or the server's too (`K`, `^rekey^`: update_requested).
+#[derive(Debug, Clone, Copy)]
+enum Update {
+    Own,
+    Both,
+}
+
+impl Cli {
+    fn openssl(addr: SocketAddr, ca: &Path) -> Cli {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_client", "-tls1_3", "-crlf"])
+            // Non-blocking: a blocking SSL_read that has just taken a
+            // post-handshake message waits for the next application
+            // record, and stdin (the command letters) with it.
+            .arg("-nbio")
+            // Every TLS message, KeyUpdate from the server included.
+            .arg("-msg")
+            .args(["-connect", &addr.to_string(), "-CAfile"])
+            .arg(ca);
+        Cli::spawn(Kind::OpenSsl, &mut cmd)
+    }
+
+    fn gnutls(addr: SocketAddr, ca: &Path) -> Cli {
+        let mut cmd = Command::new("gnutls-cli");
+        cmd.arg("--x509cafile")
             .arg(ca)
+            .args(["-p", &addr.port().to_string(), &addr.ip().to_string()])
+            // ^rekey^ and ^rekey1^ on lines of their own (so no --crlf,
+            // which would make them data); -d 4 logs each KeyUpdate.
+            .args(["--inline-commands", "-d", "4"]);
+        Cli::spawn(Kind::GnuTls, &mut cmd)
+    }
+
+    fn curl(ca: &Path, url: &str) -> Cli {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-N",
+            "-v",
+            "--max-time",
+            "60",
+            "--noproxy",
+            "*",
+            "--cacert",
+        ])
+        .arg(ca)
+        .arg(url);
+        Cli::spawn(Kind::Curl, &mut cmd)
+    }
+
+    fn spawn(kind: Kind, cmd: &mut Command) -> Cli {
+        let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("spawn openssl s_client");
-        let lines = |from: Box<dyn Read + Send>| {
-            let (tx, rx) = mpsc::channel();
+            .unwrap_or_else(|e| panic!("spawn {cmd:?} (gnutls-bin, openssl, curl: .ci/run): {e}"));
+        let (tx, rx) = mpsc::channel();
+        let forward = |from: Box<dyn Read + Send>| {
+            let tx = tx.clone();
             std::thread::spawn(move || {
-                for line in io::BufRead::lines(io::BufReader::new(from)).map_while(Result::ok) {
+                for line in io::BufRead::split(io::BufReader::new(from), b'\n') {
+                    let Ok(line) = line else { break };
+                    let line = String::from_utf8_lossy(&line).trim_end().to_string();
                     if tx.send(line).is_err() {
                         break;
                     }
                 }
             });
-            rx
         };
-        let stdout = lines(Box::new(child.stdout.take().expect("stdout")));
-        let stderr = lines(Box::new(child.stderr.take().expect("stderr")));
-        SClient {
+        forward(Box::new(child.stdout.take().expect("stdout")));
+        forward(Box::new(child.stderr.take().expect("stderr")));
+        Cli {
+            kind,
             child: Reaped(child),
-            stdout,
-            stderr,
+            lines: rx,
+            seen: Vec::new(),
         }
     }
 
-    /// Types a line (s_client sends it with CRLF, or acts on a command
-    /// letter).
-    fn type_line(&mut self, line: &str) {
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Sends one line of the protocol, CRLF-terminated on the wire.
+    fn line(&mut self, text: &str) {
         let stdin = self.child.0.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{line}").expect("type into s_client");
+        match self.kind {
+            // s_client -crlf turns LF into CRLF.
+            Kind::OpenSsl => writeln!(stdin, "{text}"),
+            Kind::GnuTls => write!(stdin, "{text}\r\n"),
+            Kind::Curl => unreachable!("curl takes no input"),
+        }
+        .expect("type into the client");
         stdin.flush().expect("flush");
     }
 
-    /// Waits for the event with this `n` among the lines s_client prints.
-    fn wait_event(&self, n: u64) {
+    /// A request: its lines, then an empty one.
+    fn request(&mut self, lines: &[&str]) {
+        for l in lines {
+            self.line(l);
+        }
+        self.line("");
+    }
+
+    /// `PUT path` with a JSON body on this connection (kept alive); the
+    /// body's line end is part of the body (JSON allows it).
+    fn publish(&mut self, path: &str, body: &Value) {
+        let body = body.to_string();
+        let length = format!("Content-Length: {}", body.len() + 2);
+        self.request(&[&format!("PUT {path} HTTP/1.1"), "Host: localhost", &length]);
+        self.line(&body);
+    }
+
+    /// Sends a KeyUpdate and waits until the client has written it (s_client
+    /// says KEYUPDATE before it writes; -msg traces the write).
+    fn key_update(&mut self, update: Update) {
+        const SENT: &str = ">>> TLS 1.3, Handshake [length 0005], KeyUpdate";
+        let (command, said) = match (self.kind, update) {
+            (Kind::OpenSsl, Update::Own) => ("k", SENT),
+            (Kind::OpenSsl, Update::Both) => ("K", SENT),
+            (Kind::GnuTls, Update::Own) => ("^rekey1^", "Rekey was completed"),
+            (Kind::GnuTls, Update::Both) => ("^rekey^", "Rekey was completed"),
+            (Kind::Curl, _) => unreachable!("curl takes no input"),
+        };
+        let stdin = self.child.0.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{command}").expect("type into the client");
+        stdin.flush().expect("flush");
+        self.wait(said, |l| l.contains(said));
+    }
+
+    /// Waits (bounded) for a line `matches`; returns it.
+    fn wait(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + T;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .stdout
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("s_client printed no event {n}: {e}"));
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["n"] == json!(n) {
-                    return;
-                }
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|e| {
+                panic!(
+                    "{:?} never printed {what} ({e}); it printed:\n{}",
+                    self.kind,
+                    self.tail()
+                )
+            });
+            let found = matches(&line);
+            self.seen.push(line);
+            if found {
+                return self.seen.last().cloned().unwrap_or_default();
             }
         }
     }
 
-    /// Waits for a line on stderr containing `needle`.
-    fn wait_stderr(&self, needle: &str) {
+    /// Waits for the event with this `n`.
+    fn wait_event(&mut self, n: u64) {
+        self.wait(&format!("event {n}"), |l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v["n"] == json!(n))
+        });
+    }
+
+    /// Waits (bounded) until at least `n` KeyUpdates from the server have
+    /// been printed (stdout and stderr come in no set order); returns how
+    /// many there are.
+    fn wait_server_key_updates(&mut self, n: usize) -> usize {
         let deadline = Instant::now() + T;
-        loop {
+        while self.server_key_updates() < n {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .stderr
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("s_client never said {needle:?}: {e}"));
-            if line.contains(needle) {
-                return;
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => break,
             }
         }
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.server_key_updates()
+    }
+
+    /// The KeyUpdates from the server among the lines read so far.
+    fn server_key_updates(&self) -> usize {
+        let from_server = |l: &str| match self.kind {
+            Kind::OpenSsl => l.starts_with("<<< TLS 1.3, Handshake [length 0005], KeyUpdate"),
+            Kind::GnuTls => l.contains("received TLS 1.3 key update"),
+            Kind::Curl => l.contains("TLSv1.3 (IN), TLS handshake, Key update"),
+        };
+        self.seen.iter().filter(|l| from_server(l)).count()
+    }
+
+    /// Waits for gnutls-cli to say how the connection ended, and asserts
+    /// it was with close_notify.
+    fn assert_clean_end(&mut self) {
+        let end = self.wait("the end", |l| {
+            l.starts_with("- Peer has") || l.starts_with("***")
+        });
+        assert_eq!(end, GNUTLS_CLEAN_END, "{}", self.tail());
+    }
+
+    /// The last lines read, each cut to 200 characters.
+    fn tail(&self) -> String {
+        let from = self.seen.len().saturating_sub(30);
+        let cut = |l: &String| l.chars().take(200).collect::<String>();
+        self.seen[from..]
+            .iter()
+            .map(cut)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
-#[test]
-fn openssl_key_updates_both_ways_keep_a_stream_going() {
-    let (pki, _ca) = Pki::new();
+fn openssl_key_updates_both_ways_keep_a_stream_going(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
     let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
-    let mut client = SClient::connect(tls, &pki.path("ca.pem"));
-    client.type_line("GET /ku HTTP/1.1\nHost: localhost\n");
+    let mut client = Cli::openssl(tls, &pki.path("ca.pem"));
+    client.request(&["GET /ku HTTP/1.1", "Host: localhost"]);
     srv.wait_subscribers(1, T);
     srv.publish_ok("/ku", &json!({"n": 1}));
     client.wait_event(1);
 
     // K: a KeyUpdate asking the server to update too; the server's next
-    // records are sealed under its new key.
-    client.type_line("K");
-    client.wait_stderr("KEYUPDATE");
+    // records are sealed under its new key. (Event 2 may be sealed before
+    // the server reads K, which comes on another socket; by event 3, K has
+    // long been there: s_client wrote it before it read event 2.)
+    client.key_update(Update::Both);
     srv.publish_ok("/ku", &json!({"n": 2}));
     client.wait_event(2);
+    srv.publish_ok("/ku", &json!({"n": 3}));
+    client.wait_event(3);
+    assert_eq!(
+        client.wait_server_key_updates(1),
+        1,
+        "the server answered K:\n{}",
+        client.tail()
+    );
 
     // k: the client alone moves on; then a line sealed under its new key
     // (a streaming connection reads and ignores it).
-    client.type_line("k");
-    client.wait_stderr("KEYUPDATE");
-    client.type_line("ignored");
-    srv.publish_ok("/ku", &json!({"n": 3}));
-    client.wait_event(3);
+    client.key_update(Update::Own);
+    client.line("ignored");
+    srv.publish_ok("/ku", &json!({"n": 4}));
+    client.wait_event(4);
+    assert_eq!(client.wait_server_key_updates(1), 1, "k asks for nothing");
     assert_eq!(srv.subscribers(), 1, "the stream is still open");
 }
 
-#[test]
-fn hostile_records_after_the_handshake_close_only_their_connection() {
-    let (pki, _ca) = Pki::new();
+/// Issue 23's bug: a KeyUpdate before the server's first write (which
+/// rustls still handles) killed the connection. KeyUpdates of both kinds
+/// before a subscriber's request, before a keep-alive publisher's first
+/// request and between its requests: every request is answered, every
+/// event arrives, and every KeyUpdate asking for the server's is answered.
+fn key_updates_before_and_between_requests(layer: Layer, kind: Kind) {
+    let (pki, _ca) = Pki::new(layer);
+    let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let ca = pki.path("ca.pem");
+    let connect = || match kind {
+        Kind::OpenSsl => Cli::openssl(tls, &ca),
+        _ => Cli::gnutls(tls, &ca),
+    };
+    let mut sub = connect();
+    sub.key_update(Update::Own);
+    sub.key_update(Update::Both);
+    sub.request(&["GET /ku HTTP/1.1", "Host: localhost"]);
+    sub.wait("the stream head", |l| l.starts_with("HTTP/1.1 200 "));
+    srv.wait_subscribers(1, T);
+
+    let mut publisher = connect();
+    let steps = [
+        (1, Some(Update::Both)),
+        (2, Some(Update::Own)),
+        (3, Some(Update::Both)),
+        (4, None),
+        (5, Some(Update::Own)),
+        (6, Some(Update::Both)),
+    ];
+    for (n, update) in steps {
+        if let Some(update) = update {
+            publisher.key_update(update);
+        }
+        publisher.publish("/ku", &json!({ "n": n }));
+        publisher.wait(&format!("202 for {n}"), |l| l.starts_with("HTTP/1.1 202 "));
+        sub.wait_event(n);
+    }
+    // Each update_requested was answered by one KeyUpdate of the server's.
+    let counts = (
+        publisher.wait_server_key_updates(3),
+        sub.wait_server_key_updates(1),
+    );
+    assert_eq!(
+        counts,
+        (3, 1),
+        "{kind:?}:\n{}\n---\n{}",
+        publisher.tail(),
+        sub.tail()
+    );
+    assert!(!srv.log().contains("do not match"), "{}", srv.log());
+    assert_eq!(srv.subscribers(), 1);
+}
+
+fn openssl_key_updates_before_and_between_requests(layer: Layer) {
+    key_updates_before_and_between_requests(layer, Kind::OpenSsl);
+}
+
+fn gnutls_key_updates_before_and_between_requests(layer: Layer) {
+    key_updates_before_and_between_requests(layer, Kind::GnuTls);
+}
+
+/// `server.tls.testing_records_per_key: 64`: the server's own KeyUpdate
+/// (at its record limit) comes every 64 records; OpenSSL, GnuTLS and curl
+/// each cross it several times and receive every event.
+fn the_servers_own_key_updates_cross_openssl_gnutls_and_curl(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
+    let tls_yaml = pki.yaml("cert.pem", "key.pem", None);
+    let tls_yaml = tls_yaml.replace('}', ", testing_records_per_key: 64}");
+    let (srv, tls) = tls_server(&tls_yaml, "");
+    assert!(srv
+        .log()
+        .contains("testing_records_per_key is set: for tests only"));
+    let ca = pki.path("ca.pem");
+    let mut clients = [Cli::openssl(tls, &ca), Cli::gnutls(tls, &ca)];
+    for c in &mut clients {
+        c.request(&["GET /own HTTP/1.1", "Host: localhost"]);
+    }
+    let mut curl = Cli::curl(&ca, &format!("https://{tls}/own"));
+    srv.wait_subscribers(3, T);
+    // 300 events, each answered before the next is sent: a record each
+    // (small, so no event line is cut by s_client's record traces).
+    for n in 1..=300 {
+        srv.publish_ok("/own", &json!({ "n": n }));
+    }
+    for c in clients.iter_mut().chain([&mut curl]) {
+        for n in 1..=300 {
+            c.wait_event(n);
+        }
+        let updates = c.wait_server_key_updates(3);
+        assert!(updates >= 3, "{:?} crossed {updates} key updates", c.kind);
+    }
+    assert_eq!(srv.subscribers(), 3);
+}
+
+/// Lines gnutls-cli prints at the end of a connection: close_notify, or not.
+const GNUTLS_CLEAN_END: &str = "- Peer has closed the GnuTLS connection";
+
+/// An orderly close sends close_notify (RFC 8446 §6.1): SIGTERM ends each
+/// stream with its last chunk, then close_notify, for rustls's client and
+/// GnuTLS's.
+fn streams_end_with_close_notify_on_shutdown(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
+    let (mut srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
+    let mut sub = TlsClient::subscribe(tls, &pki.read("ca.pem"), "/bye");
+    let mut gnutls = Cli::gnutls(tls, &pki.path("ca.pem"));
+    gnutls.request(&["GET /bye HTTP/1.1", "Host: localhost"]);
+    srv.wait_subscribers(2, T);
+    srv.signal("TERM");
+    assert_eq!(sub.next_chunk(T).expect("the last chunk"), None);
+    assert!(sub.ends_with_close_notify(T), "rustls: no close_notify");
+    gnutls.assert_clean_end();
+    assert!(
+        srv.wait_exit(T).is_some_and(|s| s.success()),
+        "{}",
+        srv.log()
+    );
+}
+
+/// close_notify also ends a connection that timed out (no request within
+/// `request_timeout`; idle between keep-alive requests) and one whose
+/// response said `Connection: close`.
+fn idle_and_finished_connections_end_with_close_notify(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
+    let (_srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "request_timeout: 1");
+    let ca_pem = pki.read("ca.pem");
+    let mut silent = TlsClient::connect(tls, &ca_pem).expect("handshake");
+    let mut keep_alive = TlsClient::connect(tls, &ca_pem).expect("handshake");
+    keep_alive.send(b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let head = keep_alive
+        .read_until(b"\r\n\r\n", Instant::now() + T)
+        .expect("response");
+    assert!(head.starts_with(b"HTTP/1.1 204 "));
+    let mut once = TlsClient::connect(tls, &ca_pem).expect("handshake");
+    once.send(b"HEAD / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    for (what, c) in [
+        ("silent", &mut silent),
+        ("keep-alive", &mut keep_alive),
+        ("once", &mut once),
+    ] {
+        assert!(c.ends_with_close_notify(T), "{what}: no close_notify");
+    }
+}
+
+/// A slow subscriber dropped at its queue limit gets the rest of the
+/// records already begun, then close_notify, not a record cut off (which
+/// GnuTLS reported as "Error decoding the received TLS packet").
+fn a_dropped_slow_subscriber_gets_whole_records_then_close_notify(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
+    let (srv, tls) = tls_server(
+        &pki.yaml("cert.pem", "key.pem", None),
+        "max_queued_bytes: 262144",
+    );
+    // One client that does not read, one stopped (SIGSTOP by its PID).
+    let mut sub = TlsClient::subscribe(tls, &pki.read("ca.pem"), "/slow");
+    let mut gnutls = Cli::gnutls(tls, &pki.path("ca.pem"));
+    gnutls.request(&["GET /slow HTTP/1.1", "Host: localhost"]);
+    gnutls.wait("the stream head", |l| l.starts_with("HTTP/1.1 200 "));
+    srv.wait_subscribers(2, T);
+    signal_pid(gnutls.pid(), "STOP");
+    let pad = "s".repeat(40_000);
+    let mut n = 0;
+    while srv.log().matches("dropping slow subscriber").count() < 2 {
+        n += 1;
+        assert!(
+            n <= 1000,
+            "no subscriber dropped after {n} events:\n{}",
+            srv.log()
+        );
+        srv.publish_ok("/slow", &json!({"n": n, "pad": pad}));
+    }
+    signal_pid(gnutls.pid(), "CONT");
+    assert!(
+        sub.ends_with_close_notify(T),
+        "rustls: no close_notify after {n} events"
+    );
+    gnutls.assert_clean_end();
+    assert!(
+        !gnutls.seen.iter().any(|l| l.contains("Error")),
+        "{}",
+        gnutls.tail()
+    );
+}
+
+fn hostile_records_after_the_handshake_close_only_their_connection(layer: Layer) {
+    let (pki, _ca) = Pki::new(layer);
     let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
     let ca_pem = pki.read("ca.pem");
     let mut good = TlsClient::subscribe(tls, &ca_pem, "/h");
@@ -1027,12 +1410,11 @@ fn hostile_records_after_the_handshake_close_only_their_connection() {
     assert!(!srv.log().contains("panicked"), "{}", srv.log());
 }
 
-#[test]
-fn chromium_receives_server_sent_events_over_tls() {
+fn chromium_receives_server_sent_events_over_tls(layer: Layer) {
     let Some(dir) = browser_scripts() else {
         return;
     };
-    let (pki, _ca) = Pki::new();
+    let (pki, _ca) = Pki::new(layer);
     let (srv, tls) = tls_server(&pki.yaml("cert.pem", "key.pem", None), "");
     let (status, stdout, stderr) = output_within(
         Command::new("node")
@@ -1047,4 +1429,31 @@ fn chromium_receives_server_sent_events_over_tls() {
         srv.log()
     );
     assert!(stdout.contains("SSE over TLS OK"), "{stdout}");
+}
+
+on_both_record_layers! {
+    curl_subscribes_and_publishes_over_tls,
+    large_publish_with_100_continue_over_tls,
+    pings_over_tls,
+    a_key_that_does_not_fit_the_certificate_stops_startup,
+    a_missing_certificate_or_key_file_stops_startup,
+    stalled_garbage_and_truncated_handshakes_do_not_disturb_others,
+    sighup_swaps_the_certificate_for_new_connections_only,
+    the_chain_file_is_sent_with_the_certificate,
+    asfpy_listen_over_https,
+    asfpy_deprecated_listener_over_https,
+    #[cfg(feature = "admin")]
+    handshakes_are_counted_in_metrics,
+    many_clients_resume_their_sessions,
+    curl_streams_over_every_tls13_cipher_suite_and_tls12,
+    openssl_key_updates_both_ways_keep_a_stream_going,
+    openssl_key_updates_before_and_between_requests,
+    gnutls_key_updates_before_and_between_requests,
+    the_servers_own_key_updates_cross_openssl_gnutls_and_curl,
+    streams_end_with_close_notify_on_shutdown,
+    idle_and_finished_connections_end_with_close_notify,
+    a_dropped_slow_subscriber_gets_whole_records_then_close_notify,
+    hostile_records_after_the_handshake_close_only_their_connection,
+    chromium_receives_server_sent_events_over_tls,
+    python_websockets_over_wss,
 }

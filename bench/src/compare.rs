@@ -372,6 +372,7 @@ fn fanout_tls(opts: &CompareOpts, tuning: &Tuning, started: Instant, results: &m
                     port: spec.port + TLS_PORT_OFFSET,
                     cert: files.cert.clone(),
                     key: files.key.clone(),
+                    record_layer: files.record_layer.clone(),
                 }),
                 ..tuning.clone()
             };
@@ -429,6 +430,7 @@ fn tls_handshakes(opts: &CompareOpts, tuning: &Tuning, started: Instant, results
                 port: spec.port + TLS_PORT_OFFSET,
                 cert: files.cert.clone(),
                 key: files.key.clone(),
+                record_layer: files.record_layer.clone(),
             }),
             ..tuning.clone()
         };

@@ -51,6 +51,7 @@ pubsub-load: load generator and server comparison for pubsubd
         [--servers pubsubd,nchan,...]   (only these of the above)
         [--scenarios idle,fanout,publish,slow,fanout-tls,fanout-sse,fanout-ws,fanout-gzip,cluster,tls-handshakes] [--sweep 100,1000,...]
         [--tls-sweep 1000,10000] [--tls-ca PEM --tls-cert PEM --tls-key PEM]
+        [--tls-record-layer compact|rustls]   (pubsubd's; default: its own)
         [--sse-sweep 1000,10000] [--ws-sweep 1000,10000] [--gzip-sweep 1000]
         [--server-cpu 0] [--machine TEXT] [--redis-server BIN (for cluster)]
   pubsub-load run --target pubsubd|nchan|mqtt|pushpin --addr 127.0.0.1:PORT
@@ -342,6 +343,7 @@ fn compare_main(a: &Args) -> Result<(), String> {
             ca: ca.into(),
             cert: cert.into(),
             key: key.into(),
+            record_layer: a.get("tls-record-layer").map(str::to_owned),
         }),
         (None, None, None) => None,
         _ => return Err("--tls-ca, --tls-cert and --tls-key go together".into()),

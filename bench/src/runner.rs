@@ -19,6 +19,9 @@ pub struct TlsFiles {
     /// The server's certificate (signed by `ca`, naming 127.0.0.1) and key.
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// pubsubd's `server.tls.record_layer` (`--tls-record-layer`);
+    /// `None`: its default.
+    pub record_layer: Option<String>,
 }
 
 /// What `compare` is asked to run.

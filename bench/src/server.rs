@@ -82,6 +82,8 @@ pub struct ServerTls {
     pub port: u16,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// pubsubd's `record_layer` (compact or rustls); `None`: its default.
+    pub record_layer: Option<String>,
 }
 
 pub struct Running {
@@ -407,8 +409,12 @@ pub fn pubsubd_conf(port: u16, tuning: &Tuning) -> String {
     if let Some(t) = &tuning.tls {
         // JSON strings are YAML strings.
         let path = |p: &Path| serde_json::to_string(&p.display().to_string()).unwrap_or_default();
+        let layer = match &t.record_layer {
+            Some(layer) => format!(", record_layer: {layer}"),
+            None => String::new(),
+        };
         s.push_str(&format!(
-            "  tls: {{port: {}, cert: {}, key: {}}}\n",
+            "  tls: {{port: {}, cert: {}, key: {}{layer}}}\n",
             t.port,
             path(&t.cert),
             path(&t.key)

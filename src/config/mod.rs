@@ -132,7 +132,42 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub chain: Option<PathBuf>,
+    /// Who seals and opens TLS 1.3 records after the handshake.
+    pub record_layer: RecordLayerKind,
+    /// For tests only: records sealed under one key before the server
+    /// updates it, lower than the cipher's own limit (never higher).
+    pub testing_records_per_key: Option<u64>,
 }
+
+impl TlsConfig {
+    /// `server.tls` with these files and every other key at its default.
+    pub fn new(port: u16, cert: PathBuf, key: PathBuf) -> TlsConfig {
+        TlsConfig {
+            port,
+            cert,
+            key,
+            chain: None,
+            record_layer: RecordLayerKind::Compact,
+            testing_records_per_key: None,
+        }
+    }
+}
+
+/// `server.tls.record_layer`: after a TLS 1.3 handshake, the server's own
+/// compact record layer (`compact`, the default: ~1.2 KB less per idle
+/// connection) or rustls's throughout (`rustls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordLayerKind {
+    Compact,
+    Rustls,
+}
+
+/// The least `server.tls.testing_records_per_key` may be: a key update
+/// every record or two would only cost the server time.
+pub const MIN_TESTING_RECORDS_PER_KEY: u64 = 64;
+/// The most: AES-GCM's own limit here (2^24 records), which a test key
+/// may lower but never raise.
+pub const MAX_TESTING_RECORDS_PER_KEY: u64 = 1 << 24;
 
 #[derive(Debug, Clone)]
 pub struct ClientsConfig {
@@ -282,7 +317,7 @@ fn parse_server(
             "max_payload_size" => s.max_payload_size = uint(value, path, u32::MAX as u64)? as usize,
             "max_input_bytes" => s.max_input_bytes = positive(value, path, 1 << 40)? as usize,
             "backlog" => parse_backlog(value, &mut s.backlog, warnings)?,
-            "tls" => s.tls = parse_tls(value)?,
+            "tls" => s.tls = parse_tls(value, warnings)?,
             "max_connections" => {
                 s.max_connections =
                     Some(uint(value, path, 100_000_000)? as usize).filter(|&n| n > 0)
@@ -363,10 +398,40 @@ fn parse_backlog(
     Ok(())
 }
 
-fn parse_tls(v: &Value) -> Result<Option<TlsConfig>, ConfigError> {
+fn parse_tls(v: &Value, warnings: &mut Vec<String>) -> Result<Option<TlsConfig>, ConfigError> {
     let Some(map) = section(v, "server.tls")? else {
         return Ok(None);
     };
+    let mut record_layer = RecordLayerKind::Compact;
+    let mut testing_records_per_key = None;
+    for (name, path, value) in entries(map, "server.tls")? {
+        match name.as_str() {
+            "port" | "cert" | "key" | "chain" => {}
+            "record_layer" => {
+                record_layer = match string(value, &path)?.trim() {
+                    "compact" => RecordLayerKind::Compact,
+                    "rustls" => RecordLayerKind::Rustls,
+                    other => {
+                        return err(&path, format!("must be compact or rustls, found '{other}'"))
+                    }
+                }
+            }
+            "testing_records_per_key" if !value.is_null() => {
+                let n = yaml::uint_range(
+                    value,
+                    &path,
+                    MIN_TESTING_RECORDS_PER_KEY,
+                    MAX_TESTING_RECORDS_PER_KEY,
+                )?;
+                testing_records_per_key = Some(n);
+                warnings.push(format!(
+                    "{path} is set: for tests only (the server updates its TLS keys every {n} records)"
+                ));
+            }
+            "testing_records_per_key" => {}
+            _ => warnings.push(format!("unknown configuration key '{path}' ignored")),
+        }
+    }
     let port = match map.get("port") {
         Some(p) => uint(p, "server.tls.port", u16::MAX as u64)? as u16,
         None => return err("server.tls.port", "is required when server.tls is set"),
@@ -388,6 +453,8 @@ fn parse_tls(v: &Value) -> Result<Option<TlsConfig>, ConfigError> {
         cert,
         key,
         chain: path_of("chain")?,
+        record_layer,
+        testing_records_per_key,
     }))
 }
 
@@ -540,6 +607,47 @@ sqs:
         let e = Config::load(&dir.join("missing.yaml")).unwrap_err();
         assert!(e.to_string().contains("missing.yaml: cannot read"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tls_record_layer_and_the_testing_key_are_validated() {
+        let tls = |extra: &str| {
+            Config::parse(&format!(
+                "server: {{tls: {{port: 2070, cert: c.pem, key: k.pem{extra}}}}}\n"
+            ))
+        };
+        let (c, warnings) = tls("").expect("defaults");
+        let t = c.server.tls.expect("tls");
+        assert_eq!(t.record_layer, RecordLayerKind::Compact);
+        assert_eq!(t.testing_records_per_key, None);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (c, _) = tls(", record_layer: rustls").expect("rustls");
+        assert_eq!(
+            c.server.tls.expect("tls").record_layer,
+            RecordLayerKind::Rustls
+        );
+        let e = tls(", record_layer: openssl").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "server.tls.record_layer: must be compact or rustls, found 'openssl'"
+        );
+        // The testing key: said to be for tests, bounded both ways.
+        let (c, warnings) = tls(", testing_records_per_key: 1024").expect("in range");
+        assert_eq!(
+            c.server.tls.expect("tls").testing_records_per_key,
+            Some(1024)
+        );
+        assert!(warnings[0].contains("for tests only"), "{warnings:?}");
+        for bad in ["63", "16777217", "-1", "lots"] {
+            let e = tls(&format!(", testing_records_per_key: {bad}")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "server.tls.testing_records_per_key: must be a whole number from 64 to 16777216",
+                "{bad}"
+            );
+        }
+        let (_, warnings) = tls(", colour: blue").expect("unknown key");
+        assert!(warnings[0].contains("server.tls.colour"), "{warnings:?}");
     }
 
     #[test]

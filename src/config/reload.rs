@@ -1,7 +1,8 @@
 //! What a configuration reload (SIGHUP) may change while the server runs,
 //! and what needs a restart: listeners, the backlog's file, the LDAP pool,
 //! the SQS pollers and the cluster are set up once at start-up.
-//! `clients.tokens` changes live: `setup::reload` reads its key again.
+//! `clients.tokens` changes live: `setup::reload` reads its key again. The
+//! TLS files and record layer change for new connections.
 
 use super::Config;
 
@@ -40,7 +41,10 @@ pub fn merge(running: &Config, new: Config) -> (Config, Vec<String>) {
     new.reuse_port = old.reuse_port;
     new.backlog.storage = old.backlog.storage.clone();
     match (&old.tls, &mut new.tls) {
-        // Files may change; the port and whether TLS is on may not.
+        // Files may change, and the record layer (and the testing key's
+        // record limit): the reactor rebuilds the TLS config from the new
+        // settings, which new connections get; open ones keep theirs. The
+        // port and whether TLS is on may not change.
         (Some(old_tls), Some(new_tls)) => new_tls.port = old_tls.port,
         (old_tls, new_tls) => *new_tls = old_tls.clone(),
     }
@@ -113,5 +117,19 @@ mod tests {
         let (next, notes) = merge(&running, parse(""));
         assert!(next.server.tls.is_some(), "TLS cannot be turned off live");
         assert!(notes[0].starts_with("server.tls.port"));
+    }
+
+    #[test]
+    fn the_tls_record_layer_reloads_for_new_connections() {
+        let running = parse("server: {tls: {port: 2070, cert: a.pem, key: a.key}}\n");
+        let new = parse(
+            "server: {tls: {port: 2070, cert: a.pem, key: a.key, record_layer: rustls, \
+             testing_records_per_key: 1024}}\n",
+        );
+        let (next, notes) = merge(&running, new);
+        let tls = next.server.tls.expect("tls");
+        assert_eq!(tls.record_layer, crate::config::RecordLayerKind::Rustls);
+        assert_eq!(tls.testing_records_per_key, Some(1024));
+        assert!(notes.is_empty(), "no restart needed: {notes:?}");
     }
 }

@@ -46,6 +46,11 @@ impl Transport {
     pub fn flush_pending(&mut self) -> io::Result<bool> {
         Ok(false)
     }
+
+    /// Plain TCP owes nothing at its close.
+    pub fn close(&mut self) -> bool {
+        false
+    }
 }
 
 impl Read for Transport {

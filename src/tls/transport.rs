@@ -6,9 +6,10 @@
 //! (keys, handshake state); the bytes in flight are ours. Records are read
 //! into, and encrypted into, scratch buffers shared by every connection of
 //! the loop's one thread, so an idle connection holds no buffer at all.
-//! A connection keeps bytes of its own only while they wait: the tail of a
-//! record not yet complete, plaintext its reader had no room for, records
-//! the socket did not take. Each is freed once empty.
+//! A connection keeps bytes of its own only while they wait (`Held`): the
+//! tail of a record not yet complete, plaintext its reader had no room
+//! for, records the socket did not take. Each is freed once empty, and
+//! the box holding them once all three are.
 //!
 //! A write encrypts what it is given (at most `MAX_PLAINTEXT_PER_WRITE`,
 //! one record per 16 KiB) and hands the records to the socket in one
@@ -16,11 +17,17 @@
 //! nothing more, so the connection's own output queue stays the one place
 //! where pending output is counted and capped.
 //!
-//! A TLS 1.3 connection leaves rustls at its first write after the
-//! handshake (when nothing received waits in between): from then on
-//! `records.rs` seals and opens its records with the keys rustls hands
-//! over, and the rustls state (~2.5 KB) is dropped. TLS 1.2 stays on
-//! rustls throughout.
+//! A TLS 1.3 connection leaves rustls right after rustls has sealed its
+//! first write after the handshake (when nothing received waits in
+//! between; a KeyUpdate rustls owes goes out with that write): from then
+//! on `records.rs` seals and opens its records with the keys rustls hands
+//! over, rustls's key schedule derives the keys after every KeyUpdate, and
+//! the rest of the rustls state (~2.5 KB) is dropped. TLS 1.2, and every
+//! connection with `server.tls.record_layer: rustls`, stays on rustls
+//! throughout.
+//!
+//! An orderly close (`Transport::close`) sends the rest of the records a
+//! write started and then close_notify; after a fatal alert, nothing more.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice, Read, Write};
@@ -33,10 +40,10 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
 };
-pub use rustls::ServerConfig;
+use rustls::{CipherSuiteCommon, SupportedCipherSuite, Tls13CipherSuite};
 
-use super::records::{capture_secrets, CaptureSecrets, Fatal, RecordLayer, TrafficSecrets};
-use crate::config::TlsConfig;
+use super::records::{Fatal, RecordLayer};
+use crate::config::{RecordLayerKind, TlsConfig};
 
 /// Plaintext encrypted by one `write` at most: four full records.
 const MAX_PLAINTEXT_PER_WRITE: usize = 64 * 1024;
@@ -50,7 +57,30 @@ const MAX_INCOMING: usize = 64 * 1024 + 18 * 1024;
 const RECORD_OVERHEAD: usize = 5 + 8 + 16 + 1;
 const MAX_FRAGMENT: usize = 16 * 1024;
 
-/// Builds the rustls config from `server.tls`; errors name the file.
+/// What the connections of a TLS listener share: rustls's configuration,
+/// and which record layer their TLS 1.3 records go through.
+pub struct ServerConfig {
+    rustls: Arc<rustls::ServerConfig>,
+    layer: Layer,
+}
+
+/// Whether a TLS 1.3 connection moves to `records.rs` after its first write.
+#[derive(Debug, Clone, Copy)]
+enum Layer {
+    /// Stays on rustls.
+    Rustls,
+    /// Moves; a test may lower how many records are sealed per key.
+    Compact { records_per_key: Option<u64> },
+}
+
+impl ServerConfig {
+    /// rustls's configuration (for tests and benchmarks).
+    pub fn rustls(&self) -> &Arc<rustls::ServerConfig> {
+        &self.rustls
+    }
+}
+
+/// Builds the TLS config from `server.tls`; errors name the file.
 pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     let read_certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
         let certs: Vec<_> = CertificateDer::pem_file_iter(path)
@@ -68,11 +98,15 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| format!("cannot read a private key from {}: {e}", tls.key.display()))?;
+    let mut cipher_suites = preferred_cipher_suites();
+    if let Some(records) = tls.testing_records_per_key {
+        cipher_suites = with_record_limit(cipher_suites, records);
+    }
     let provider = Arc::new(rustls::crypto::CryptoProvider {
-        cipher_suites: preferred_cipher_suites(),
+        cipher_suites,
         ..rustls::crypto::ring::default_provider()
     });
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
@@ -89,10 +123,14 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     // sealed here, so the suite cheapest for this CPU is worth choosing.
     config.ignore_client_order = true;
     // TLS 1.3 connections move to our record layer after the handshake
-    // (records.rs): rustls hands over the keys, and its key log hook
-    // gives the traffic secrets that key updates derive from.
-    config.enable_secret_extraction = true;
-    config.key_log = Arc::new(CaptureSecrets);
+    // (records.rs): rustls hands over the keys and its key schedule.
+    let layer = match tls.record_layer {
+        RecordLayerKind::Compact => Layer::Compact {
+            records_per_key: tls.testing_records_per_key,
+        },
+        RecordLayerKind::Rustls => Layer::Rustls,
+    };
+    config.enable_secret_extraction = matches!(layer, Layer::Compact { .. });
     // Stateless session tickets (a key rotated by rustls, 12 h life): any
     // number of clients can resume, and the server keeps nothing per
     // session. The default, a 256-entry session cache holding two tickets
@@ -100,7 +138,47 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     // once (each full handshake evicting the next client's ticket).
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
-    Ok(Arc::new(config))
+    Ok(Arc::new(ServerConfig {
+        rustls: Arc::new(config),
+        layer,
+    }))
+}
+
+/// The TLS 1.3 suites with their confidentiality limit lowered to
+/// `records` (`server.tls.testing_records_per_key`, for tests only), so
+/// rustls's own key update comes every `records` records on connections
+/// that stay on rustls. rustls takes suites as `'static`: each is made
+/// once per value and kept.
+fn with_record_limit(suites: Vec<SupportedCipherSuite>, records: u64) -> Vec<SupportedCipherSuite> {
+    type Made = Vec<(u64, rustls::CipherSuite, &'static Tls13CipherSuite)>;
+    static MADE: std::sync::Mutex<Made> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    suites
+        .into_iter()
+        .map(|suite| {
+            let SupportedCipherSuite::Tls13(tls13) = suite else {
+                return suite;
+            };
+            let id = tls13.common.suite;
+            let limited = match made.iter().find(|(r, s, _)| (*r, *s) == (records, id)) {
+                Some((_, _, limited)) => *limited,
+                None => {
+                    let limited: &'static Tls13CipherSuite =
+                        Box::leak(Box::new(Tls13CipherSuite {
+                            common: CipherSuiteCommon {
+                                confidentiality_limit: records
+                                    .min(tls13.common.confidentiality_limit),
+                                ..tls13.common
+                            },
+                            ..*tls13
+                        }));
+                    made.push((records, id, limited));
+                    limited
+                }
+            };
+            SupportedCipherSuite::Tls13(limited)
+        })
+        .collect()
 }
 
 /// The cipher suites in this server's order of preference: AES-128-GCM
@@ -163,6 +241,19 @@ pub enum Transport {
 pub struct TlsStream {
     socket: TcpStream,
     session: Session,
+    /// Bytes waiting, while some do; `None` on an idle connection.
+    held: Option<Box<Held>>,
+    /// The peer sent close_notify, or its socket reached EOF.
+    closed: bool,
+    /// This side sent an alert (fatal, or close_notify): nothing follows.
+    ended: bool,
+    /// The completed handshake has been reported (`take_handshake_done`).
+    handshake_reported: bool,
+}
+
+/// What a connection holds only while it waits.
+#[derive(Default)]
+struct Held {
     /// Received bytes not yet a whole record (or handshake message).
     incoming: Vec<u8>,
     /// Decrypted bytes the last reader had no room for.
@@ -170,18 +261,27 @@ pub struct TlsStream {
     /// Records the socket has not taken yet, from `outgoing_sent` on.
     outgoing: Vec<u8>,
     outgoing_sent: usize,
-    /// The peer sent close_notify, or its socket reached EOF.
-    closed: bool,
-    /// The completed handshake has been reported (`take_handshake_done`).
-    handshake_reported: bool,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.incoming.is_empty()
+            && self.plaintext.is_empty()
+            && self.outgoing_sent >= self.outgoing.len()
+    }
+}
+
+/// The held bytes, made when something first has to wait.
+fn held(slot: &mut Option<Box<Held>>) -> &mut Held {
+    slot.get_or_insert_with(Box::default)
 }
 
 /// Who reads and writes the records.
 #[allow(clippy::large_enum_variant)] // see `Records`
 enum Session {
-    /// rustls: the handshake, and all of a TLS 1.2 connection; with the
-    /// TLS 1.3 traffic secrets once the handshake derived them.
-    Rustls(Box<UnbufferedServerConnection>, Option<Box<TrafficSecrets>>),
+    /// rustls: the handshake, and all of a TLS 1.2 connection (and of any
+    /// connection with `record_layer: rustls`); which layer TLS 1.3 moves to.
+    Rustls(Box<UnbufferedServerConnection>, Layer),
     /// A TLS 1.3 connection once its handshake is done (records.rs).
     /// Not boxed: it is the long-lived state, read on every flush, and one
     /// pointer less to chase per flush shows at 10 000 subscribers, whose
@@ -199,12 +299,17 @@ impl Session {
 
 impl std::fmt::Debug for TlsStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (incoming, plaintext, outgoing) = self.held.as_ref().map_or((0, 0, 0), |h| {
+            let outgoing = h.outgoing.len().saturating_sub(h.outgoing_sent);
+            (h.incoming.len(), h.plaintext.len(), outgoing)
+        });
         f.debug_struct("TlsStream")
             .field("socket", &self.socket)
-            .field("incoming", &self.incoming.len())
-            .field("plaintext", &self.plaintext.len())
-            .field("outgoing", &(self.outgoing.len() - self.outgoing_sent))
+            .field("incoming", &incoming)
+            .field("plaintext", &plaintext)
+            .field("outgoing", &outgoing)
             .field("closed", &self.closed)
+            .field("ended", &self.ended)
             .field("record_layer", &matches!(self.session, Session::Records(_)))
             .finish_non_exhaustive()
     }
@@ -227,15 +332,14 @@ thread_local! {
 
 impl Transport {
     pub fn tls(socket: TcpStream, config: Arc<ServerConfig>) -> io::Result<Transport> {
-        let tls = UnbufferedServerConnection::new(config).map_err(io::Error::other)?;
+        let tls =
+            UnbufferedServerConnection::new(config.rustls.clone()).map_err(io::Error::other)?;
         Ok(Transport::Tls(Box::new(TlsStream {
             socket,
-            session: Session::Rustls(Box::new(tls), None),
-            incoming: Vec::new(),
-            plaintext: Vec::new(),
-            outgoing: Vec::new(),
-            outgoing_sent: 0,
+            session: Session::Rustls(Box::new(tls), config.layer),
+            held: None,
             closed: false,
+            ended: false,
             handshake_reported: false,
         })))
     }
@@ -270,7 +374,19 @@ impl Transport {
     pub fn flush_pending(&mut self) -> io::Result<bool> {
         match self {
             Transport::Plain(_) => Ok(false),
-            Transport::Tls(t) => t.send_outgoing(),
+            Transport::Tls(t) => t.tidy_after(TlsStream::send_outgoing),
+        }
+    }
+
+    /// An orderly close, one step at a time: the first call ends a TLS
+    /// session with close_notify (after the rest of the records a write
+    /// started), each call sends what the socket takes. Returns true while
+    /// bytes of the ending are still waiting for the socket; false when
+    /// there is nothing (more) to send and the socket can be closed.
+    pub fn close(&mut self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(t) => t.tidy_after(TlsStream::close),
         }
     }
 }
@@ -284,27 +400,41 @@ enum Progress {
 }
 
 impl TlsStream {
+    /// Runs `f`, then frees the held bytes' box if nothing waits in it.
+    fn tidy_after<T>(&mut self, f: impl FnOnce(&mut TlsStream) -> T) -> T {
+        let result = f(self);
+        if self.held.as_ref().is_some_and(|held| held.is_empty()) {
+            self.held = None;
+        }
+        result
+    }
+
     /// Writes waiting records until none are left or the socket would
     /// block (then returns true). An emptied buffer is freed.
     fn send_outgoing(&mut self) -> io::Result<bool> {
-        while self.outgoing_sent < self.outgoing.len() {
-            match self.socket.write(&self.outgoing[self.outgoing_sent..]) {
+        let Some(held) = self.held.as_deref_mut() else {
+            return Ok(false);
+        };
+        while held.outgoing_sent < held.outgoing.len() {
+            match self.socket.write(&held.outgoing[held.outgoing_sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.outgoing_sent += n,
+                Ok(n) => held.outgoing_sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) => return Err(e),
             }
         }
-        if !self.outgoing.is_empty() {
-            self.outgoing = Vec::new();
-            self.outgoing_sent = 0;
+        if !held.outgoing.is_empty() {
+            held.outgoing = Vec::new();
+            held.outgoing_sent = 0;
         }
         Ok(false)
     }
 
     fn has_outgoing(&self) -> bool {
-        self.outgoing_sent < self.outgoing.len()
+        self.held
+            .as_ref()
+            .is_some_and(|held| held.outgoing_sent < held.outgoing.len())
     }
 
     /// Runs rustls over the received bytes in `input[*start..]`: handshake
@@ -318,20 +448,20 @@ impl TlsStream {
         out: &mut [u8],
         filled: &mut usize,
     ) -> io::Result<Progress> {
-        let (tls, secrets) = match &mut self.session {
-            Session::Rustls(tls, secrets) => (tls, secrets),
+        let tls = match &mut self.session {
+            Session::Rustls(tls, _) => tls,
             Session::Records(_) => return self.open_records(input, start, out, filled),
             Session::Gone => return Err(io::ErrorKind::BrokenPipe.into()),
         };
         loop {
             let UnbufferedStatus { mut discard, state } =
                 tls.process_tls_records(&mut input[*start..]);
-            capture_secrets(secrets);
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
                     *start += discard;
-                    send_rustls_alert(tls, &mut self.outgoing);
+                    send_rustls_alert(tls, &mut held(&mut self.held).outgoing);
+                    self.ended = true;
                     let _ = self.send_outgoing();
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
@@ -341,12 +471,12 @@ impl TlsStream {
                     while let Some(record) = records.next_record() {
                         let record = record.map_err(tls_error)?;
                         discard += record.discard;
-                        hand_out(record.payload, out, filled, &mut self.plaintext);
+                        hand_out(record.payload, out, filled, &mut self.held);
                     }
                     None
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    encode_into(&mut self.outgoing, |buf| encode.encode(buf))?;
+                    encode_into(&mut held(&mut self.held).outgoing, |buf| encode.encode(buf))?;
                     None
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
@@ -378,8 +508,8 @@ impl TlsStream {
     }
 
     /// `process` for the record layer: opens the whole records in
-    /// `input[*start..]`, answers key updates, and on a fatal error sends
-    /// the alert it calls for.
+    /// `input[*start..]` (a KeyUpdate asking for one is answered with the
+    /// next write), and on a fatal error sends the alert it calls for.
     fn open_records(
         &mut self,
         input: &mut [u8],
@@ -390,9 +520,9 @@ impl TlsStream {
         let Session::Records(records) = &mut self.session else {
             unreachable!("called for the record layer only");
         };
-        let plaintext = &mut self.plaintext;
-        let mut deliver = |data: &[u8]| hand_out(data, out, filled, plaintext);
-        match records.open(&mut input[*start..], &mut deliver, &mut self.outgoing) {
+        let slot = &mut self.held;
+        let mut deliver = |data: &[u8]| hand_out(data, out, filled, slot);
+        match records.open(&mut input[*start..], &mut deliver) {
             Ok(opened) => {
                 *start += opened.consumed;
                 Ok(match opened.closed {
@@ -402,8 +532,10 @@ impl TlsStream {
             }
             Err(Fatal { alert, error }) => {
                 if alert != 0 {
-                    records.seal_alert(alert, &mut self.outgoing);
+                    // Best effort: the connection ends either way.
+                    let _ = records.seal_alert(alert, &mut held(&mut self.held).outgoing);
                 }
+                self.ended = true;
                 let _ = self.send_outgoing();
                 Err(error)
             }
@@ -411,20 +543,40 @@ impl TlsStream {
     }
 
     /// Hands a TLS 1.3 connection whose handshake is over to the record
-    /// layer, keeping from rustls only what key updates need.
+    /// layer, keeping from rustls only its key schedule.
     fn enter_record_layer(&mut self) -> io::Result<()> {
-        let Session::Rustls(tls, Some(secrets)) =
+        let Session::Rustls(tls, Layer::Compact { records_per_key }) =
             std::mem::replace(&mut self.session, Session::Gone)
         else {
-            unreachable!("called for rustls sessions with their secrets only");
+            unreachable!("called for connections moving to the record layer only");
         };
-        // The rest of rustls's state (the key schedule kept for key
-        // updates) is dropped: the record layer derives its own.
-        let (keys, _) = (*tls)
+        let (keys, schedule) = (*tls)
             .dangerous_into_kernel_connection()
             .map_err(tls_error)?;
-        self.session = Session::Records(RecordLayer::new(keys, &secrets)?);
+        self.session = Session::Records(RecordLayer::handed_over(keys, schedule, records_per_key)?);
         Ok(())
+    }
+
+    /// `Transport::close`: close_notify once (unless an alert ended the
+    /// session already or the handshake is not over), then what is left.
+    fn close(&mut self) -> bool {
+        if !self.ended {
+            self.ended = true;
+            let sealed = match &mut self.session {
+                Session::Records(records) => {
+                    let outgoing = &mut held(&mut self.held).outgoing;
+                    records.seal_close_notify(outgoing).is_ok()
+                }
+                Session::Rustls(tls, _) if !tls.is_handshaking() => {
+                    rustls_close_notify(tls, &mut held(&mut self.held).outgoing)
+                }
+                _ => false,
+            };
+            if !sealed {
+                return false;
+            }
+        }
+        self.has_outgoing() && matches!(self.send_outgoing(), Ok(true))
     }
 
     /// `write_plain` for the record layer: seals what it is given into
@@ -447,12 +599,13 @@ impl TlsStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        if !self.plaintext.is_empty() {
-            let n = buf.len().min(self.plaintext.len());
-            buf[..n].copy_from_slice(&self.plaintext[..n]);
-            self.plaintext.drain(..n);
-            if self.plaintext.is_empty() {
-                self.plaintext = Vec::new();
+        if let Some(held) = self.held.as_deref_mut().filter(|h| !h.plaintext.is_empty()) {
+            let plaintext = &mut held.plaintext;
+            let n = buf.len().min(plaintext.len());
+            buf[..n].copy_from_slice(&plaintext[..n]);
+            plaintext.drain(..n);
+            if plaintext.is_empty() {
+                *plaintext = Vec::new();
             }
             return Ok(n);
         }
@@ -462,18 +615,23 @@ impl TlsStream {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let input = &mut scratch.input;
-            let mut len = self.incoming.len();
+            let incoming = self
+                .held
+                .as_deref_mut()
+                .map(|h| std::mem::take(&mut h.incoming));
+            let incoming = incoming.unwrap_or_default();
+            let mut len = incoming.len();
             if input.len() < len {
                 input.resize(len, 0);
             }
-            input[..len].copy_from_slice(&self.incoming);
+            input[..len].copy_from_slice(&incoming);
+            drop(incoming);
             let result = self.read_records(input, &mut len, buf);
             // Keep the tail that is not a whole record yet.
-            self.incoming.clear();
-            if len == 0 {
-                self.incoming = Vec::new();
-            } else {
-                self.incoming.extend_from_slice(&input[..len]);
+            if len > 0 {
+                held(&mut self.held)
+                    .incoming
+                    .extend_from_slice(&input[..len]);
             }
             result
         })
@@ -537,29 +695,21 @@ impl TlsStream {
         if let Session::Records(_) = self.session {
             return self.write_records(bufs);
         }
-        // A TLS 1.3 connection leaves rustls once the handshake is over and
-        // nothing received is waiting in between.
-        let handover = self.incoming.is_empty()
-            && self.plaintext.is_empty()
-            && matches!(&self.session, Session::Rustls(tls, Some(_))
-                if tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3));
         // Whatever rustls wants to send first (a key update, handshake
         // records), then the data, once the handshake allows it.
         loop {
-            let (tls, secrets) = match &mut self.session {
-                Session::Rustls(tls, secrets) => (tls, secrets),
+            let tls = match &mut self.session {
+                Session::Rustls(tls, _) => tls,
                 Session::Records(_) => return self.write_records(bufs),
                 Session::Gone => return Err(io::ErrorKind::BrokenPipe.into()),
             };
-            let mut incoming = std::mem::take(&mut self.incoming);
+            let incoming = self
+                .held
+                .as_deref_mut()
+                .map(|h| std::mem::take(&mut h.incoming));
+            let mut incoming = incoming.unwrap_or_default();
             let UnbufferedStatus { discard, state } = tls.process_tls_records(&mut incoming);
-            capture_secrets(secrets);
-            let mut hand_over = false;
             let result = match state.map_err(tls_error)? {
-                ConnectionState::WriteTraffic(_) if handover => {
-                    hand_over = true;
-                    None
-                }
                 ConnectionState::WriteTraffic(mut traffic) => Some(SCRATCH.with(|scratch| {
                     let mut scratch = scratch.borrow_mut();
                     let Scratch { plain, output, .. } = &mut *scratch;
@@ -581,7 +731,7 @@ impl TlsStream {
                     Ok((data.len(), n))
                 })),
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    encode_into(&mut self.outgoing, |buf| encode.encode(buf))?;
+                    encode_into(&mut held(&mut self.held).outgoing, |buf| encode.encode(buf))?;
                     None
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
@@ -593,7 +743,9 @@ impl TlsStream {
                     // keep what arrived for the next read.
                     while let Some(record) = records.next_record() {
                         let record = record.map_err(tls_error)?;
-                        self.plaintext.extend_from_slice(record.payload);
+                        held(&mut self.held)
+                            .plaintext
+                            .extend_from_slice(record.payload);
                     }
                     None
                 }
@@ -607,10 +759,8 @@ impl TlsStream {
                 _ => Some(Err(io::ErrorKind::WouldBlock.into())),
             };
             incoming.drain(..discard);
-            self.incoming = incoming;
-            if hand_over {
-                self.enter_record_layer()?;
-                continue;
+            if !incoming.is_empty() {
+                held(&mut self.held).incoming = incoming;
             }
             match result {
                 None => {
@@ -621,10 +771,24 @@ impl TlsStream {
                 Some(Err(e)) => return Err(e),
                 Some(Ok((taken, encrypted))) => {
                     self.send_encrypted(encrypted)?;
+                    if self.may_leave_rustls() {
+                        self.enter_record_layer()?;
+                    }
                     return Ok(taken);
                 }
             }
         }
+    }
+
+    /// Whether a connection that rustls has just sealed a write for moves
+    /// to the record layer now: TLS 1.3 with the compact layer, and no
+    /// received bytes rustls may have begun on (a record not yet whole, a
+    /// handshake message split over records). rustls's own writing is done
+    /// (a KeyUpdate it owed went out first in this write).
+    fn may_leave_rustls(&self) -> bool {
+        self.held.as_ref().is_none_or(|h| h.incoming.is_empty())
+            && matches!(&self.session, Session::Rustls(tls, Layer::Compact { .. })
+                if tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
     }
 
     /// Writes the first `n` bytes of the output scratch to the socket;
@@ -645,9 +809,10 @@ impl TlsStream {
             }
             debug_assert!(!self.has_outgoing());
             if sent < n {
-                self.outgoing.clear();
-                self.outgoing_sent = 0;
-                self.outgoing.extend_from_slice(&records[sent..]);
+                let held = held(&mut self.held);
+                held.outgoing.clear();
+                held.outgoing_sent = 0;
+                held.outgoing.extend_from_slice(&records[sent..]);
             }
             Ok(())
         })
@@ -655,12 +820,53 @@ impl TlsStream {
 }
 
 /// Copies decrypted `data` to the reader's `out` from `*filled` on, and
-/// what does not fit to `plaintext` (for the next read).
-fn hand_out(data: &[u8], out: &mut [u8], filled: &mut usize, plaintext: &mut Vec<u8>) {
+/// what does not fit to the held plaintext (for the next read).
+fn hand_out(data: &[u8], out: &mut [u8], filled: &mut usize, slot: &mut Option<Box<Held>>) {
     let take = data.len().min(out.len() - *filled);
     out[*filled..*filled + take].copy_from_slice(&data[..take]);
     *filled += take;
-    plaintext.extend_from_slice(&data[take..]);
+    if take < data.len() {
+        held(slot).plaintext.extend_from_slice(&data[take..]);
+    }
+}
+
+/// close_notify from rustls, into `outgoing`; false if rustls could not
+/// (not in a state to write).
+fn rustls_close_notify(tls: &mut UnbufferedServerConnection, outgoing: &mut Vec<u8>) -> bool {
+    // What rustls had queued goes first (at most a few records).
+    for _ in 0..4 {
+        let UnbufferedStatus { state, .. } = tls.process_tls_records(&mut []);
+        match state {
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                if encode_into(outgoing, |buf| encode.encode(buf)).is_err() {
+                    return false;
+                }
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+            Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                let start = outgoing.len();
+                let mut room = 64;
+                loop {
+                    outgoing.resize(start + room, 0);
+                    match traffic.queue_close_notify(&mut outgoing[start..]) {
+                        Ok(n) => {
+                            outgoing.truncate(start + n);
+                            return true;
+                        }
+                        Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) if required_size > room => room = required_size,
+                        Err(_) => {
+                            outgoing.truncate(start);
+                            return false;
+                        }
+                    }
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// After a rustls error: encodes the alert rustls queued, if any.
@@ -704,7 +910,7 @@ fn records_size(plaintext: usize) -> usize {
 }
 
 /// Appends what `encode` writes to `out`, growing it as rustls asks.
-fn encode_into(
+pub(super) fn encode_into(
     out: &mut Vec<u8>,
     mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
 ) -> io::Result<()> {
@@ -736,7 +942,7 @@ impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(s) => s.read(buf),
-            Transport::Tls(t) => t.read_plain(buf),
+            Transport::Tls(t) => t.tidy_after(|t| t.read_plain(buf)),
         }
     }
 }
@@ -749,7 +955,7 @@ impl Write for Transport {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Plain(s) => s.write_vectored(bufs),
-            Transport::Tls(t) => t.write_plain(bufs),
+            Transport::Tls(t) => t.tidy_after(|t| t.write_plain(bufs)),
         }
     }
 
