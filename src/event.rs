@@ -33,8 +33,10 @@ pub struct Framing {
     /// Server-Sent Events (`Accept: text/event-stream`): `id:` and `data:`
     /// fields, pings as comments; line endings are SSE's own.
     pub sse: bool,
-    /// WebSocket text frames (the three above are then false).
-    pub websocket: bool,
+    /// WebSocket text frames (the three above are then false); read through
+    /// [`Framing::is_websocket`], which is false in a build without the
+    /// `websocket` feature, so none of the WebSocket code is built there.
+    websocket: bool,
     /// gzip (`Content-Encoding`) on a stream; permessage-deflate on a
     /// WebSocket.
     pub compressed: bool,
@@ -53,6 +55,14 @@ impl Framing {
         }
     }
 
+    /// This stream framing, gzip-encoded if `gzip`.
+    pub fn gzip(self, gzip: bool) -> Framing {
+        Framing {
+            compressed: gzip,
+            ..self
+        }
+    }
+
     /// WebSocket text frames, permessage-deflate if `deflate`.
     pub fn websocket(deflate: bool) -> Framing {
         Framing {
@@ -62,9 +72,15 @@ impl Framing {
         }
     }
 
+    /// WebSocket text frames.
+    #[inline]
+    pub fn is_websocket(self) -> bool {
+        websocket::AVAILABLE && self.websocket
+    }
+
     /// A gzip-encoded stream (not a WebSocket).
     pub fn is_gzip(self) -> bool {
-        self.compressed && !self.websocket
+        self.compressed && !self.is_websocket()
     }
 
     /// The slot of a stream framing's bytes (compressed or not).
@@ -116,7 +132,7 @@ impl Line {
     /// A gzip framing's part of the trailer comes with
     /// [`Line::gzip_frame`].
     pub fn frame(&self, framing: Framing, sse_id: Option<&str>) -> Frame {
-        if framing.websocket || framing.compressed {
+        if framing.is_websocket() || framing.compressed {
             return self.more_frame(framing, sse_id);
         }
         self.frames[framing.slot()]
@@ -150,7 +166,7 @@ impl Line {
     /// Out of line: the plain framings' path stays as short as it was.
     #[inline(never)]
     fn more_frame(&self, framing: Framing, sse_id: Option<&str>) -> Frame {
-        if !framing.websocket {
+        if !framing.is_websocket() {
             return self.gzip_frame(framing, sse_id).0;
         }
         let more = self.more.get_or_init(Default::default);
@@ -395,7 +411,7 @@ pub struct Ping {
 
 impl Ping {
     pub fn frame(&self, framing: Framing) -> Frame {
-        if framing.websocket {
+        if framing.is_websocket() {
             self.websocket
                 .get_or_init(|| websocket::ping_frame(self.line.json().as_bytes()).into())
                 .clone()
@@ -552,6 +568,9 @@ mod tests {
 
     #[test]
     fn websocket_framings() {
+        if !websocket::AVAILABLE {
+            return;
+        }
         let line = Line::new(r#"{"a":1}"#);
         let text = line.frame(Framing::websocket(false), Some("c"));
         assert_eq!(&*text, b"\x81\x07{\"a\":1}");

@@ -89,6 +89,11 @@ impl fmt::Debug for RequestHead {
 }
 
 impl RequestHead {
+    /// Serve this request as a plain stream whatever its `Upgrade` says.
+    pub fn ignore_upgrade(&mut self) {
+        self.upgrade_websocket = false;
+    }
+
     /// The target as a log line may show it: the path, and of the query
     /// only the parameter names (a value may be a token).
     pub fn target_for_log(&self) -> String {

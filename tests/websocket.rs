@@ -6,6 +6,7 @@
 //! `websockets` library subscribes with and without permessage-deflate;
 //! chromium's `WebSocket` receives events and resumes after a reconnect
 //! (tests/browser/websocket.mjs).
+#![cfg(feature = "websocket")] // without it, an upgrade is a plain subscription (tests/stream.rs)
 
 mod common;
 

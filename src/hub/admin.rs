@@ -58,7 +58,7 @@ impl Hub {
                 // at, so private events never match.
                 head.accept_sse = true;
                 head.authorization = None;
-                head.upgrade_websocket = false;
+                head.ignore_upgrade();
                 match Subscription::parse("/") {
                     Ok(sub) => self.open_stream(key, head, sub, Access::default()),
                     Err(_) => self.admin_reply(key, &head, 500, TEXT, b"", After::Close),

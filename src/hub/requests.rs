@@ -325,7 +325,7 @@ impl Hub {
         if self.is_shutting_down() {
             return self.respond(key, 503, Some("Shutting down.\n"), After::Close);
         }
-        if head.upgrade_websocket {
+        if wants_websocket(&head) {
             if let Err(refused) = handshake::accept(&head, compress::AVAILABLE) {
                 return self.refuse_websocket(key, refused);
             }
@@ -345,7 +345,7 @@ impl Hub {
         {
             // Its backlog comes from the stream: a cursor asked for now
             // would read as unknown and its events would be missed.
-            let sse = head.accept_sse && !head.upgrade_websocket;
+            let sse = head.accept_sse && !wants_websocket(&head);
             return self.respond_backlog_loading(key, sse);
         }
         match self.check_credentials(&head) {
@@ -408,16 +408,13 @@ impl Hub {
                 .any(|o| !o.is_empty() && ua.contains(o.as_str()))
         });
         // `subscribe` refused an upgrade this does not accept.
-        let websocket = head
-            .upgrade_websocket
+        let websocket = wants_websocket(&head)
             .then(|| handshake::accept(&head, compress::AVAILABLE).ok())
             .flatten();
         let framing = match &websocket {
             Some(accepted) => Framing::websocket(accepted.deflate),
-            None => Framing {
-                compressed: head.accept_gzip && compress::AVAILABLE,
-                ..Framing::stream(head.http11, oldschool, head.accept_sse)
-            },
+            None => Framing::stream(head.http11, oldschool, head.accept_sse)
+                .gzip(head.accept_gzip && compress::AVAILABLE),
         };
         // A gzip stream's body starts with its header (and the SSE hint,
         // compressed): the trailer counts what it holds.
@@ -499,6 +496,14 @@ fn resume_cursor(head: &RequestHead) -> Option<String> {
         .clone()
         .or_else(|| head.query_param("lastEventID"))
         .or_else(|| head.fetch_since_cursor.clone())
+}
+
+/// A WebSocket upgrade is asked for and this build serves WebSocket;
+/// without the `websocket` feature an upgrade request is an ordinary
+/// subscription, as it was before, and the code that would serve it is
+/// left out of the build (the constant folds it away).
+fn wants_websocket(head: &RequestHead) -> bool {
+    websocket::AVAILABLE && head.upgrade_websocket
 }
 
 pub(super) fn keep_alive(head: &RequestHead) -> After {

@@ -16,6 +16,12 @@
 pub mod frames;
 pub mod handshake;
 
+/// Whether this build serves WebSocket (feature `websocket`, on by
+/// default). Every path into the WebSocket code asks this constant first
+/// (`RequestHead::upgrade_websocket`, `Framing::is_websocket`), so the core
+/// build leaves that code out and answers an upgrade with a plain stream.
+pub const AVAILABLE: bool = cfg!(feature = "websocket");
+
 /// Continuation, text, binary, close, ping, pong (RFC 6455 §5.2).
 pub const OP_CONTINUATION: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;

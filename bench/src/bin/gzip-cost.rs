@@ -122,10 +122,7 @@ fn measure(name: &str, path: &str, body: impl Fn(usize) -> String, n: usize) {
         })
         .collect();
     let chunked = Framing::stream(true, false, false);
-    let gzip = Framing {
-        compressed: true,
-        ..chunked
-    };
+    let gzip = chunked.gzip(true);
     let (mut json, mut plain, mut shared, mut ws, mut wsd) = (0, 0, 0, 0, 0);
     // Shared segments: built once per event (timed), as the server does.
     let t0 = Instant::now();

@@ -209,7 +209,7 @@ fn gzip_framed(stream: &mut Stream, line: &Line, id: Option<&str>) -> Frame {
 /// The bytes that end `stream` cleanly.
 fn ending(stream: &Stream, (code, reason): (u16, &str)) -> Vec<u8> {
     let framing = stream.framing;
-    if framing.websocket {
+    if framing.is_websocket() {
         return websocket::close_frame(code, reason);
     }
     let mut out = Vec::new();

@@ -88,7 +88,7 @@ impl ConnTable {
         }
         match &conn.state {
             // A WebSocket's frames are parsed from the buffer, kept small.
-            State::Stream(s) if s.framing.websocket => (MAX_INPUT + 1)
+            State::Stream(s) if s.framing.is_websocket() => (MAX_INPUT + 1)
                 .saturating_sub(conn.inbuf.len())
                 .min(scratch),
             State::Stream(_) | State::Closing => scratch,
@@ -110,7 +110,7 @@ impl ConnTable {
             return;
         };
         match &conn.state {
-            State::Stream(s) if s.framing.websocket => conn.inbuf.extend_from_slice(bytes),
+            State::Stream(s) if s.framing.is_websocket() => conn.inbuf.extend_from_slice(bytes),
             State::Stream(_) | State::Closing => {
                 // Ignored, but bounded: a subscriber has nothing to say.
                 conn.stream_input += bytes.len();
@@ -214,7 +214,7 @@ impl ConnTable {
                     Err(e) => Step::Bad(e),
                 }
             }
-            State::Stream(stream) if stream.framing.websocket => {
+            State::Stream(stream) if stream.framing.is_websocket() => {
                 let replaying = stream.replay.is_some();
                 match frames::parse(&conn.inbuf, stream.framing.compressed) {
                     Ok(Some((frame, used))) => {

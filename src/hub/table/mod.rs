@@ -79,7 +79,7 @@ impl Transports {
                 *n -= 1;
             }
         };
-        if framing.websocket {
+        if framing.is_websocket() {
             bump(&mut self.websocket);
         } else if framing.sse {
             bump(&mut self.sse);
@@ -259,7 +259,7 @@ impl ConnTable {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
-        let websocket = stream.framing.websocket;
+        let websocket = stream.framing.is_websocket();
         self.streams.transition(key, conn, State::Stream(stream));
         conn.request_deadline = None;
         if !websocket || conn.inbuf.is_empty() {

@@ -25,13 +25,7 @@ fn peer() -> IpAddr {
 fn stream(path: &str) -> Box<Stream> {
     Box::new(Stream {
         sub: Subscription::parse(path).expect("subscription"),
-        framing: Framing {
-            chunked: true,
-            oldschool: false,
-            sse: false,
-            websocket: false,
-            compressed: false,
-        },
+        framing: Framing::stream(true, false, false),
         grant: None,
         replay: None,
         gzip: Default::default(),

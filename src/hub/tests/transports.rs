@@ -81,6 +81,9 @@ impl Harness {
 
 #[test]
 fn websocket_handshake_events_and_pings() {
+    if !crate::websocket::AVAILABLE {
+        return; // `upgrade_is_a_plain_stream_without_websocket`
+    }
     let mut h = Harness::new("server: {ping_interval: 5s}");
     let ws = h.subscribe("/a", &upgrade(&[]));
     let plain = h.subscribe("/a", &[]);
@@ -119,6 +122,9 @@ fn websocket_handshake_events_and_pings() {
 
 #[test]
 fn websocket_handshakes_that_are_refused() {
+    if !crate::websocket::AVAILABLE {
+        return; // `upgrade_is_a_plain_stream_without_websocket`
+    }
     let mut h = Harness::new("clients: {cors_origins: [\"https://ok.example\"]}");
     let mut refused = |headers: &[(&str, &str)]| {
         let key = h.subscribe("/a", headers);
@@ -174,6 +180,9 @@ fn websocket_handshakes_that_are_refused() {
 
 #[test]
 fn websocket_control_frames_from_the_client() {
+    if !crate::websocket::AVAILABLE {
+        return; // `upgrade_is_a_plain_stream_without_websocket`
+    }
     let mut h = Harness::new("");
     let ws = h.subscribe("/a", &upgrade(&[]));
     h.take_bytes(ws);
@@ -210,6 +219,9 @@ fn websocket_control_frames_from_the_client() {
 
 #[test]
 fn websocket_protocol_errors_close_with_their_code() {
+    if !crate::websocket::AVAILABLE {
+        return; // `upgrade_is_a_plain_stream_without_websocket`
+    }
     let cases: [(&[u8], u16); 6] = [
         (&client_frame(0x81, MASK, b"hello"), 1003),
         (&client_frame(0x82, MASK, &[0; 70_000])[..20], 1003),
@@ -238,6 +250,9 @@ fn websocket_protocol_errors_close_with_their_code() {
 
 #[test]
 fn websocket_replay_grants_and_the_status_header() {
+    if !crate::websocket::AVAILABLE {
+        return; // `upgrade_is_a_plain_stream_without_websocket`
+    }
     let acl = "alice: {password: pw, acl: {x: [git]}}\n";
     let mut h = Harness::with_acl("server: {backlog: {size: 10}}", acl);
     let watcher = h.subscribe("/git", &[]);
@@ -268,6 +283,9 @@ fn websocket_replay_grants_and_the_status_header() {
 
 #[test]
 fn websocket_limits_and_the_end() {
+    if !crate::websocket::AVAILABLE {
+        return; // `upgrade_is_a_plain_stream_without_websocket`
+    }
     let mut h = Harness::new("server: {max_queued_bytes: 300}");
     let stuck = h.subscribe("/a", &upgrade(&[]));
     let fine = h.subscribe("/a", &upgrade(&[]));
@@ -294,6 +312,24 @@ fn websocket_limits_and_the_end() {
     assert_eq!(got[0].opcode, 8);
     assert_eq!(&got[0].payload[..2], &1001u16.to_be_bytes());
     assert!(h.closed.contains(&fine));
+}
+
+/// Without the `websocket` feature an upgrade request is an ordinary
+/// subscription: a plain stream, as before WebSocket was served.
+#[test]
+fn upgrade_is_a_plain_stream_without_websocket() {
+    if crate::websocket::AVAILABLE {
+        return; // the tests above
+    }
+    let mut h = Harness::new("");
+    let key = h.subscribe("/a", &upgrade(&[]));
+    let head = h.take(key);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(header(&head, "Transfer-Encoding"), Some("chunked"));
+    h.publish("/a", r#"{"n": 1}"#);
+    let lines = stream_lines(&h.take(key));
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["n"], 1);
 }
 
 /// Compression, in both builds: with the `compression` feature each offer
