@@ -41,7 +41,7 @@ fn main() -> Result<(), String> {
     std::fs::write(dir.join("cert.pem"), &cert).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("key.pem"), &key).map_err(|e| e.to_string())?;
     let tls = TlsConfig::new(0, dir.join("cert.pem"), dir.join("key.pem"));
-    let server_config = load_config(&tls)?;
+    let server_config = load_config(&tls).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);
 
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;

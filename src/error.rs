@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use crate::acl::AclError;
 use crate::config::ConfigError;
 use crate::feeds::FeedError;
+use crate::tls::TlsError;
 
 #[derive(Debug)]
 pub enum StartError {
@@ -18,7 +19,7 @@ pub enum StartError {
     /// The ACL file could not be read or is invalid.
     Acl { path: PathBuf, source: AclError },
     /// The TLS certificate or key could not be loaded.
-    Tls(String),
+    Tls(TlsError),
     /// A listener could not be bound.
     Listen { addr: SocketAddr, source: io::Error },
     /// A feed (the LDAP pool, the cluster bus) could not start.
@@ -64,7 +65,7 @@ impl std::error::Error for StartError {
             | StartError::ReadyFile { source, .. } => Some(source),
             StartError::Io(e) => Some(e),
             StartError::Feed(e) => Some(e),
-            StartError::Tls(_) => None,
+            StartError::Tls(e) => Some(e),
         }
     }
 }

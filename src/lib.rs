@@ -67,9 +67,7 @@ impl Server {
         let mut sockets = vec![(listeners.plain, ListenerKind::Plain)];
         if let Some(tls) = listeners.tls {
             if config.server.tls.is_none() {
-                return Err(StartError::Tls(
-                    "a TLS listener needs server.tls in the configuration".into(),
-                ));
+                return Err(StartError::Tls(tls::TlsError::NoSettings));
             }
             sockets.push((tls, ListenerKind::Tls));
         }

@@ -246,19 +246,11 @@ impl Reactor {
         self.reload_tls();
     }
 
-    /// Re-reads the certificate and key; connections already open keep
-    /// theirs, new ones get the new pair. A bad pair keeps the old one.
+    /// Re-reads the certificate and key (`setup::reload_tls`); a bad pair
+    /// keeps the old one.
     fn reload_tls(&mut self) {
-        let Some(settings) = &self.hub.config().server.tls else {
-            info!("SIGHUP: no TLS configured; nothing to reload");
-            return;
-        };
-        match tls::load_config(settings) {
-            Ok(config) => {
-                self.tls = Some(config);
-                info!("SIGHUP: reloaded the TLS certificate and key");
-            }
-            Err(e) => warn!("SIGHUP: keeping the old TLS certificate: {e}"),
+        if let Some(config) = crate::setup::reload_tls(self.hub.config().server.tls.as_ref()) {
+            self.tls = Some(config);
         }
     }
 
@@ -380,20 +372,8 @@ impl Reactor {
                 return;
             };
             let result = socket.read(&mut self.scratch[..room]);
-            if socket.take_handshake_done() {
-                self.hub.count_tls_handshake(true);
-            } else if socket.is_handshaking() {
-                // An error or EOF before the handshake completed.
-                let failed = match &result {
-                    Ok(n) => *n == 0,
-                    Err(e) => !matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ),
-                };
-                if failed {
-                    self.hub.count_tls_handshake(false);
-                }
+            if let Some(ok) = socket.handshake_outcome(&result) {
+                self.hub.count_tls_handshake(ok);
             }
             match result {
                 Ok(0) => {
@@ -402,13 +382,9 @@ impl Reactor {
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    // A short read on a TCP socket took everything there
-                    // was; more data will come with a new edge. This saves
-                    // the read that would only say WouldBlock. (TLS may
-                    // hold decrypted bytes back, so it reads on.)
-                    #[allow(irrefutable_let_patterns)] // plain TCP is all a core build has
-                    let plain = matches!(socket, Transport::Plain(_));
-                    drained = !until_would_block && n < room && plain;
+                    // A short read took everything there was: this saves
+                    // the read that would only say WouldBlock.
+                    drained = !until_would_block && n < room && socket.short_read_drains();
                     self.hub.received(key, &self.scratch[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -3,18 +3,19 @@
 //! file, every feed (LDAP pool, SQS pollers, cluster bus) started the same
 //! way (`feeds/`), the token verifier with its key (read again on every
 //! SIGHUP), the connection limit from the open-files limit, and the
-//! configuration a reload may apply. The reactor and the hub's own tests
-//! build the hub through [`hub_parts`] alike.
+//! configuration and TLS files a reload may apply. The reactor and the
+//! hub's own tests build the hub through [`hub_parts`] alike.
 
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{info, warn};
 
 use crate::backlog::{self, Backlog};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::error::StartError;
 use crate::feeds::cluster::ClusterFeed;
 use crate::feeds::ldap::Ldap;
@@ -22,6 +23,7 @@ use crate::feeds::sqs::Sqs;
 use crate::feeds::Wake;
 use crate::hub::{AclFile, Cluster, History, HubParts, Reloaded};
 use crate::persist::{self, Persister};
+use crate::tls;
 use crate::tokens::Tokens;
 
 /// How often at most the backlog file is rewritten.
@@ -125,6 +127,26 @@ pub fn reload(path: &Path, running: &Config) -> Option<Reloaded> {
         }
         Err(e) => {
             warn!("SIGHUP: keeping the running configuration: {e}");
+            None
+        }
+    }
+}
+
+/// SIGHUP: the TLS certificate and key read again (`Some`: for new
+/// connections; those already open keep theirs). `None` (logged) keeps
+/// the running pair: no TLS configured, or the new files do not load.
+pub fn reload_tls(settings: Option<&TlsConfig>) -> Option<Arc<tls::ServerConfig>> {
+    let Some(settings) = settings else {
+        info!("SIGHUP: no TLS configured; nothing to reload");
+        return None;
+    };
+    match tls::load_config(settings) {
+        Ok(config) => {
+            info!("SIGHUP: reloaded the TLS certificate and key");
+            Some(config)
+        }
+        Err(e) => {
+            warn!("SIGHUP: keeping the old TLS certificate: {e}");
             None
         }
     }

@@ -5,13 +5,14 @@
 //! the rest of a record already started, before the socket closes), and
 //! `off.rs` the stand-in for builds without the `tls` feature: the same
 //! names, a `ServerConfig` with no values, so the reactor's call sites
-//! need no cfg. Tests: `harness.rs` (the record layer's made-up peer, RFC
+//! need no cfg; `error.rs` why a setup failed, in both builds. Tests: `harness.rs` (the record layer's made-up peer, RFC
 //! oracle and fuzz harness) and `differential.rs` (against rustls's own
 //! record protection and RFC 8448's records).
 
 mod closing;
 #[cfg(all(test, feature = "tls"))]
 mod differential;
+mod error;
 #[cfg(all(any(fuzzing, test), feature = "tls"))]
 mod harness;
 #[cfg(not(feature = "tls"))]
@@ -22,6 +23,7 @@ mod records;
 mod transport;
 
 pub use closing::Closing;
+pub use error::TlsError;
 #[cfg(all(fuzzing, feature = "tls"))]
 pub use harness::fuzz_records;
 #[cfg(not(feature = "tls"))]

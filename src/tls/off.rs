@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use mio::net::TcpStream;
 
+use super::error::TlsError;
 use crate::config::TlsConfig;
 
 /// No TLS configuration can exist in this build.
 pub enum ServerConfig {}
 
-pub fn load_config(_: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
-    Err("server.tls is set, but this build has no TLS support (feature `tls`)".into())
+pub fn load_config(_: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    Err(TlsError::NotBuilt)
 }
 
 /// What a connection's bytes travel over: plain TCP here.
@@ -34,12 +35,13 @@ impl Transport {
         }
     }
 
-    pub fn take_handshake_done(&mut self) -> bool {
-        false
+    /// No handshake ever happens here.
+    pub fn handshake_outcome(&mut self, _: &io::Result<usize>) -> Option<bool> {
+        None
     }
 
-    pub fn is_handshaking(&self) -> bool {
-        false
+    pub fn short_read_drains(&self) -> bool {
+        true
     }
 
     /// Nothing is ever held back.

@@ -42,6 +42,7 @@ use rustls::unbuffered::{
 };
 use rustls::{CipherSuiteCommon, SupportedCipherSuite, Tls13CipherSuite};
 
+use super::error::{Cause, TlsError};
 use super::records::{Fatal, RecordLayer};
 use crate::config::{RecordLayerKind, TlsConfig};
 
@@ -81,14 +82,19 @@ impl ServerConfig {
 }
 
 /// Builds the TLS config from `server.tls`; errors name the file.
-pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
-    let read_certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let read_certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        let failed = |what, source: Option<Cause>| TlsError::Certificates {
+            path: path.to_owned(),
+            what,
+            source,
+        };
         let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read certificate file {}: {e}", path.display()))?
+            .map_err(|e| failed("cannot read certificate file", Some(Box::new(e))))?
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("invalid PEM in {}: {e}", path.display()))?;
+            .map_err(|e| failed("invalid PEM in", Some(Box::new(e))))?;
         if certs.is_empty() {
-            return Err(format!("no certificate found in {}", path.display()));
+            return Err(failed("no certificate found in", None));
         }
         Ok(certs)
     };
@@ -96,8 +102,10 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     if let Some(chain) = &tls.chain {
         certs.extend(read_certs(chain)?);
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", tls.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| TlsError::Key {
+        path: tls.key.clone(),
+        source: Box::new(e),
+    })?;
     let mut cipher_suites = preferred_cipher_suites();
     if let Some(records) = tls.testing_records_per_key {
         cipher_suites = with_record_limit(cipher_suites, records);
@@ -108,15 +116,16 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(|e| TlsError::Setup {
+            what: "the protocol versions",
+            source: Box::new(e),
+        })?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "the key in {} does not fit the certificate in {}: {e}",
-                tls.key.display(),
-                tls.cert.display()
-            )
+        .map_err(|e| TlsError::Mismatch {
+            key: tls.key.clone(),
+            cert: tls.cert.clone(),
+            source: Box::new(e),
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // The server's order, not the client's: every subscriber's stream is
@@ -136,8 +145,10 @@ pub fn load_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     // session. The default, a 256-entry session cache holding two tickets
     // per client, failed every resumption once ~128 clients came back at
     // once (each full handshake evicting the next client's ticket).
-    config.ticketer =
-        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Setup {
+        what: "session tickets",
+        source: Box::new(e),
+    })?;
     Ok(Arc::new(ServerConfig {
         rustls: Arc::new(config),
         layer,
@@ -350,6 +361,34 @@ impl Transport {
             Transport::Plain(s) => s,
             Transport::Tls(t) => &mut t.socket,
         }
+    }
+
+    /// What a read just told of the TLS handshake, for the handshake
+    /// counters: `Some(true)` when the handshake has completed (said once),
+    /// `Some(false)` when the read ended one that had not (an error or
+    /// EOF), `None` otherwise (plain TCP, still going, or long done).
+    pub fn handshake_outcome(&mut self, read: &io::Result<usize>) -> Option<bool> {
+        if self.take_handshake_done() {
+            return Some(true);
+        }
+        if !self.is_handshaking() {
+            return None;
+        }
+        let ended = match read {
+            Ok(n) => *n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        };
+        ended.then_some(false)
+    }
+
+    /// Whether a read shorter than asked took everything there was (plain
+    /// TCP: more comes with a new edge), so reading again would only say
+    /// WouldBlock. TLS may hold decrypted bytes back, so it reads on.
+    pub fn short_read_drains(&self) -> bool {
+        matches!(self, Transport::Plain(_))
     }
 
     /// True the first time it is asked after the TLS handshake completed
