@@ -3,7 +3,9 @@
 //! as a header and claims (split at the first `\n`) signed here with the
 //! verifier's own secret, which reaches what only a good signature
 //! unlocks: the claims' parsing, the time checks, the `pubsub` claim.
-//! Whatever is accepted must carry an expiry in the future of `NOW`.
+//! Whatever is accepted must carry an expiry no further in the past of
+//! `NOW` than the leeway (a publish still gets the leeway; a subscription
+//! is refused at `exp`).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -13,11 +15,14 @@ use pubsubd::tokens::Tokens;
 
 const SECRET: &str = "the fuzz target's secret, 32 bytes";
 const NOW: f64 = 1_800_000_000.0;
+const LEEWAY_SECS: f64 = 30.0;
 
 fn tokens() -> &'static Tokens {
     static TOKENS: OnceLock<Tokens> = OnceLock::new();
     TOKENS.get_or_init(|| {
-        let yaml = format!("clients: {{tokens: {{secret: \"{SECRET}\", audience: [a, b]}}}}");
+        let yaml = format!(
+            "clients: {{tokens: {{secret: \"{SECRET}\", audience: [a, b], leeway: {LEEWAY_SECS}s}}}}"
+        );
         let (config, _) = pubsubd::Config::parse(&yaml).expect("the target's config");
         Tokens::load(config.clients.tokens.as_ref())
             .expect("the target's key")
@@ -40,7 +45,10 @@ fn b64url(bytes: &[u8]) -> String {
 
 fn check(token: &str) {
     if let Ok(bearer) = tokens().verify(token, NOW) {
-        assert!(bearer.expires > NOW, "accepted an expired token");
+        assert!(
+            bearer.expires + LEEWAY_SECS > NOW,
+            "accepted a token expired beyond the leeway"
+        );
     }
 }
 
