@@ -781,7 +781,7 @@ fn asfpy_deprecated_listener_over_https(layer: Layer) {
 /// `wss://`: Python's `websockets` library on the TLS port, with
 /// permessage-deflate (nothing special beyond the transport).
 fn python_websockets_over_wss(layer: Layer) {
-    let Some(py) = python_with("python_websockets_over_wss", &["websockets.sync.client"]) else {
+    let Some(py) = python_with("python_websockets_over_wss", &["websockets.asyncio.client"]) else {
         return;
     };
     let (pki, _ca) = Pki::new(layer);

@@ -221,7 +221,7 @@ fn next_json(rx: &std::sync::mpsc::Receiver<String>) -> Value {
 
 #[test]
 fn python_websockets_with_and_without_permessage_deflate() {
-    let Some(py) = python_with("websockets", &["websockets.sync.client"]) else {
+    let Some(py) = python_with("websockets", &["websockets.asyncio.client"]) else {
         return;
     };
     let mut srv = Server::start("");
