@@ -25,6 +25,13 @@ const ACL: &str = "alice: {password: pw, acl: {repos: [git]}, topics: [deploy]}\
 /// A server accepting `key`'s tokens (its PEM in the server's dir), with
 /// issuer and audience set, logging at debug.
 fn server_for(key: &SigningKey, extra: &str) -> Server {
+    let (builder, _key_dir) = builder_for(key, extra);
+    builder.start()
+}
+
+/// `server_for`'s server, not started yet (for one with more settings), and
+/// the directory holding its key, to keep until it has started.
+fn builder_for(key: &SigningKey, extra: &str) -> (Builder, TempDir) {
     let dir = TempDir::new();
     let tokens = if key.public_pem.is_empty() {
         format!("secret: \"{SECRET}\"")
@@ -32,17 +39,15 @@ fn server_for(key: &SigningKey, extra: &str) -> Server {
         let path = dir.write("token.pub", &key.public_pem);
         format!("key: {}, algorithms: [{}]", path.display(), key.alg)
     };
-    let srv = Server::builder()
+    let builder = Server::builder()
         .server("log_level: debug")
         .clients("secure_topics: [deploy]")
         .clients(&format!(
             "tokens: {{{tokens}, issuer: https://id.test, audience: pubsub, \
              cookie: pubsub_token, query: access_token{extra}}}"
         ))
-        .acl(ACL)
-        .start();
-    drop(dir);
-    srv
+        .acl(ACL);
+    (builder, dir)
 }
 
 fn claims(exp_in: f64) -> Value {
@@ -314,6 +319,35 @@ fn check_config_loads_the_key() {
     assert!(err.contains("no key for ES256"), "{err}");
 }
 
+/// The same grants over a browser WebSocket, whose token can only travel in
+/// the query string; the token never reaches the log.
+#[cfg(feature = "websocket")]
+#[test]
+fn chromium_receives_private_events_over_websocket_with_the_query_token() {
+    let Some(dir) = browser_scripts() else {
+        return;
+    };
+    let key = SigningKey::hmac("HS256", SECRET.as_bytes());
+    let (builder, _key_dir) = builder_for(&key, "");
+    let srv = builder.server("backlog: {size: 100}").start();
+    let good = key.token(&claims(600.0));
+    let expired = key.token(&claims(-3600.0));
+    let stdout = run_browser_page(&dir.join("ws_token.mjs"), &srv, &good, &expired);
+    let log = srv.log();
+    assert!(
+        stdout.contains("WebSocket with a query token OK"),
+        "{stdout}"
+    );
+    assert_eq!(log.matches("token refused: expired").count(), 1, "{log}");
+    let signature = |t: &str| t.rsplit('.').next().unwrap_or_default().to_string();
+    for t in [&good, &expired] {
+        assert!(
+            !log.contains(&signature(t)),
+            "a token reached the log:\n{log}"
+        );
+    }
+}
+
 #[test]
 fn chromium_receives_private_events_over_event_source_with_the_cookie() {
     let Some(dir) = browser_scripts() else {
@@ -323,12 +357,24 @@ fn chromium_receives_private_events_over_event_source_with_the_cookie() {
     let srv = server_for(&key, "");
     let good = key.token(&claims(600.0));
     let expired = key.token(&claims(-3600.0));
+    let stdout = run_browser_page(&dir.join("sse_token.mjs"), &srv, &good, &expired);
+    assert!(
+        stdout.contains("EventSource with a token cookie OK"),
+        "{stdout}"
+    );
+    let refused = srv.log().matches("token refused: expired").count();
+    assert_eq!(refused, 1, "the expired page asked once, not in a loop");
+}
+
+/// Runs a browser page script against `srv` with a good and an expired
+/// token; its stdout, or a failure with everything needed to see why.
+fn run_browser_page(script: &std::path::Path, srv: &Server, good: &str, expired: &str) -> String {
     let (status, stdout, stderr) = output_within(
         Command::new("node")
-            .arg(dir.join("sse_token.mjs"))
+            .arg(script)
             .arg(format!("http://{}", srv.addr))
-            .arg(&good)
-            .arg(&expired),
+            .arg(good)
+            .arg(expired),
         Duration::from_secs(60),
     );
     assert!(
@@ -336,12 +382,7 @@ fn chromium_receives_private_events_over_event_source_with_the_cookie() {
         "browser test failed ({status:?})\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
         srv.log()
     );
-    assert!(
-        stdout.contains("EventSource with a token cookie OK"),
-        "{stdout}"
-    );
-    let refused = srv.log().matches("token refused: expired").count();
-    assert_eq!(refused, 1, "the expired page asked once, not in a loop");
+    stdout
 }
 
 /// The `sh` block after `<!-- marker -->` in README.md.
