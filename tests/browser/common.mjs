@@ -1,6 +1,7 @@
 // What the browser scripts share: failing without throwing (so the browser
-// still closes), publishing over plain HTTP, and launching Debian's
-// chromium headless through playwright-core (no browser download).
+// still closes), publishing over plain HTTP, launching Debian's chromium
+// headless through playwright-core (no browser download), and a blank page
+// on the server's origin.
 import { chromium } from "playwright-core";
 
 export const fail = (why) => {
@@ -30,4 +31,14 @@ export function launch(extraArgs = []) {
       ...extraArgs,
     ],
   });
+}
+
+/**
+ * Shows `page` a blank page on `origin` (served by playwright: every path
+ * of pubsubd's is a stream), so what the page opens is same-origin.
+ */
+export async function openBlankPage(page, origin, title) {
+  await page.route(origin + "/page.html", (route) =>
+    route.fulfill({ contentType: "text/html", body: `<!doctype html><title>${title}</title>` }));
+  await page.goto(origin + "/page.html", { waitUntil: "load", timeout: 10000 });
 }

@@ -5,7 +5,7 @@
 // gzip`), and each event must still reach the page as it is published.
 //
 //   node sse_gzip.mjs PUBLIC_URL
-import { fail, launch, publish as publishTo } from "./common.mjs";
+import { fail, launch, publish as publishTo, openBlankPage } from "./common.mjs";
 
 const [publicUrl] = process.argv.slice(2);
 if (!publicUrl) {
@@ -21,9 +21,7 @@ try {
   page.on("response", async (r) => {
     if (r.url().includes("/gzip/sse")) encodings.push((await r.allHeaders())["content-encoding"]);
   });
-  await page.route(publicUrl + "/page.html", (route) =>
-    route.fulfill({ contentType: "text/html", body: "<!doctype html><title>sse</title>" }));
-  await page.goto(publicUrl + "/page.html", { waitUntil: "load", timeout: 10000 });
+  await openBlankPage(page, publicUrl, "sse");
   await page.evaluate(() => {
     window.got = [];
     window.errors = 0;

@@ -5,7 +5,7 @@
 // pubsubd seals these records itself (src/tls/records.rs).
 //
 //   node sse_tls.mjs TLS_URL PUBLIC_URL
-import { fail, launch, publish as publishTo } from "./common.mjs";
+import { fail, launch, publish as publishTo, openBlankPage } from "./common.mjs";
 
 const [tlsUrl, publicUrl] = process.argv.slice(2);
 if (!tlsUrl || !publicUrl) {
@@ -22,9 +22,7 @@ try {
   // A blank document on the TLS origin (served by playwright, not the
   // server: every path of pubsubd's is a stream), so the EventSource
   // below is same-origin and the only connection to the server.
-  await page.route(tlsUrl + "/page.html", (route) =>
-    route.fulfill({ contentType: "text/html", body: "<!doctype html><title>sse</title>" }));
-  await page.goto(tlsUrl + "/page.html", { waitUntil: "load", timeout: 10000 });
+  await openBlankPage(page, tlsUrl, "sse");
   await page.evaluate(() => {
     window.got = [];
     window.errors = 0;

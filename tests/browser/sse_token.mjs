@@ -6,7 +6,7 @@
 // source stays closed (no reconnect loop).
 //
 //   node sse_token.mjs URL TOKEN EXPIRED_TOKEN
-import { fail, launch, publish as publishTo } from "./common.mjs";
+import { fail, launch, publish as publishTo, openBlankPage } from "./common.mjs";
 
 const [url, token, expired] = process.argv.slice(2);
 if (!url || !token || !expired) {
@@ -22,9 +22,7 @@ async function pageWithCookie(browser, value) {
   const context = await browser.newContext();
   await context.addCookies([{ name: "pubsub_token", value, url }]);
   const page = await context.newPage();
-  await page.route(url + "/page.html", (route) =>
-    route.fulfill({ contentType: "text/html", body: "<!doctype html><title>token</title>" }));
-  await page.goto(url + "/page.html", { waitUntil: "load", timeout: 10000 });
+  await openBlankPage(page, url, "token");
   await page.evaluate(() => {
     window.got = [];
     window.errors = 0;

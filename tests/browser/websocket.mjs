@@ -7,7 +7,7 @@
 //
 //   node websocket.mjs PUBLIC_URL [deflate|plain]   (what the server should
 //   answer to chromium's permessage-deflate offer; default deflate)
-import { fail, launch, publish as publishTo } from "./common.mjs";
+import { fail, launch, publish as publishTo, openBlankPage } from "./common.mjs";
 
 const [publicUrl, expect = "deflate"] = process.argv.slice(2);
 if (!publicUrl) {
@@ -24,11 +24,7 @@ const wsUrl = publicUrl.replace(/^http/, "ws");
 const browser = await launch(["--disable-features=LocalNetworkAccessChecks"]);
 try {
   const page = await browser.newPage();
-  // A blank page on the server's origin (served by playwright: every path
-  // of pubsubd's is a stream).
-  await page.route(publicUrl + "/page.html", (route) =>
-    route.fulfill({ contentType: "text/html", body: "<!doctype html><title>ws</title>" }));
-  await page.goto(publicUrl + "/page.html", { waitUntil: "load", timeout: 10000 });
+  await openBlankPage(page, publicUrl, "ws");
   const open = (url) => page.evaluate((url) => new Promise((resolve, reject) => {
     window.got = window.got || [];
     window.ws = new WebSocket(url);

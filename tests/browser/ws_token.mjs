@@ -8,7 +8,7 @@
 // handshake) and receives nothing.
 //
 //   node ws_token.mjs PUBLIC_URL TOKEN EXPIRED_TOKEN
-import { fail, launch, publish as publishTo } from "./common.mjs";
+import { fail, launch, publish as publishTo, openBlankPage } from "./common.mjs";
 
 const [publicUrl, token, expired] = process.argv.slice(2);
 if (!publicUrl || !token || !expired) {
@@ -23,9 +23,7 @@ const wsUrl = (query) => publicUrl.replace(/^http/, "ws") + "/git?" + query;
 const browser = await launch(["--disable-features=LocalNetworkAccessChecks"]);
 try {
   const page = await browser.newPage();
-  await page.route(publicUrl + "/page.html", (route) =>
-    route.fulfill({ contentType: "text/html", body: "<!doctype html><title>ws token</title>" }));
-  await page.goto(publicUrl + "/page.html", { waitUntil: "load", timeout: 10000 });
+  await openBlankPage(page, publicUrl, "ws token");
   // Resolves "open" or "failed" (error or close before opening).
   const open = (name, url) => page.evaluate(([name, url]) => new Promise((resolve) => {
     window.got = window.got || {};
